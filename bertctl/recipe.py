@@ -134,6 +134,10 @@ class Recipe:
         return Path(self.output.dir) if self.output.dir else Path("runs") / self.name
 
     @property
+    def base_dir_path(self) -> Path:
+        return Path(self.base_dir)
+
+    @property
     def uses_hub_dataset(self) -> bool:
         return self.data.dataset is not None
 

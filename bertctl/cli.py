@@ -1,0 +1,159 @@
+"""The `bertctl` command line: thin Typer commands over plain functions.
+
+    bertctl validate recipes/agnews.toml train.epochs=1
+    bertctl tokenize recipes/agnews.toml
+    bertctl tokenize --model bert-base-uncased "tokenization" "second text"
+    bertctl train recipes/agnews.toml
+    bertctl eval --min accuracy=0.85
+    bertctl predict "Stocks fell as oil prices rose"
+
+This is the only module that turns errors into exit codes (2: bad input, 1: a failed eval gate).
+Heavy libraries (torch, transformers, datasets) are imported inside commands so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from bertctl.errors import BertctlError
+
+app = typer.Typer(
+    name="bertctl",
+    help="Fine-tune, evaluate and serve BERT text classifiers from TOML recipes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+RecipeArg = Annotated[Path, typer.Argument(help="TOML recipe, e.g. recipes/agnews.toml", show_default=False)]
+Overrides = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="dotted overrides of recipe keys: train.epochs=1 data.limit.train=200", show_default=False),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON only, on stdout")]
+
+
+def fail(error: BertctlError) -> typer.Exit:
+    typer.secho(f"error: {error}", err=True, fg=typer.colors.RED if sys.stderr.isatty() else None)
+    return typer.Exit(error.exit_code)
+
+
+def handles_errors(command: Callable) -> Callable:
+    """Turn the tool's own errors into a message on stderr and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except BertctlError as error:
+            raise fail(error) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def echo_json(payload) -> None:
+    typer.echo(json.dumps(payload, indent=None, ensure_ascii=False, default=str))
+
+
+def console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def validate(
+    recipe: RecipeArg,
+    overrides: Overrides = None,
+    data: Annotated[bool, typer.Option(help="also read the data files: columns, empty texts, labels")] = True,
+) -> None:
+    """Check a recipe (schema, types, ranges, files, columns, labels) without loading a model. Exit 2 if invalid."""
+    from bertctl.recipe import load_recipe
+
+    loaded = load_recipe(recipe, overrides)
+    checked = "schema"
+    if data and not loaded.uses_hub_dataset:
+        from bertctl.data import load_data
+
+        loaded_data = load_data(loaded)
+        sizes = ", ".join(f"{name} {len(ds)}" for name, ds in loaded_data.splits.items())
+        checked = f"schema and data ({sizes}; labels: {', '.join(loaded_data.labels)})"
+    elif loaded.uses_hub_dataset:
+        checked = f"schema (hub dataset {loaded.data.dataset}: files and columns are checked when it loads)"
+    typer.echo(f"{recipe}: valid {checked}")
+
+
+@app.command()
+@handles_errors
+def schema() -> None:
+    """List every recipe key with its type, default and meaning."""
+    from rich.table import Table
+
+    from bertctl.recipe import describe_schema
+
+    table = Table("key", "type", "default", "meaning", box=None)
+    for row in describe_schema():
+        table.add_row(*row)
+    console().print(table)
+
+
+@app.command()
+@handles_errors
+def tokenize(
+    args: Annotated[Optional[list[str]], typer.Argument(help="RECIPE [key=value ...], or with --model: TEXT [SECOND_TEXT]", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="show how this model's tokenizer reads TEXT")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="truncate TEXT like training would")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Tokenize a recipe's data and report lengths, truncation, [UNK]s and labels; or show one input's WordPieces.
+
+    bertctl tokenize recipes/agnews.toml
+    bertctl tokenize --model sentence-transformers/all-MiniLM-L6-v2 "tokenization" "a second sentence"
+    """
+    from bertctl import reports
+
+    args = args or []
+    if model is not None:
+        if not 1 <= len(args) <= 2:
+            raise BertctlError("--model takes one text, or two for a sentence pair", fix='bertctl tokenize --model NAME "text" ["second text"]')
+        from bertctl.modeling import load_tokenizer
+        from bertctl.tokenization import explain_input
+
+        rows = explain_input(load_tokenizer(model), args[0], args[1] if len(args) == 2 else None, max_length)
+        if as_json:
+            echo_json([row.__dict__ for row in rows])
+        else:
+            reports.print_input_rows(console(), rows)
+        return
+    if not args:
+        raise BertctlError("tokenize needs a recipe, or --model NAME and a text", fix="bertctl tokenize recipes/agnews.toml")
+    from bertctl.recipe import load_recipe
+    from bertctl.tokenization import tokenize_report
+
+    report = tokenize_report(load_recipe(Path(args[0]), args[1:]))
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        reports.print_tokenize_report(console(), report)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

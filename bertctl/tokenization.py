@@ -1,0 +1,125 @@
+"""See what BERT sees: one input as WordPiece rows, or a whole recipe's data as a length/label report.
+
+    explain_input(tokenizer, "tokenization", "second text")   # [CLS] token ##ization [SEP] second text [SEP]
+    report = tokenize_report(recipe)                           # per split: lengths, truncation, [UNK], labels
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bertctl.recipe import Recipe
+
+
+@dataclass
+class InputRow:
+    position: int
+    token: str
+    id: int
+    segment: int
+    attention: int
+    word: int | None  # index of the word the piece belongs to; None for [CLS]/[SEP]
+
+
+def explain_input(tokenizer, text: str, text_pair: str | None = None, max_length: int | None = None) -> list[InputRow]:
+    """The BERT input `[CLS] A [SEP] B [SEP]` one WordPiece per row, with segment ids and attention mask."""
+    enc = tokenizer(text, text_pair, truncation=max_length is not None, max_length=max_length, return_token_type_ids=True)
+    tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"])
+    words = enc.word_ids() if hasattr(enc, "word_ids") else [None] * len(tokens)
+    segments = enc.get("token_type_ids") or [0] * len(tokens)
+    return [
+        InputRow(i, tok, tid, seg, mask, word)
+        for i, (tok, tid, seg, mask, word) in enumerate(zip(tokens, enc["input_ids"], segments, enc["attention_mask"], words))
+    ]
+
+
+def _percentile(values, q: float) -> int:
+    import numpy as np
+
+    return int(np.percentile(values, q)) if len(values) else 0
+
+
+@dataclass
+class SplitReport:
+    name: str
+    source: str
+    examples: int
+    label_counts: dict[str, int]
+    length_p50: int
+    length_p90: int
+    length_p99: int
+    length_max: int
+    truncated_share: float
+    unk_share: float
+    empty_dropped: int
+
+
+@dataclass
+class TokenizeReport:
+    recipe: str
+    model: str
+    max_length: int
+    labels: list[str]
+    from_cache: bool
+    cache_dir: str | None
+    splits: list[SplitReport]
+    labels_missing: dict[str, list[str]] = field(default_factory=dict)  # split -> labels absent there but present elsewhere
+    duplicates: dict[str, int] = field(default_factory=dict)  # "validation~train" -> examples of the first seen in the second
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def tokenize_report(recipe: Recipe, tokenizer=None) -> TokenizeReport:
+    """Tokenize every split (through the cache) and summarise what a model will be trained and judged on."""
+    import numpy as np
+
+    from bertctl.data import tokenize_data
+    from bertctl.modeling import load_tokenizer
+
+    tokenizer = tokenizer or load_tokenizer(recipe.model.name, base_dir=recipe.base_dir_path)
+    data = tokenize_data(recipe, tokenizer)
+    reports = []
+    present: dict[str, set[str]] = {}
+    hashes: dict[str, set[int]] = {}
+    for name, ds in data.splits.items():
+        full = np.asarray(ds["n_tokens"])
+        lengths = np.asarray(ds["length"])
+        labels = np.asarray(ds["label"])
+        counts = {label: int((labels == i).sum()) for i, label in enumerate(data.labels)}
+        present[name] = {label for label, n in counts.items() if n}
+        hashes[name] = {hash(tuple(ids)) for ids in ds["input_ids"]}
+        reports.append(
+            SplitReport(
+                name=name,
+                source=data.sources.get(name, ""),
+                examples=len(ds),
+                label_counts=counts,
+                length_p50=_percentile(full, 50),
+                length_p90=_percentile(full, 90),
+                length_p99=_percentile(full, 99),
+                length_max=int(full.max()) if len(full) else 0,
+                truncated_share=float((full > recipe.model.max_length).mean()) if len(full) else 0.0,
+                unk_share=float(np.asarray(ds["n_unk"]).sum() / max(1, lengths.sum())),
+                empty_dropped=data.dropped_empty.get(name, 0),
+            )
+        )
+    everywhere = set().union(*present.values()) if present else set()
+    missing = {name: sorted(everywhere - labels) for name, labels in present.items() if everywhere - labels}
+    duplicates = {}
+    names = list(hashes)
+    for i, a in enumerate(names):
+        for b in names[:i]:
+            duplicates[f"{a}~{b}"] = len(hashes[a] & hashes[b])
+    return TokenizeReport(
+        recipe=recipe.source,
+        model=recipe.model.name,
+        max_length=recipe.model.max_length,
+        labels=data.labels,
+        from_cache=data.from_cache,
+        cache_dir=str(data.cache_dir) if data.cache_dir else None,
+        splits=reports,
+        labels_missing=missing,
+        duplicates=duplicates,
+    )
