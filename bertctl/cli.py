@@ -151,6 +151,65 @@ def tokenize(
         reports.print_tokenize_report(console(), report)
 
 
+@app.command()
+@handles_errors
+def train(
+    recipe: RecipeArg,
+    overrides: Overrides = None,
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="run dir (default: the recipe's output.dir)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in the run dir")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a finished or unfinished run in the run dir")] = False,
+    stop_after_steps: Annotated[Optional[int], typer.Option("--stop-after-steps", hidden=True)] = None,
+) -> None:
+    """Fine-tune a BERT classifier from a TOML recipe (Accelerate loop; resumable; HF-native run dir).
+
+    bertctl train recipes/agnews.toml
+    bertctl train recipes/agnews.toml train.epochs=1 data.limit.train=500
+    accelerate launch --num_processes 2 -m bertctl train recipes/agnews.toml
+    """
+    from bertctl.recipe import load_recipe
+    from bertctl.training import train as run_training
+
+    result = run_training(load_recipe(recipe, overrides), output_dir=output_dir, resume=resume, overwrite=overwrite, stop_after_steps=stop_after_steps)
+    from bertctl import reports
+
+    reports.print_train_summary(result)
+
+
+@app.command()
+@handles_errors
+def attention(
+    texts: Annotated[Optional[list[str]], typer.Argument(help="TEXT [SECOND_TEXT] whose attention maps to draw", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="run dir, model dir or hub id (default runs/latest)")] = None,
+    layer: Annotated[Optional[int], typer.Option(help="only this layer (0-based); draws one PNG per head")] = None,
+    head: Annotated[Optional[int], typer.Option(help="only this head (0-based); draws one PNG per head")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="report dir (default attention/<slug of the text>)")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="average head statistics over a recipe's train texts or a data file")] = None,
+    text_column: Annotated[str, typer.Option("--text", help="text column of a --data file")] = "text",
+    limit: Annotated[int, typer.Option(help="texts sampled from --data")] = 100,
+    positions: Annotated[bool, typer.Option("--positions", help="plot the learned position embeddings")] = False,
+    max_length: Annotated[int, typer.Option(help="truncate texts to this many tokens")] = 128,
+    as_json: JsonFlag = False,
+) -> None:
+    """Draw a model's attention maps and per-head statistics (Clark et al. 2019), or its position embeddings.
+
+    bertctl attention --model runs/agnews "The man went to the store." "He bought milk."
+    bertctl attention --model runs/agnews --layer 3 --head 7 "The man went to the store."
+    bertctl attention --model runs/agnews --data recipes/agnews.toml --limit 200
+    bertctl attention --model sentence-transformers/all-MiniLM-L6-v2 --positions
+    """
+    from bertctl.attention import attention_command, print_attention_report
+
+    report = attention_command(
+        model, texts or [], layer=layer, head=head, out=out, data=data, text_column=text_column,
+        limit=limit, positions=positions, max_length=max_length,
+    )
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        print_attention_report(console(), report)
+
+
 def main() -> None:
     app()
 

@@ -111,6 +111,14 @@ def resolve_model(name: str, *, base_dir: Path | None = None) -> ResolvedModel:
     )
 
 
+def quiet_transformers() -> None:
+    """transformers v5 prints a load report and progress bars; bertctl says what matters itself."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def _load_error(resolved: ResolvedModel, exc: Exception) -> ModelError:
     where = resolved.location if resolved.is_local else f"the hub ({resolved.name})"
     tried = ("; tried: " + "; ".join(resolved.tried)) if resolved.tried else ""
@@ -146,6 +154,7 @@ def load_tokenizer(name: str, *, base_dir: Path | None = None):
     resolved = resolve_model(name, base_dir=base_dir)
     from transformers import AutoTokenizer
 
+    quiet_transformers()
     try:
         return AutoTokenizer.from_pretrained(resolved.location, trust_remote_code=False)
     except Exception as exc:  # transformers raises OSError/ValueError/HTTP errors here
@@ -179,6 +188,7 @@ def load_classifier(
         check_weights_are_safe(resolved.location, trust_pickle=trust_pickle)
     from transformers import AutoModelForSequenceClassification
 
+    quiet_transformers()
     label_kwargs: dict[str, Any] = {}
     if labels is not None:
         label_kwargs = {

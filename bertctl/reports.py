@@ -45,3 +45,21 @@ def print_tokenize_report(console: "Console", report: "TokenizeReport") -> None:
             console.print(f"[yellow]{n} examples of {a} also in {b}[/yellow] (identical token ids)")
         else:
             console.print(f"no examples of {a} repeat in {b}")
+
+
+def print_train_summary(result) -> None:
+    """What a person wants after training: the score, the time, where it went, what to run next."""
+    import os
+
+    m = result.metrics
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        return
+    best = f"{m['metric_for_best']} {m['best_value']:.4f} at step {m['best_step']} (epoch {m['best_epoch']:.2f})" if m["best_value"] is not None else "no validation split"
+    print(
+        f"\ndone: best {best}\n"
+        f"      {m['global_steps']} steps in {m['wall_time_s']:.0f} s ({m['train_samples_per_s']:.1f} samples/s, {m['num_processes']} x {m['device']})\n"
+        f"      saved to {result.run_dir}\n"
+        f"next: bertctl eval {result.run_dir}\n"
+        f'      bertctl predict --model {result.run_dir} "some text"',
+        flush=True,
+    )
