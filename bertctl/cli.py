@@ -188,7 +188,7 @@ def attention(
     text_column: Annotated[str, typer.Option("--text", help="text column of a --data file")] = "text",
     limit: Annotated[int, typer.Option(help="texts sampled from --data")] = 100,
     positions: Annotated[bool, typer.Option("--positions", help="plot the learned position embeddings")] = False,
-    max_length: Annotated[int, typer.Option(help="truncate texts to this many tokens")] = 128,
+    max_length: Annotated[Optional[int], typer.Option(help="truncate texts to this many tokens (default 128); with --positions, analyse positions 0..N-1 (default all)")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Draw a model's attention maps and per-head statistics (Clark et al. 2019), or its position embeddings.

@@ -1,0 +1,764 @@
+"""Look inside a BERT: attention maps, per-head statistics (Clark et al. 2019) and learned position embeddings.
+
+    tokens, maps = attention_maps(model, tokenizer, "The cat sat.")        # maps: (layers, heads, n, n)
+    stats = head_statistics(maps, **token_kinds(tokenizer, ids))            # share on [CLS]/[SEP]/punct/self/next/prev, entropy
+    report = analyse_positions(model.embeddings.position_embeddings.weight) # norms, cosine similarity vs distance
+
+The statistics follow "What Does BERT Look At?" (Clark et al., 2019): for each layer and head, the attention a
+query token gives on average to [CLS], to [SEP], to punctuation, to itself, to the next and the previous token,
+and the entropy of its attention distribution. Padding never counts, neither as a query nor as a key.
+
+`write_attention_report` turns them into PNG heatmaps, an index.html to browse them and attention.json,
+written into a temp dir that replaces the output dir only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import os
+import re
+import shutil
+import tempfile
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+from bertctl.errors import BertctlError, DataError, ModelError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from rich.console import Console
+
+# name -> what the terminal and the page call it
+STATISTICS = {
+    "cls": "[CLS]",
+    "sep": "[SEP]",
+    "punct": "punct",
+    "self": "self",
+    "next": "next",
+    "prev": "prev",
+    "entropy": "entropy",
+}
+MARKER = "attention.json"  # written by this command only: an --out holding it may be replaced
+DEFAULT_MAX_LENGTH = 128
+SIMILARITY_DISTANCES = (1, 8, 64)
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics from attention tensors (plain numpy: tests build the tensors by hand)
+
+
+def is_punctuation(token: str) -> bool:
+    """A WordPiece made only of punctuation characters ('.', ',', '##!', "'")."""
+    text = token[2:] if token.startswith("##") else token
+    return bool(text) and all(unicodedata.category(ch).startswith("P") for ch in text)
+
+
+def token_kinds(tokenizer, input_ids: Sequence[int] | Sequence[Sequence[int]], attention_mask=None) -> dict[str, "np.ndarray"]:
+    """Boolean masks (same shape as input_ids) of [CLS], [SEP], punctuation and real (non-padding) tokens."""
+    import numpy as np
+
+    ids = np.asarray(input_ids)
+    tokens = np.asarray(tokenizer.convert_ids_to_tokens(ids.reshape(-1).tolist()), dtype=object).reshape(ids.shape)
+    valid = np.ones(ids.shape, dtype=bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
+    punct = np.vectorize(is_punctuation, otypes=[bool])(tokens) if tokens.size else np.zeros(ids.shape, dtype=bool)
+    return {
+        "is_cls": (ids == tokenizer.cls_token_id) & valid,
+        "is_sep": (ids == tokenizer.sep_token_id) & valid,
+        "is_punct": punct & valid,
+        "valid": valid,
+    }
+
+
+@dataclass
+class HeadStats:
+    """Sums and counts per (layer, head), so statistics of many texts add up token-weighted."""
+
+    sums: dict[str, "np.ndarray"]  # name -> (layers, heads)
+    counts: dict[str, "np.ndarray"]  # name -> (layers, heads): query tokens that entered the sum
+    texts: int = 1
+
+    def __add__(self, other: "HeadStats") -> "HeadStats":
+        return HeadStats(
+            {k: self.sums[k] + other.sums[k] for k in self.sums},
+            {k: self.counts[k] + other.counts[k] for k in self.counts},
+            self.texts + other.texts,
+        )
+
+    def means(self) -> dict[str, "np.ndarray"]:
+        import numpy as np
+
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {k: np.where(self.counts[k] > 0, self.sums[k] / np.maximum(self.counts[k], 1), np.nan) for k in self.sums}
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(next(iter(self.sums.values())).shape)  # type: ignore[return-value]
+
+
+def head_statistics(
+    attentions: "np.ndarray",
+    *,
+    is_cls: "np.ndarray",
+    is_sep: "np.ndarray",
+    is_punct: "np.ndarray",
+    valid: "np.ndarray | None" = None,
+) -> HeadStats:
+    """Clark et al. head statistics of one sequence (layers, heads, n, n) or a batch (batch, layers, heads, n, n).
+
+    The token masks have shape (n,) or (batch, n). Each statistic is averaged over real query tokens; `next`
+    and `prev` only over queries that have a real next/previous token. Entropy is in nats (uniform over n
+    keys gives log n); rows are renormalised over real keys first, as softmax already does for padded keys.
+    """
+    import numpy as np
+
+    attn = np.asarray(attentions, dtype=np.float64)
+    if attn.ndim == 4:
+        attn = attn[None]
+        is_cls, is_sep, is_punct = (np.asarray(m)[None] for m in (is_cls, is_sep, is_punct))
+        valid = None if valid is None else np.asarray(valid)[None]
+    if attn.ndim != 5 or attn.shape[-1] != attn.shape[-2]:
+        raise ValueError(f"attentions must be (layers, heads, n, n) or (batch, layers, heads, n, n), got {attn.shape}")
+    batch, layers, heads, n, _ = attn.shape
+    valid = np.ones((batch, n), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    if valid.shape != (batch, n):
+        raise ValueError(f"token masks must be (n,) or (batch, n) = {(batch, n)}, got {valid.shape}")
+    key = valid[:, None, None, None, :]
+    attn = np.where(key, attn, 0.0)
+    totals = attn.sum(-1, keepdims=True)
+    attn = np.divide(attn, totals, out=np.zeros_like(attn), where=totals > 0)
+
+    def share(mask: "np.ndarray") -> "np.ndarray":  # (batch, layers, heads, n): attention each query puts on `mask`
+        return np.einsum("blhqk,bk->blhq", attn, np.asarray(mask, dtype=np.float64) * valid)
+
+    index = np.arange(n)
+    next_ok = valid & np.concatenate([valid[:, 1:], np.zeros((batch, 1), dtype=bool)], axis=1)
+    prev_ok = valid & np.concatenate([np.zeros((batch, 1), dtype=bool), valid[:, :-1]], axis=1)
+    on_self = attn[..., index, index]
+    on_next = np.concatenate([attn[..., index[:-1], index[1:]], np.zeros((batch, layers, heads, 1))], axis=-1)
+    on_prev = np.concatenate([np.zeros((batch, layers, heads, 1)), attn[..., index[1:], index[:-1]]], axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.where(attn > 0, attn * np.log(np.where(attn > 0, attn, 1.0)), 0.0)
+    entropy = -plogp.sum(-1)
+
+    per_query = {
+        "cls": (share(is_cls), valid),
+        "sep": (share(is_sep), valid),
+        "punct": (share(is_punct), valid),
+        "self": (on_self, valid),
+        "next": (on_next, next_ok),
+        "prev": (on_prev, prev_ok),
+        "entropy": (entropy, valid),
+    }
+    sums, counts = {}, {}
+    for name, (values, queries) in per_query.items():
+        weight = queries[:, None, None, :].astype(np.float64)
+        sums[name] = (values * weight).sum(axis=(0, 3))
+        counts[name] = np.broadcast_to(weight.sum(axis=(0, 3)), (layers, heads)).copy()
+    return HeadStats(sums, counts, texts=batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# learned position embeddings
+
+
+def _ranks(values: "np.ndarray") -> "np.ndarray":
+    """Ranks 1..n with ties given their average rank (what Spearman's rho needs)."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(1, len(values) + 1)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return sums[inverse] / counts[inverse]
+
+
+def spearman(x: "np.ndarray", y: "np.ndarray") -> float:
+    import numpy as np
+
+    rx, ry = _ranks(x), _ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denominator = float(np.sqrt((rx**2).sum() * (ry**2).sum()))
+    return float((rx * ry).sum() / denominator) if denominator > 0 else float("nan")
+
+
+@dataclass
+class PositionAnalysis:
+    positions: int
+    dim: int
+    norms: "np.ndarray"
+    similarity: "np.ndarray"  # (positions, positions) cosine similarity
+    norm_mean: float
+    norm_std: float
+    norm_cv: float  # std / mean of the norms: 0 for sinusoidal embeddings
+    distance_spearman: float  # rho(|i - j|, cos(i, j)) over i < j: strongly negative when similarity falls with distance
+    similarity_at: dict[int, float]  # distance -> mean cosine similarity of positions that far apart
+    largest_norm_position: int  # learned tables often have one outlier (position 0), which alone inflates the CV
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "positions": self.positions,
+            "dim": self.dim,
+            "norm_mean": self.norm_mean,
+            "norm_std": self.norm_std,
+            "norm_cv": self.norm_cv,
+            "distance_spearman": self.distance_spearman,
+            "similarity_at_distance": {str(d): s for d, s in self.similarity_at.items()},
+            "largest_norm_position": self.largest_norm_position,
+            "largest_norm": float(self.norms[self.largest_norm_position]),
+        }
+
+
+def analyse_positions(weights, positions: int | None = None) -> PositionAnalysis:
+    """How close learned position embeddings (positions, dim) come to the sinusoidal table's two properties:
+    equal norms, and similarity that falls as positions move apart."""
+    import numpy as np
+
+    table = np.asarray(weights.detach().cpu().numpy() if hasattr(weights, "detach") else weights, dtype=np.float64)
+    if table.ndim != 2 or table.shape[0] < 2:
+        raise ValueError(f"position embeddings must be (positions >= 2, dim), got {table.shape}")
+    if positions is not None:
+        table = table[: max(2, positions)]
+    n, dim = table.shape
+    norms = np.linalg.norm(table, axis=1)
+    unit = table / np.maximum(norms[:, None], 1e-12)
+    similarity = unit @ unit.T
+    upper_i, upper_j = np.triu_indices(n, k=1)
+    rho = spearman(upper_j - upper_i, similarity[upper_i, upper_j])
+    at = {d: float(np.diagonal(similarity, offset=d).mean()) for d in SIMILARITY_DISTANCES if d < n}
+    mean = float(norms.mean())
+    std = float(norms.std())
+    cv = std / mean if mean > 0 else float("nan")
+    return PositionAnalysis(n, dim, norms, similarity, mean, std, cv, rho, at, int(np.argmax(norms)))
+
+
+def sinusoidal_table(positions: int, dim: int) -> "np.ndarray":
+    """The fixed encoding of Vaswani et al. (2017): the reference learned embeddings are compared with."""
+    import numpy as np
+
+    pos = np.arange(positions)[:, None]
+    rate = 1.0 / np.power(10000.0, (2 * (np.arange(dim) // 2)) / dim)
+    angles = pos * rate[None, :]
+    return np.where(np.arange(dim)[None, :] % 2 == 0, np.sin(angles), np.cos(angles))
+
+
+# ---------------------------------------------------------------------------------------------
+# running a model
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' load reports (e.g. a classifier head that AutoModel drops): they are expected here."""
+    from transformers.utils import logging
+
+    before = logging.get_verbosity()
+    bars = logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(before)
+        if bars:
+            logging.enable_progress_bar()
+
+
+def resolve_model_location(model: str | None) -> tuple[str, str]:
+    """(display name, loadable dir or id) for --model: a run dir, a model dir or id; default runs/latest."""
+    from bertctl.modeling import check_weights_are_safe, resolve_model
+    from bertctl.runs import resolve_run_dir
+
+    if model is None:
+        run_dir = resolve_run_dir(None)
+        return str(run_dir), str(run_dir)
+    resolved = resolve_model(model)
+    if resolved.is_local:
+        check_weights_are_safe(resolved.location)
+    return model, resolved.location
+
+
+def load_encoder(location: str):
+    """The BERT encoder of any BERT checkpoint (task heads dropped), with attention weights it can return.
+
+    SDPA, the default attention in transformers v5, computes no attention matrix: output_attentions
+    then yields nothing, so the eager implementation is asked for explicitly.
+    """
+    from transformers import AutoModel
+
+    try:
+        with quiet_transformers():
+            model = AutoModel.from_pretrained(location, attn_implementation="eager", use_safetensors=True, trust_remote_code=False)
+    except Exception as exc:
+        raise ModelError(
+            f"could not load a BERT encoder from {location}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            fix="name a run dir, a save_pretrained model dir or a cached hub id",
+        ) from exc
+    model.eval()
+    return model
+
+
+def load_tokenizer_at(location: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(location, trust_remote_code=False)
+    except Exception as exc:
+        raise ModelError(f"no usable tokenizer in {location}: {type(exc).__name__}", fix="the model dir needs its tokenizer files (tokenizer.json or vocab.txt)") from exc
+
+
+def run_attention(model, tokenizer, texts: list[str], pairs: list[str] | None = None, max_length: int = DEFAULT_MAX_LENGTH):
+    """(encoding, attentions) for a batch: attentions as numpy (batch, layers, heads, n, n)."""
+    import numpy as np
+    import torch
+
+    args = (texts, pairs) if pairs is not None else (texts,)
+    encoding = tokenizer(*args, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        output = model(**encoding, output_attentions=True)
+    if not output.attentions:
+        raise ModelError("the model returned no attention weights", fix="use a BERT model whose attention supports the eager implementation")
+    stacked = torch.stack(list(output.attentions), dim=1)  # (batch, layers, heads, n, n)
+    return encoding, stacked.float().cpu().numpy().astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading many texts for --data
+
+
+def read_texts(source: Path, *, text_column: str = "text", limit: int = 100, seed: int = 0) -> tuple[list[str], list[str] | None, str]:
+    """Texts (and second texts for pair recipes) from a recipe's train split or a data file; a seeded sample of `limit`."""
+    import random
+
+    from bertctl.data import missing_column_problem, read_table
+
+    if source.suffix.lower() == ".toml":
+        from bertctl.data import load_data
+        from bertctl.recipe import load_recipe
+
+        data = load_data(load_recipe(source))
+        train = data.splits["train"]
+        texts = list(train["text"])
+        pairs = list(train["text_pair"]) if data.is_pair else None
+        where = f"{source} (train: {data.sources['train']})"
+    else:
+        frame = read_table(source)
+        if text_column not in frame.columns:
+            problem = missing_column_problem("--text", text_column, list(frame.columns), str(source))
+            raise DataError(problem.message, fix=problem.fix)
+        texts = [str(t) for t in frame[text_column].tolist()]
+        pairs = None
+        where = str(source)
+    keep = [i for i, t in enumerate(texts) if t.strip() and (pairs is None or pairs[i].strip())]
+    if not keep:
+        raise DataError(f"{where}: no non-empty texts", fix="point --data at a file or recipe with text rows")
+    if len(keep) > limit:
+        # a seeded sample rather than the first rows: files are often sorted by label
+        keep = sorted(random.Random(seed).sample(keep, limit))
+    return [texts[i] for i in keep], (None if pairs is None else [pairs[i] for i in keep]), where
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
+@dataclass
+class TextMaps:
+    text: str
+    text_pair: str | None
+    tokens: list[str]
+    maps: "np.ndarray"  # (layers, heads, n, n)
+
+
+@dataclass
+class AttentionReport:
+    model: str
+    out_dir: Path
+    layers: int
+    heads: int
+    stats: HeadStats | None = None
+    stats_source: str = ""
+    text_maps: TextMaps | None = None
+    positions: PositionAnalysis | None = None
+    images: dict[str, list[str]] = field(default_factory=dict)  # section -> PNG names relative to out_dir
+    shown_layers: list[int] | None = None  # --layer/--head: the rows the terminal table shows (None: all)
+    shown_heads: list[int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"written_by": "bertctl attention", "model": self.model, "layers": self.layers, "heads": self.heads}
+        if self.text_maps is not None:
+            out["text"] = self.text_maps.text
+            out["text_pair"] = self.text_maps.text_pair
+            out["tokens"] = self.text_maps.tokens
+        if self.stats is not None:
+            means = self.stats.means()
+            out["statistics_source"] = self.stats_source
+            out["texts"] = self.stats.texts
+            out["statistics"] = {name: _nan_to_none(means[name].tolist()) for name in STATISTICS}
+        if self.positions is not None:
+            out["positions"] = self.positions.to_dict()
+        out["images"] = self.images
+        return out
+
+
+def _nan_to_none(rows: list[list[float]]) -> list[list[float | None]]:
+    return [[None if v != v else round(v, 6) for v in row] for row in rows]
+
+
+def slugify(text: str, limit: int = 40) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()).strip("-")
+    return slug[:limit].rstrip("-") or "text"
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse to replace a non-empty dir this command did not write (it may hold someone's files)."""
+    if out.exists() and not out.is_dir():
+        raise BertctlError(f"--out {out} is a file", fix="name a directory for the report")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise BertctlError(
+            f"--out {out} already holds files that `bertctl attention` did not write (no {MARKER})",
+            fix="choose another --out, or empty that directory first",
+        )
+
+
+def _select(values: list[int] | None, count: int, what: str) -> list[int]:
+    if values is None:
+        return list(range(count))
+    for v in values:
+        if not 0 <= v < count:
+            raise BertctlError(f"--{what} {v} is out of range: the model has {count} {what}s, numbered 0..{count - 1}", fix=f"pick a {what} between 0 and {count - 1}")
+    return values
+
+
+def attention_command(
+    model: str | None,
+    texts: list[str],
+    *,
+    layer: int | None = None,
+    head: int | None = None,
+    out: Path | None = None,
+    data: Path | None = None,
+    text_column: str = "text",
+    limit: int = 100,
+    positions: bool = False,
+    max_length: int | None = None,
+    batch_size: int = 16,
+) -> AttentionReport:
+    """Everything `bertctl attention` does, returning what it wrote (the CLI only prints)."""
+    if len(texts) > 2:
+        raise BertctlError(f"got {len(texts)} texts; attention takes one text, or two for a sentence pair", fix='quote each text: bertctl attention --model M "first text" "second text"')
+    if not texts and data is None and not positions:
+        raise BertctlError("nothing to show: give a text, --data FILE_OR_RECIPE, or --positions", fix='bertctl attention --model M "The cat sat on the mat."')
+    if limit < 1:
+        raise BertctlError(f"--limit must be at least 1, got {limit}", fix="e.g. --limit 100")
+    if max_length is not None and max_length < 4:
+        raise BertctlError(f"--max-length must be at least 4, got {max_length}", fix="e.g. --max-length 128")
+    text_length = max_length or DEFAULT_MAX_LENGTH
+    if data is not None and not data.exists():
+        raise DataError(f"--data {data}: file not found", fix="name a recipe (.toml) or a data file (csv, tsv, jsonl, parquet, txt)")
+    if out is None:
+        name = texts[0] if texts else (f"data-{data.stem}" if data is not None else "positions")
+        out = Path("attention") / slugify(name)
+    check_out_dir(out)
+
+    display, location = resolve_model_location(model)
+    encoder = load_encoder(location)
+    config = encoder.config
+    report = AttentionReport(display, out, config.num_hidden_layers, config.num_attention_heads)
+    layers = _select(None if layer is None else [layer], report.layers, "layer")
+    heads = _select(None if head is None else [head], report.heads, "head")
+    report.shown_layers, report.shown_heads = layers, heads
+
+    tokenizer = load_tokenizer_at(location) if (texts or data is not None) else None
+    if texts:
+        encoding, maps = run_attention(encoder, tokenizer, [texts[0]], [texts[1]] if len(texts) == 2 else None, text_length)
+        ids = encoding["input_ids"][0].tolist()
+        report.text_maps = TextMaps(texts[0], texts[1] if len(texts) == 2 else None, tokenizer.convert_ids_to_tokens(ids), maps[0])
+        report.stats = head_statistics(maps[0], **token_kinds(tokenizer, ids))
+        report.stats_source = "the text above"
+    if data is not None:
+        many, pairs, where = read_texts(data, text_column=text_column, limit=limit)
+        total: HeadStats | None = None
+        for start in range(0, len(many), batch_size):
+            chunk_pairs = None if pairs is None else pairs[start : start + batch_size]
+            encoding, maps = run_attention(encoder, tokenizer, many[start : start + batch_size], chunk_pairs, text_length)
+            kinds = token_kinds(tokenizer, encoding["input_ids"].numpy(), encoding["attention_mask"].numpy())
+            part = head_statistics(maps, **kinds)
+            total = part if total is None else total + part
+        report.stats = total
+        report.stats_source = f"{total.texts} texts of {where}"  # type: ignore[union-attr]
+    if positions:
+        embeddings = getattr(getattr(encoder, "embeddings", None), "position_embeddings", None)
+        if embeddings is None or not hasattr(embeddings, "weight"):
+            raise ModelError(f"{display} has no learned absolute position embeddings to plot", fix="use a BERT model (position_embedding_type = 'absolute')")
+        report.positions = analyse_positions(embeddings.weight, max_length)
+    write_attention_report(report, layers=layers, heads=heads, per_head=layer is not None or head is not None)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# writing PNGs + index.html + attention.json
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label_axes(ax, tokens: list[str], fontsize: float) -> None:
+    ticks = range(len(tokens))
+    ax.set_xticks(list(ticks))
+    ax.set_yticks(list(ticks))
+    ax.set_xticklabels(tokens, rotation=90, fontsize=fontsize)
+    ax.set_yticklabels(tokens, fontsize=fontsize)
+
+
+def _token_fontsize(n: int) -> float:
+    return max(3.0, min(9.0, 220.0 / max(n, 1)))
+
+
+def plot_layer_grid(path: Path, maps: "np.ndarray", tokens: list[str], layer: int, heads: list[int]) -> None:
+    """One layer's heads side by side: rows = queries (attending), columns = keys (attended to)."""
+    import math
+
+    plt = _pyplot()
+    n = len(tokens)
+    cols = min(4, len(heads))
+    rows = math.ceil(len(heads) / cols)
+    cell = max(3.0, min(6.0, 0.18 * n + 1.5))
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows), squeeze=False)
+    fontsize = _token_fontsize(n) * 0.8
+    for ax in axes.flat[len(heads) :]:
+        ax.axis("off")
+    for ax, h in zip(axes.flat, heads):
+        ax.imshow(maps[layer, h], cmap="viridis", vmin=0.0, vmax=1.0, aspect="equal")
+        ax.set_title(f"layer {layer} head {h}", fontsize=10)
+        _label_axes(ax, tokens, fontsize)
+    fig.suptitle(f"layer {layer}: attention weights (row = query token, column = key token)", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_head(path: Path, maps: "np.ndarray", tokens: list[str], layer: int, head: int) -> None:
+    plt = _pyplot()
+    n = len(tokens)
+    size = max(4.0, min(14.0, 0.28 * n + 2.0))
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))
+    image = ax.imshow(maps[layer, head], cmap="viridis", vmin=0.0, vmax=1.0, aspect="equal")
+    _label_axes(ax, tokens, _token_fontsize(n))
+    ax.set_xlabel("key (attended to)")
+    ax.set_ylabel("query (attending)")
+    ax.set_title(f"layer {layer} head {head}")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_statistics(path: Path, stats: HeadStats, title: str) -> None:
+    """One layer-by-head heatmap per statistic, the value written in each cell."""
+    import math
+
+    import numpy as np
+
+    plt = _pyplot()
+    means = stats.means()
+    layers, heads = stats.shape
+    cols = 4
+    rows = math.ceil(len(STATISTICS) / cols)
+    width = max(3.2, 0.45 * heads + 1.4)
+    height = max(2.6, 0.42 * layers + 1.2)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[len(STATISTICS) :]:
+        ax.axis("off")
+    for ax, (name, label) in zip(axes.flat, STATISTICS.items()):
+        values = means[name]
+        top = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
+        vmax = max(top, 1e-9) if name == "entropy" else 1.0
+        image = ax.imshow(values, cmap="magma" if name == "entropy" else "viridis", vmin=0.0, vmax=vmax, aspect="auto")
+        ax.set_title(f"{label}" + (" (nats)" if name == "entropy" else " share"), fontsize=10)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_xticks(range(heads))
+        ax.set_yticks(range(layers))
+        if layers * heads <= 16 * 16:
+            for (i, j), v in np.ndenumerate(values):
+                if v == v:
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < 0.6 * vmax else "black")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_positions(path: Path, analysis: PositionAnalysis) -> None:
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1.2, 1]})
+    image = left.imshow(analysis.similarity, cmap="RdBu_r", vmin=-1.0, vmax=1.0)
+    left.set_title(f"cosine similarity of position embeddings 0..{analysis.positions - 1}")
+    left.set_xlabel("position j")
+    left.set_ylabel("position i")
+    fig.colorbar(image, ax=left, fraction=0.046, pad=0.04)
+    right.hist(analysis.norms, bins=min(40, max(5, analysis.positions // 4)), color="#4472c4")
+    right.set_title(f"L2 norms (mean {analysis.norm_mean:.3g}, coefficient of variation {analysis.norm_cv:.3f})")
+    right.set_xlabel("L2 norm")
+    right.set_ylabel("positions")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _stats_table_html(stats: HeadStats) -> str:
+    means = stats.means()
+    layers, heads = stats.shape
+    head_row = "".join(f"<th>{html.escape(label)}</th>" for label in STATISTICS.values())
+    body = []
+    for lay in range(layers):
+        for h in range(heads):
+            cells = []
+            for name in STATISTICS:
+                v = means[name][lay, h]
+                if v != v:
+                    cells.append("<td>-</td>")
+                elif name == "entropy":
+                    cells.append(f"<td>{v:.2f}</td>")
+                else:
+                    cells.append(f'<td style="background: rgba(68,114,196,{min(1.0, max(0.0, v)):.2f})">{v:.2f}</td>')
+            body.append(f"<tr><th>{lay}</th><th>{h}</th>{''.join(cells)}</tr>")
+    return f"<table><tr><th>layer</th><th>head</th>{head_row}</tr>{''.join(body)}</table>"
+
+
+def render_index_html(report: AttentionReport) -> str:
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>bertctl attention: {html.escape(report.model)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px} img{max-width:100%;border:1px solid #ddd;margin:.5em 0}"
+        " table{border-collapse:collapse;font-size:12px} td,th{padding:2px 8px;text-align:right;border-bottom:1px solid #eee}"
+        " code{background:#f4f4f4;padding:1px 4px} nav a{margin-right:1em}</style></head><body>",
+        f"<h1>Attention of {html.escape(report.model)}</h1>",
+        f"<p>{report.layers} layers &times; {report.heads} heads. Layers and heads are numbered from 0. "
+        "In every map a row is a query token and its columns the attention it gives each key token (rows sum to 1).</p>",
+    ]
+    links = [f"<a href='#{section}'>{section}</a>" for section in report.images]
+    if links:
+        parts.append(f"<nav>{''.join(links)}</nav>")
+    if report.text_maps is not None:
+        tm = report.text_maps
+        pair = f" / <q>{html.escape(tm.text_pair)}</q>" if tm.text_pair else ""
+        parts.append(f"<h2>Input</h2><p><q>{html.escape(tm.text)}</q>{pair}</p><p><code>{html.escape(' '.join(tm.tokens))}</code> ({len(tm.tokens)} tokens)</p>")
+    for section, images in report.images.items():
+        parts.append(f"<h2 id='{section}'>{html.escape(section)}</h2>")
+        if section == "statistics" and report.stats is not None:
+            parts.append(
+                f"<p>Averaged over {html.escape(report.stats_source)}: the mean share of a query token's attention on [CLS], [SEP], "
+                "punctuation, itself, the next and the previous token, and the entropy of its attention (nats), as in "
+                "Clark et al. 2019, <i>What Does BERT Look At?</i>. Padding is excluded.</p>"
+            )
+        if section == "positions" and report.positions is not None:
+            p = report.positions
+            at = ", ".join(f"{d}: {s:.3f}" for d, s in p.similarity_at.items())
+            parts.append(
+                f"<p>{p.positions} positions, {p.dim} dimensions. Norm coefficient of variation {p.norm_cv:.3f} (sinusoidal: 0). "
+                f"Spearman &rho; between distance |i&minus;j| and cosine similarity {p.distance_spearman:.3f} (sinusoidal: strongly negative). "
+                f"Mean similarity at distance {at}.</p>"
+            )
+        for image in images:
+            parts.append(f"<div><a href='{html.escape(image)}'><img src='{html.escape(image)}' alt='{html.escape(image)}' loading='lazy'></a></div>")
+        if section == "statistics" and report.stats is not None:
+            parts.append(_stats_table_html(report.stats))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_attention_report(report: AttentionReport, *, layers: list[int], heads: list[int], per_head: bool) -> None:
+    """Write every file into a temp dir beside --out, then swap it in: a crash never leaves half a report."""
+    from bertctl.runs import replace_dir
+
+    out = report.out_dir
+    check_out_dir(out)  # again: someone may have filled it while the model ran
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        report.images = {}
+        if report.stats is not None:
+            plot_statistics(tmp / "statistics.png", report.stats, f"head statistics over {report.stats_source}")
+            report.images["statistics"] = ["statistics.png"]
+        if report.text_maps is not None:
+            names = []
+            for lay in layers:
+                if per_head:
+                    for h in heads:
+                        name = f"layer{lay:02d}_head{h:02d}.png"
+                        plot_head(tmp / name, report.text_maps.maps, report.text_maps.tokens, lay, h)
+                        names.append(name)
+                else:
+                    name = f"layer{lay:02d}.png"
+                    plot_layer_grid(tmp / name, report.text_maps.maps, report.text_maps.tokens, lay, heads)
+                    names.append(name)
+            report.images["maps"] = names
+        if report.positions is not None:
+            plot_positions(tmp / "positions.png", report.positions)
+            report.images["positions"] = ["positions.png"]
+        (tmp / "index.html").write_text(render_index_html(report), encoding="utf-8")
+        (tmp / MARKER).write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the report is meant to be shared like any output dir
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# terminal output
+
+
+def print_attention_report(console: "Console", report: AttentionReport) -> None:
+    import numpy as np
+    from rich.table import Table
+
+    if report.text_maps is not None:
+        console.print(f"[bold]{report.model}[/bold]: {len(report.text_maps.tokens)} tokens: {' '.join(report.text_maps.tokens)}")
+    if report.stats is not None:
+        means = report.stats.means()
+        table = Table("layer", "head", *[f"{label}" for label in STATISTICS.values()], box=None, title=f"head statistics over {report.stats_source}")
+        layers, heads = report.stats.shape
+        for lay in report.shown_layers or range(layers):
+            for h in report.shown_heads or range(heads):
+                table.add_row(str(lay), str(h), *[("-" if means[n][lay, h] != means[n][lay, h] else f"{means[n][lay, h]:.2f}") for n in STATISTICS])
+        console.print(table)
+        highlights = []
+        for name, label in STATISTICS.items():
+            values = means[name]
+            if not np.isfinite(values).any():
+                continue
+            pick = np.nanargmin(values) if name == "entropy" else np.nanargmax(values)
+            lay, h = np.unravel_index(pick, values.shape)
+            what = "most focused (lowest entropy)" if name == "entropy" else f"most on {label}"
+            highlights.append(f"{what}: layer {lay} head {h} ({values[lay, h]:.2f})")
+        console.print("; ".join(highlights))
+    if report.positions is not None:
+        print_position_analysis(console, report.positions)
+    console.print(f"wrote {report.out_dir / 'index.html'} ({sum(len(v) for v in report.images.values())} PNGs)")
+
+
+def print_position_analysis(console: "Console", p: PositionAnalysis) -> None:
+    import numpy as np
+
+    at = ", ".join(f"{d}: {s:.3f}" for d, s in p.similarity_at.items())
+    console.print(f"position embeddings: {p.positions} positions x {p.dim} dims")
+    equal = "near-equal" if p.norm_cv < 0.1 else "unequal"
+    console.print(f"  norms: mean {p.norm_mean:.3f}, std {p.norm_std:.3f}, coefficient of variation {p.norm_cv:.3f} ({equal}; sinusoidal: 0)")
+    console.print(f"  largest norm: position {p.largest_norm_position} ({p.norms[p.largest_norm_position]:.3f}); median {float(np.median(p.norms)):.3f}")
+    falls = "falls with distance" if p.distance_spearman < -0.5 else ("weakly falls with distance" if p.distance_spearman < -0.1 else "does not fall with distance")
+    console.print(f"  similarity vs distance |i-j|: Spearman rho {p.distance_spearman:.3f} (similarity {falls}; sinusoidal: strongly negative)")
+    console.print(f"  mean cosine similarity at distance {at}")
