@@ -1,0 +1,440 @@
+"""Evaluate a trained classifier on labelled data and gate CI on the scores.
+
+    result = evaluate_run("runs/latest")                       # the run recipe's eval split (test, else validation)
+    result = evaluate_run("runs/agnews", data=Path("new.csv"), thresholds={"accuracy": 0.9})
+    json_path, png_path = write_eval_report(result)            # eval.json + eval_confusion_matrix.png
+    failures = result.failed                                   # thresholds not met (bertctl eval exits 1)
+
+Inference goes through bertctl.prediction.infer_logits, the same batched pass `bertctl predict` uses; the
+metrics are the local evaluate modules in bertctl.metrics (offline, numpy).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from bertctl.errors import BertctlError, DataError, RunError
+from bertctl.recipe import METRICS, SPLITS
+
+if TYPE_CHECKING:
+    from bertctl.metrics import ClassificationMetrics
+    from bertctl.prediction import Classifier
+
+REPORT_NAME = "eval.json"
+MAX_LABELS_SHOWN = 8
+
+
+# ---------------------------------------------------------------------------------------------
+# thresholds
+
+
+def _unknown_metric(name: str, where: str) -> BertctlError:
+    close = difflib.get_close_matches(name, list(METRICS), n=1, cutoff=0.5)
+    fix = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(METRICS)}"
+    return BertctlError(f"{where}: unknown metric {name!r}", fix=fix)
+
+
+def _check_threshold_value(name: str, value: float, where: str) -> None:
+    upper = 1.0 if METRICS[name] else math.inf
+    lower = -1.0 if name == "mcc" else 0.0
+    if not (math.isfinite(value) or value == math.inf) or not lower <= value <= upper:
+        span = f"between {lower:g} and {upper:g}" if upper != math.inf else f"a number >= {lower:g}"
+        raise BertctlError(f"{where}: {value} is outside the range of {name}", fix=f"use {span}")
+
+
+def parse_min_options(values: Sequence[str] | None) -> dict[str, float]:
+    """`--min accuracy=0.9 --min f1_macro=0.85` -> {"accuracy": 0.9, "f1_macro": 0.85}; exit-2 errors otherwise."""
+    thresholds: dict[str, float] = {}
+    for text in values or []:
+        where = f"--min {text}"
+        if text.count("=") != 1:
+            raise BertctlError(f"{where}: expected METRIC=VALUE", fix="e.g. --min accuracy=0.9 (log_loss and ece take a maximum: --min ece=0.05)")
+        name, raw = (part.strip() for part in text.split("="))
+        if not name or not raw:
+            raise BertctlError(f"{where}: expected METRIC=VALUE with both parts", fix="e.g. --min accuracy=0.9")
+        if name not in METRICS:
+            raise _unknown_metric(name, where)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise BertctlError(f"{where}: {raw!r} is not a number", fix=f"e.g. --min {name}=0.9") from None
+        _check_threshold_value(name, value, where)
+        thresholds[name] = value
+    return thresholds
+
+
+@dataclass
+class ThresholdCheck:
+    metric: str
+    threshold: float
+    value: float
+    kind: str  # "min": value must be >= threshold; "max" (log_loss, ece): value must be <= threshold
+    source: str  # "--min" or "recipe"
+
+    @property
+    def passed(self) -> bool:
+        return self.value >= self.threshold if self.kind == "min" else self.value <= self.threshold
+
+    @property
+    def margin(self) -> float:
+        """How far the value is on the good side of the threshold (negative: the shortfall)."""
+        return self.value - self.threshold if self.kind == "min" else self.threshold - self.value
+
+    def describe(self) -> str:
+        if self.kind == "min":
+            relation = ">=" if self.passed else "<"
+            rest = f"short by {-self.margin:.4f}" if not self.passed else f"{self.margin:.4f} to spare"
+            need = "required minimum"
+        else:
+            relation = "<=" if self.passed else ">"
+            rest = f"over by {-self.margin:.4f}" if not self.passed else f"{self.margin:.4f} to spare"
+            need = "allowed maximum"
+        return f"{self.metric} = {self.value:.4f} {relation} {self.threshold:.4f} ({need}, from {self.source}; {rest})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed, "margin": self.margin}
+
+
+def merge_thresholds(recipe_thresholds: dict[str, Any] | None, cli_thresholds: dict[str, float] | None) -> dict[str, tuple[float, str]]:
+    """metric -> (threshold, source); a --min value replaces the recipe's for that metric only."""
+    merged: dict[str, tuple[float, str]] = {}
+    for name, value in (recipe_thresholds or {}).items():
+        where = f"recipe.toml [eval.thresholds] {name}"
+        if name not in METRICS:
+            raise _unknown_metric(name, where)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BertctlError(f"{where}: {value!r} is not a number", fix=f"write {name} = 0.9 under [eval.thresholds]")
+        _check_threshold_value(name, float(value), where)
+        merged[name] = (float(value), "recipe")
+    for name, value in (cli_thresholds or {}).items():
+        merged[name] = (float(value), "--min")
+    return merged
+
+
+def check_thresholds(overall: dict[str, float], thresholds: dict[str, tuple[float, str]]) -> list[ThresholdCheck]:
+    return [
+        ThresholdCheck(name, threshold, float(overall[name]), "min" if METRICS[name] else "max", source)
+        for name, (threshold, source) in thresholds.items()
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# labels
+
+
+def map_labels(values: Sequence[Any], model_labels: list[str], where: str, row_name=None) -> list[int]:
+    """Eval labels -> the model's class ids, by name (config.id2label) or as integer ids 0..N-1.
+
+    Labels the model doesn't know are an error listing them: scoring them as a new class would hide a
+    label-set mismatch between the data and the model.
+    """
+    from bertctl.data import _as_int
+
+    index = {name: i for i, name in enumerate(model_labels)}
+    ids: list[int] = []
+    unknown: dict[str, list[int]] = {}
+    empty: list[int] = []
+    for row, value in enumerate(values):
+        if value is None or (isinstance(value, float) and value != value) or str(value).strip() == "":
+            empty.append(row)
+            ids.append(-1)
+            continue
+        name = str(value).strip()
+        if name in index:
+            ids.append(index[name])
+            continue
+        as_int = _as_int(value)
+        if as_int is not None and 0 <= as_int < len(model_labels):
+            ids.append(as_int)
+            continue
+        unknown.setdefault(name, []).append(row)
+        ids.append(-1)
+    row_name = row_name or (lambda r: f"row {r + 1}")
+    known = ", ".join(model_labels)
+    if unknown:
+        shown = "; ".join(f"{name!r} ({len(rows)} row{'s' if len(rows) != 1 else ''}, first at {row_name(rows[0])})" for name, rows in list(unknown.items())[:MAX_LABELS_SHOWN])
+        more = f" and {len(unknown) - MAX_LABELS_SHOWN} more" if len(unknown) > MAX_LABELS_SHOWN else ""
+        raise DataError(
+            f"{where}: {len(unknown)} label{'s' if len(unknown) != 1 else ''} the model does not know: {shown}{more}. The model's labels: {known}",
+            fix=f"use the model's label names (or ids 0..{len(model_labels) - 1}), drop those rows, or evaluate a model trained with these labels",
+        )
+    if empty:
+        rows = ", ".join(row_name(r) for r in empty[:MAX_LABELS_SHOWN])
+        raise DataError(f"{where}: {len(empty)} rows with an empty label: {rows}", fix="fill in or remove those rows")
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluating
+
+
+@dataclass
+class EvalResult:
+    run_dir: str
+    model: str
+    source: str  # "test split (/abs/test.csv)" or the --data file
+    split: str | None
+    examples: int
+    max_length: int
+    truncated: int | None  # None when the data came tokenized from the recipe's cache
+    metrics: "ClassificationMetrics"
+    checks: list[ThresholdCheck]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+    evaluated_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    report_path: str | None = None
+    plot_path: str | None = None
+
+    @property
+    def failed(self) -> list[ThresholdCheck]:
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_dir": self.run_dir,
+            "model": self.model,
+            "data": {"source": self.source, "split": self.split, "examples": self.examples, "max_length": self.max_length, "truncated": self.truncated},
+            **self.metrics.to_dict(),
+            "thresholds": [c.to_dict() for c in self.checks],
+            "passed": self.passed,
+            "notes": self.notes,
+            "seconds": round(self.seconds, 3),
+            "evaluated_at": self.evaluated_at,
+            "report": self.report_path,
+            "confusion_matrix_png": self.plot_path,
+        }
+
+
+@dataclass
+class _EvalData:
+    columns: dict[str, list]
+    references: list[int]
+    source: str
+    split: str | None
+    truncated: int | None
+    notes: list[str]
+
+
+def _recipe_split(run_dir: Path, classifier: "Classifier", split: str | None) -> tuple[_EvalData, Any]:
+    from bertctl.data import tokenize_data
+    from bertctl.runs import load_run_recipe
+
+    recipe = load_run_recipe(run_dir)
+    if recipe is None:
+        raise RunError(
+            f"{run_dir} has no recipe.toml, so there is no eval split to use",
+            fix=f"pass labelled data: bertctl eval {run_dir} --data test.csv [--text COL --label COL]",
+        )
+    notes: list[str] = []
+    available = [s for s in SPLITS if (getattr(recipe.data, s) is not None if recipe.uses_hub_dataset else recipe.data_path(s) is not None)]
+    if recipe.data.validation_fraction is not None and "validation" not in available:
+        available.append("validation")
+    wanted = split or recipe.eval.split
+    if wanted not in available:
+        if split is None and wanted == "test" and "validation" in available:
+            notes.append("the recipe has no test split: evaluating on validation")
+            wanted = "validation"
+        else:
+            raise DataError(
+                f"{run_dir / 'recipe.toml'}: the recipe has no {wanted} split (it has: {', '.join(available)})",
+                fix=f"use --split {'validation' if 'validation' in available else available[0]}, or pass --data FILE",
+            )
+    # tokenize with the run's own tokenizer and max_length, through the same Arrow cache training used
+    tokenized = tokenize_data(recipe, classifier.tokenizer)
+    dataset = tokenized.splits[wanted]
+    columns = {name: dataset[name] for name in classifier.input_names if name in dataset.column_names}
+    # the recipe's ids index its own label list; the model's ids may be ordered differently
+    names = [tokenized.labels[i] for i in dataset["label"]]
+    references = map_labels(names, classifier.labels, f"{tokenized.sources.get(wanted, wanted)} ({wanted} split)")
+    source = f"{wanted} split ({tokenized.sources.get(wanted, wanted)})"
+    truncated = sum(1 for n in dataset["n_tokens"] if n > recipe.model.max_length) if "n_tokens" in dataset.column_names else None
+    return _EvalData(columns, references, source, wanted, truncated, notes), recipe
+
+
+def _data_file(path: Path, classifier: "Classifier", text: str | None, text_pair: str | None, label: str | None) -> _EvalData:
+    from bertctl.data import missing_column_problem, read_table
+    from bertctl.prediction import encode
+
+    settings = classifier.settings
+    text = text or settings.text or "text"
+    text_pair = text_pair or settings.text_pair
+    label = label or settings.label or "label"
+    frame = read_table(Path(path))
+    problems = [
+        missing_column_problem(flag, column, list(frame.columns), str(path))
+        for flag, column in (("--text", text), ("--text-pair", text_pair), ("--label", label))
+        if column is not None and column not in frame.columns
+    ]
+    if problems:
+        raise DataError("\n".join(f"{p.key}: {p.message}" for p in problems), fix="; ".join(p.fix.replace(" = ", " ") for p in problems if p.fix))
+    suffix = Path(path).suffix.lower()
+
+    def row_name(r: int) -> str:
+        return f"row {r + 1} (line {r + 2})" if suffix in {".csv", ".tsv"} else (f"line {r + 1}" if suffix == ".jsonl" else f"row {r + 1}")
+
+    text_columns = [text] + ([text_pair] if text_pair else [])
+    empty = [r for r in range(len(frame)) if any(_blank(frame[c].iloc[r]) for c in text_columns)]
+    if empty:
+        rows = ", ".join(row_name(r) for r in empty[:MAX_LABELS_SHOWN])
+        raise DataError(f"{path}: {len(empty)} rows with an empty text ({', '.join(text_columns)}): {rows}", fix="fill in or remove those rows")
+    references = map_labels(frame[label].tolist(), classifier.labels, f"{path} (column {label!r})", row_name)
+    texts = [str(v) for v in frame[text].tolist()]
+    pairs = [str(v) for v in frame[text_pair].tolist()] if text_pair else None
+    encoded = encode(classifier, texts, pairs)
+    notes = []
+    if encoded.truncated:
+        notes.append(f"{encoded.truncated} texts longer than {classifier.max_length} tokens were truncated")
+    return _EvalData(encoded.columns, references, str(Path(path)), None, encoded.truncated, notes)
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or str(value).strip() == ""
+
+
+def evaluate_run(
+    run_dir: str | Path | None = None,
+    *,
+    split: str | None = None,
+    data: Path | None = None,
+    text: str | None = None,
+    text_pair: str | None = None,
+    label: str | None = None,
+    thresholds: dict[str, float] | None = None,
+    batch_size: int | None = None,
+    trust_pickle: bool = False,
+) -> EvalResult:
+    """Score a run's model on its recipe's eval split (or on --data) and check the gate's thresholds."""
+    import numpy as np
+
+    from bertctl.metrics import classification_metrics
+    from bertctl.prediction import DEFAULT_BATCH_SIZE, infer_logits, load_for_inference, pad_token_id, softmax
+    from bertctl.runs import resolve_run_dir
+
+    if data is not None and split is not None:
+        raise BertctlError("--split picks a split of the run's recipe; --data evaluates a file instead", fix="pass one of --split and --data")
+    if data is None and any(v is not None for v in (text, text_pair, label)):
+        raise BertctlError("--text/--text-pair/--label name columns of --data", fix="add --data FILE, or drop them to use the recipe's split")
+    if split is not None and split not in SPLITS:
+        raise BertctlError(f"--split {split!r} is not a split", fix=f"use one of: {', '.join(SPLITS)}")
+    started = time.perf_counter()
+    path = resolve_run_dir(run_dir)
+    classifier = load_for_inference(path, trust_pickle=trust_pickle)
+    recipe = None
+    if data is not None:
+        loaded = _data_file(Path(data), classifier, text, text_pair, label)
+        recipe_thresholds = classifier.settings.thresholds
+    else:
+        loaded, recipe = _recipe_split(path, classifier, split)
+        recipe_thresholds = recipe.eval.thresholds
+    if not loaded.references:
+        raise DataError(f"{loaded.source}: no examples to evaluate", fix="point --data or the recipe's split at labelled rows")
+    merged = merge_thresholds(recipe_thresholds, thresholds)
+    size = batch_size or (recipe.train.eval_batch_size if recipe is not None else classifier.settings.eval_batch_size) or DEFAULT_BATCH_SIZE
+    logits = infer_logits(classifier.model, loaded.columns, batch_size=size, device=classifier.device, pad_token_id=pad_token_id(classifier))
+    scores = classification_metrics(np.asarray(loaded.references), softmax(logits), classifier.labels)
+    return EvalResult(
+        run_dir=str(path),
+        model=classifier.location,
+        source=loaded.source,
+        split=loaded.split,
+        examples=len(loaded.references),
+        max_length=classifier.max_length,
+        truncated=loaded.truncated,
+        metrics=scores,
+        checks=check_thresholds(scores.overall, merged),
+        seconds=time.perf_counter() - started,
+        notes=loaded.notes,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# reports
+
+
+def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, title: str = "") -> Path:
+    """A PNG heat map with counts in the cells, rows = true label; written atomically (temp file + rename)."""
+    # the Agg canvas directly: no pyplot, so no GUI backend and no global backend switch
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    import numpy as np
+
+    counts = np.asarray(matrix, dtype=float)
+    n = len(labels)
+    side = max(4.0, 0.7 * n + 2.5)
+    fig = Figure(figsize=(side + 1.0, side), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    # colour by row share, so a rare class's errors are as visible as a frequent one's
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true label's examples")
+    ax.set_xticks(range(n), labels=labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels=labels)
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    if title:
+        ax.set_title(title)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", color="white" if shares[i, j] > 0.5 else "black", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def default_report_path(result: EvalResult) -> Path:
+    return Path(result.run_dir) / REPORT_NAME
+
+
+def plot_path_for(report: Path) -> Path:
+    return report.with_name(f"{report.stem}_confusion_matrix.png")
+
+
+def write_eval_report(result: EvalResult, report: Path | None = None, *, plot: bool = True) -> tuple[Path, Path | None]:
+    """eval.json (atomic) in the run dir or at `report`, and the confusion-matrix PNG beside it."""
+    from bertctl.runs import atomic_write_json
+
+    path = Path(report) if report is not None else default_report_path(result)
+    if path.is_dir():
+        raise BertctlError(f"--report {path} is a directory", fix="name a file, e.g. --report reports/eval.json")
+    png = plot_path_for(path) if plot else None
+    result.report_path = str(path)
+    result.plot_path = str(png) if png else None
+    try:
+        if png is not None:
+            accuracy = result.metrics.overall["accuracy"]
+            plot_confusion_matrix(result.metrics.confusion_matrix, result.metrics.labels, png, f"{Path(result.run_dir).name}: {result.split or Path(result.source).name}, accuracy {accuracy:.3f}")
+        atomic_write_json(path, result.to_dict())
+    except OSError as exc:
+        raise RunError(f"cannot write the eval report {path}: {exc.strerror or exc}", fix="check the folder is writable, or pass --report FILE elsewhere") from None
+    return path, png
+
+
+def gate_message(result: EvalResult) -> str:
+    failed = result.failed
+    lines = [f"eval gate failed: {len(failed)} of {len(result.checks)} threshold{'s' if len(result.checks) != 1 else ''} not met on {result.source}"]
+    lines += [f"  {check.describe()}" for check in failed]
+    return "\n".join(lines)

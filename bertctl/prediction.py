@@ -1,0 +1,562 @@
+"""Load a trained classifier and label texts with it: batched, sorted by length, padded per batch.
+
+    classifier = load_for_inference("runs/latest")                    # or any HF classifier dir / cached hub id
+    result = predict_texts(classifier, ["Stocks fell", "Late goal wins the cup"], top_k=2)
+    result.predictions[0].label, result.predictions[0].score
+
+`infer_logits` is the one batched forward pass of the tool: `bertctl eval` calls it too, so a model is judged
+on exactly the code path that serves it.
+
+Cold start matters (`bertctl predict "text"` should answer in seconds), so this module imports torch and
+transformers inside functions and never imports datasets, evaluate, accelerate or matplotlib itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from bertctl.errors import BertctlError, DataError, ModelError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+DEFAULT_BATCH_SIZE = 64
+FALLBACK_MAX_LENGTH = 512
+TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json", ".parquet"}
+OUTPUT_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv"}
+QUANTIZE_CHOICES = ("int8",)
+
+
+# ---------------------------------------------------------------------------------------------
+# what a run dir says about its model, read leniently: predicting must not need the training data files
+
+
+@dataclass
+class RunSettings:
+    """The few recipe.toml values inference needs; None where the dir has no recipe or no such key."""
+
+    max_length: int | None = None
+    text: str | None = None
+    text_pair: str | None = None
+    label: str | None = None
+    thresholds: dict[str, Any] = field(default_factory=dict)
+    eval_batch_size: int | None = None
+
+
+def read_run_settings(model_dir: Path | None) -> RunSettings:
+    path = Path(model_dir) / "recipe.toml" if model_dir is not None else None
+    if path is None or not path.is_file():
+        return RunSettings()
+    try:
+        raw = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read the run's recipe ({exc})", fix="restore recipe.toml from the run, or delete it to use the model's own settings") from None
+
+    def get(section: str, key: str, kind: type) -> Any:
+        value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+        return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+    thresholds = raw.get("eval", {}).get("thresholds", {}) if isinstance(raw.get("eval"), dict) else {}
+    return RunSettings(
+        max_length=get("model", "max_length", int),
+        text=get("data", "text", str),
+        text_pair=get("data", "text_pair", str),
+        label=get("data", "label", str),
+        thresholds=thresholds if isinstance(thresholds, dict) else {},
+        eval_batch_size=get("train", "eval_batch_size", int),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+@dataclass
+class Classifier:
+    model: Any  # a transformers PreTrainedModel (or its int8 dynamic-quantized copy)
+    tokenizer: Any
+    labels: list[str]  # class names in class-id order (config.id2label)
+    max_length: int
+    device: str
+    location: str  # the directory the weights came from
+    run_dir: Path | None  # set when the model is a local dir (a run dir or any save_pretrained dir)
+    settings: RunSettings
+    quantized: str | None = None
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(getattr(self.tokenizer, "model_input_names", ["input_ids", "token_type_ids", "attention_mask"]))
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: the affinity mask, lowered by a cgroup CPU quota (containers)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+def configure_cpu_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads: `threads`, else OMP_NUM_THREADS, else the CPUs we may really use.
+
+    torch defaults to the host's physical cores, which in a container with a CPU quota oversubscribes the
+    quota and makes every matmul wait on throttled threads.
+    """
+    import torch
+
+    if threads is None and os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    wanted = threads if threads is not None else min(torch.get_num_threads(), usable_cpus())
+    torch.set_num_threads(max(1, wanted))
+    try:
+        # one forward pass at a time: inter-op parallelism only adds idle threads
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already set, or parallel work already ran in this process
+    return torch.get_num_threads()
+
+
+def _model_location(model: str | Path | None) -> tuple[str, Path | None]:
+    """A local dir (checked like a run dir) or a hub id resolved through bertctl.modeling."""
+    from bertctl.modeling import resolve_model
+    from bertctl.runs import resolve_run_dir
+
+    if model is None or Path(model).expanduser().exists():
+        run_dir = resolve_run_dir(Path(model).expanduser() if model is not None else None)
+        return str(run_dir), run_dir
+    resolved = resolve_model(str(model))
+    return resolved.location, (Path(resolved.location) if resolved.is_local else None)
+
+
+def check_is_sequence_classifier(location: str | Path) -> None:
+    """Refuse a model whose config says it has no classification head, before its weights are read."""
+    path = Path(location) / "config.json"
+    if not path.is_file():
+        return
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: not a readable JSON config ({exc})", fix="restore config.json from the run, or re-save the model with save_pretrained") from None
+    architectures = config.get("architectures") or []
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ModelError(
+            f"{Path(location)} holds a {architectures[0]} (config.json 'architectures'), not a sequence classifier: "
+            "it has no trained classification head, so its predictions would be random",
+            fix=f"use a fine-tuned classifier (a `bertctl train` run dir), or fine-tune this one: set model.name = \"{Path(location)}\" in a recipe and run `bertctl train RECIPE`",
+        )
+
+
+def _labels_of(config) -> list[str]:
+    id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+    n = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
+    return [id2label.get(i, f"LABEL_{i}") for i in range(n)]
+
+
+def model_max_length(tokenizer, config, recipe_max_length: int | None) -> int:
+    """The run's model.max_length, else the tokenizer's limit, never past the model's position embeddings."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if recipe_max_length:
+        return min(recipe_max_length, limit) if limit else recipe_max_length
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    # an unset tokenizer limit is a huge sentinel (int(1e30)), not a length
+    if not tokenizer_limit or tokenizer_limit > 1_000_000:
+        tokenizer_limit = None
+    candidates = [v for v in (tokenizer_limit, limit) if v]
+    return min(candidates) if candidates else FALLBACK_MAX_LENGTH
+
+
+def _quantize_int8(model):
+    """int8 dynamic quantization of every nn.Linear (weights int8, activations quantized per batch): CPU only."""
+    import warnings
+
+    import torch
+
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError:
+        raise ModelError(
+            f"--quantize int8 needs torch.ao.quantization.quantize_dynamic, which torch {torch.__version__} no longer has",
+            fix="run without --quantize, or use a torch release that still ships torch.ao.quantization (its successor is torchao's quantize_)",
+        ) from None
+    with warnings.catch_warnings():
+        # torch marks eager-mode quantization deprecated in favour of torchao; it still works and is the
+        # one int8 path that needs no extra package
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def load_for_inference(
+    model: str | Path | None = None,
+    *,
+    quantize: str | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    max_length: int | None = None,
+    trust_pickle: bool = False,
+) -> Classifier:
+    """A classifier ready for `infer_logits`: eval mode, on GPU when there is one (CPU when quantized)."""
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise BertctlError(f"--quantize {quantize!r} is not supported", fix=f"use one of: {', '.join(QUANTIZE_CHOICES)}")
+    location, run_dir = _model_location(model)
+    check_is_sequence_classifier(location)
+    settings = read_run_settings(run_dir)
+
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from bertctl.modeling import load_classifier, load_tokenizer
+
+    # the weight-loading progress bar and load report are noise on a predict command's stderr; problems
+    # with the head are checked below from the loading info instead
+    hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        tokenizer = load_tokenizer(location)
+        loaded, info = load_classifier(location, trust_pickle=trust_pickle, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing_head = sorted(k for k in info.get("missing_keys", ()) if k.split(".")[0] in {"classifier", "score", "pre_classifier"})
+    if missing_head:
+        raise ModelError(
+            f"{location} has no trained classification head (missing weights: {', '.join(missing_head)}); "
+            "its predictions would be random",
+            fix="use a fine-tuned classifier (a `bertctl train` run dir), or fine-tune this model with `bertctl train RECIPE`",
+        )
+    config = loaded.config
+    labels = _labels_of(config)
+    limit = model_max_length(tokenizer, config, max_length or settings.max_length)
+
+    if quantize is not None:
+        device = "cpu"
+    elif device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        configure_cpu_threads(threads)
+    loaded.eval()
+    if quantize == "int8":
+        loaded = _quantize_int8(loaded)
+    loaded.to(device)
+    return Classifier(loaded, tokenizer, labels, limit, device, location, run_dir, settings, quantize)
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizing and the batched forward pass
+
+
+@dataclass
+class Encoded:
+    columns: dict[str, list[list[int]]]  # model input name -> one id list per text, unpadded
+    truncated: int  # texts cut at max_length
+
+
+def encode(classifier: Classifier, texts: Sequence[str], pairs: Sequence[str] | None = None) -> Encoded:
+    """Tokenize without padding (batches pad themselves), truncating at the classifier's max_length."""
+    if not texts:
+        return Encoded({name: [] for name in classifier.input_names}, 0)
+    args = (list(texts), list(pairs)) if pairs is not None else (list(texts),)
+    enc = classifier.tokenizer(*args, truncation=True, max_length=classifier.max_length)
+    # fast tokenizers keep what truncation cut off in each Encoding: no second, untruncated pass needed
+    encodings = getattr(enc, "encodings", None) or []
+    truncated = sum(1 for e in encodings if e.overflowing)
+    columns = {name: enc[name] for name in classifier.input_names if name in enc}
+    return Encoded(columns, truncated)
+
+
+def infer_logits(model, columns: dict[str, Sequence[Sequence[int]]], *, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu", pad_token_id: int = 0) -> "np.ndarray":
+    """Logits (float32, examples x classes) in input order.
+
+    Examples run longest first in batches of `batch_size`, each padded only to its own longest example,
+    so a few long texts don't make every batch pay for their length (and an out-of-memory shows at once).
+    """
+    import numpy as np
+    import torch
+
+    if batch_size < 1:
+        raise BertctlError(f"batch size must be at least 1, got {batch_size}", fix="pass --batch-size 64, for example")
+    input_ids = columns["input_ids"]
+    n = len(input_ids)
+    num_labels = int(model.config.num_labels)
+    if n == 0:
+        return np.zeros((0, num_labels), dtype=np.float32)
+    lengths = np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=n)
+    order = np.argsort(-lengths, kind="stable")
+    names = [name for name in ("input_ids", "token_type_ids", "attention_mask") if name in columns]
+    out = np.empty((n, num_labels), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            index = order[start : start + batch_size]
+            width = int(lengths[index[0]])
+            batch: dict[str, torch.Tensor] = {}
+            for name in names:
+                fill = pad_token_id if name == "input_ids" else 0
+                rows = np.full((len(index), width), fill, dtype=np.int64)
+                for row, i in enumerate(index):
+                    values = columns[name][i]
+                    rows[row, : len(values)] = values
+                batch[name] = torch.from_numpy(rows).to(device)
+            if "attention_mask" not in batch:
+                mask = np.arange(width)[None, :] < lengths[index][:, None]
+                batch["attention_mask"] = torch.from_numpy(mask.astype(np.int64)).to(device)
+            logits = model(**batch).logits
+            out[index] = logits.float().cpu().numpy()
+    return out
+
+
+def softmax(logits: "np.ndarray") -> "np.ndarray":
+    import numpy as np
+
+    shifted = np.asarray(logits, dtype=np.float64)
+    shifted = shifted - shifted.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def pad_token_id(classifier: Classifier) -> int:
+    value = getattr(classifier.tokenizer, "pad_token_id", None)
+    if value is None:
+        value = getattr(classifier.model.config, "pad_token_id", None)
+    return int(value or 0)
+
+
+def classify(classifier: Classifier, texts: Sequence[str], pairs: Sequence[str] | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple["np.ndarray", int]:
+    """Class probabilities (float64) for texts, in input order, plus how many texts were truncated."""
+    encoded = encode(classifier, texts, pairs)
+    logits = infer_logits(classifier.model, encoded.columns, batch_size=batch_size, device=classifier.device, pad_token_id=pad_token_id(classifier))
+    return softmax(logits), encoded.truncated
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs: command-line texts, a file, or stdin
+
+
+@dataclass
+class InputText:
+    text: str
+    pair: str | None
+    where: str  # "text 2", "line 7", "row 3 (line 4)": how the user finds it
+
+
+@dataclass
+class Inputs:
+    items: list[InputText]
+    source: str  # "the command line", a file path, "stdin"
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def _read_lines(raw: bytes, name: str) -> list[str]:
+    from bertctl.data import decode_text
+
+    if not raw.strip():
+        raise DataError(f"{name}: no text to predict (the input is empty)", fix='give texts as arguments, one per line in a file, or on stdin: echo "text" | bertctl predict -')
+    return decode_text(raw, Path(name)).splitlines()
+
+
+def read_inputs(
+    texts: Sequence[str] = (),
+    *,
+    file: Path | None = None,
+    text_column: str | None = None,
+    pair_column: str | None = None,
+    pair: str | None = None,
+    stdin: Any = None,
+) -> Inputs:
+    """The texts to label, each with a human reference to where it came from."""
+    texts = list(texts)
+    from_stdin = texts == ["-"] or (file is not None and str(file) == "-")
+    if file is not None and texts:
+        raise BertctlError("give texts as arguments or --file, not both", fix="bertctl predict --file texts.txt, or bertctl predict \"text\" \"more text\"")
+    if pair is not None and (from_stdin or file is not None or len(texts) != 1):
+        raise BertctlError("--pair goes with a single text argument", fix='bertctl predict "first text" --pair "second text"; for many pairs use --file FILE --text COL --text-pair COL')
+    if pair_column is not None and (file is None or from_stdin):
+        raise BertctlError("--text-pair names a column of --file", fix="bertctl predict --file pairs.csv --text COL --text-pair COL")
+    if from_stdin:
+        stream = stdin if stdin is not None else sys.stdin
+        raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode("utf-8")
+        lines = _read_lines(raw, "<stdin>")
+        return Inputs([InputText(t, None, f"line {i + 1}") for i, t in enumerate(lines)], "stdin")
+    if file is None:
+        if not texts:
+            raise BertctlError("no texts to predict", fix='bertctl predict "some text" ["more text" ...], --file FILE, or - to read stdin')
+        return Inputs([InputText(t, pair if i == 0 else None, f"text {i + 1}") for i, t in enumerate(texts)], "the command line")
+
+    file = Path(file).expanduser()
+    suffix = file.suffix.lower()
+    if suffix in TABLE_SUFFIXES:
+        from bertctl.data import missing_column_problem, read_table
+
+        frame = read_table(file)
+        column = text_column or "text"
+        problems = [
+            missing_column_problem(flag, name, list(frame.columns), str(file))
+            for flag, name in (("--text", column), ("--text-pair", pair_column))
+            if name is not None and name not in frame.columns
+        ]
+        if problems:
+            raise DataError("\n".join(f"{p.key}: {p.message}" for p in problems), fix="; ".join(p.fix.replace(" = ", " ") for p in problems if p.fix))
+        values = [_cell(v) for v in frame[column].tolist()]
+        pairs = [_cell(v) for v in frame[pair_column].tolist()] if pair_column else [None] * len(values)
+        if suffix in {".csv", ".tsv"}:
+            wheres = [f"row {i + 1} (line {i + 2})" for i in range(len(values))]
+        elif suffix == ".jsonl":
+            wheres = [f"line {i + 1}" for i in range(len(values))]
+        else:
+            wheres = [f"row {i + 1}" for i in range(len(values))]
+        return Inputs([InputText(t, p, w) for t, p, w in zip(values, pairs, wheres)], str(file))
+    if text_column is not None:
+        raise BertctlError(
+            f"--text names a column, but {file} is read as plain text (one text per line)",
+            fix=f"drop --text, or use a csv/tsv/jsonl/parquet file (suffixes: {', '.join(sorted(TABLE_SUFFIXES))})",
+        )
+    if not file.exists():
+        raise DataError(f"{file}: file not found", fix="check the path; give texts one per line in a .txt file, or a csv/tsv/jsonl/parquet file with --text COL")
+    if file.is_dir():
+        raise DataError(f"{file}: is a directory, not a file of texts", fix="name the file itself")
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{file}: cannot be read ({exc.strerror})", fix="check the file's permissions") from None
+    lines = _read_lines(raw, str(file))
+    return Inputs([InputText(t, None, f"line {i + 1}") for i, t in enumerate(lines)], str(file))
+
+
+# ---------------------------------------------------------------------------------------------
+# predicting
+
+
+@dataclass
+class Prediction:
+    text: str
+    pair: str | None
+    where: str
+    label: str | None
+    score: float | None
+    top_k: list[tuple[str, float]]
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"text": self.text}
+        if self.pair is not None:
+            record["text_pair"] = self.pair
+        record.update(label=self.label, score=self.score, top_k=[{"label": label, "score": score} for label, score in self.top_k])
+        if self.error is not None:
+            record["error"] = self.error
+        return record
+
+
+@dataclass
+class PredictResult:
+    predictions: list[Prediction]
+    empty: list[str]  # where the empty inputs are
+    truncated: int
+    max_length: int
+    labels: list[str]
+
+
+def _is_blank(text: str | None) -> bool:
+    return text is None or not text.strip()
+
+
+def predict_texts(
+    classifier: Classifier,
+    inputs: Inputs | Sequence[str],
+    *,
+    top_k: int = 1,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> PredictResult:
+    """One Prediction per input, in input order; empty inputs get an error instead of a label."""
+    import numpy as np
+
+    if isinstance(inputs, Inputs):
+        items = inputs.items
+        source = inputs.source
+    else:
+        items = [InputText(t, None, f"text {i + 1}") for i, t in enumerate(inputs)]
+        source = "the input"
+    n_labels = len(classifier.labels)
+    if not 1 <= top_k <= n_labels:
+        raise BertctlError(f"--top-k {top_k} is out of range: the model has {n_labels} labels ({', '.join(classifier.labels)})", fix=f"use --top-k between 1 and {n_labels}")
+    has_pairs = any(item.pair is not None for item in items)
+    empty_at = [i for i, item in enumerate(items) if _is_blank(item.text) or (has_pairs and _is_blank(item.pair))]
+    if items and len(empty_at) == len(items):
+        raise DataError(f"{source}: every input is empty ({len(items)} blank)", fix="give non-empty texts")
+    empty_set = set(empty_at)
+    keep = [i for i in range(len(items)) if i not in empty_set]
+    texts = [items[i].text for i in keep]
+    pairs = [items[i].pair or "" for i in keep] if has_pairs else None
+    probs, truncated = classify(classifier, texts, pairs, batch_size=batch_size)
+
+    predictions: list[Prediction] = []
+    row_of = {i: row for row, i in enumerate(keep)}
+    for i, item in enumerate(items):
+        if i in empty_set:
+            predictions.append(Prediction(item.text, item.pair, item.where, None, None, [], "empty text: nothing to classify"))
+            continue
+        p = probs[row_of[i]]
+        best = np.argsort(-p, kind="stable")[:top_k]
+        ranked = [(classifier.labels[j], float(p[j])) for j in best]
+        predictions.append(Prediction(item.text, item.pair, item.where, ranked[0][0], ranked[0][1], ranked))
+    return PredictResult(predictions, [items[i].where for i in empty_at], truncated, classifier.max_length, list(classifier.labels))
+
+
+def check_output_path(path: Path) -> None:
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise BertctlError(f"--output {path}: unsupported file type {path.suffix or '(none)'!r}", fix="use .jsonl (one JSON object per text) or .csv/.tsv")
+    if path.is_dir():
+        raise BertctlError(f"--output {path} is a directory", fix="name a file, e.g. predictions.jsonl")
+
+
+def write_predictions(path: Path, result: PredictResult) -> None:
+    """JSON lines (.jsonl/.json) or a table (.csv/.tsv), written atomically."""
+    import csv
+    import io
+
+    from bertctl.runs import atomic_write_text
+
+    path = Path(path)
+    check_output_path(path)
+    if path.suffix.lower() in {".jsonl", ".json"}:
+        text = "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in result.predictions)
+    else:
+        buffer = io.StringIO()
+        has_pairs = any(p.pair is not None for p in result.predictions)
+        columns = ["text"] + (["text_pair"] if has_pairs else []) + ["label", "score", "error"]
+        writer = csv.writer(buffer, delimiter="\t" if path.suffix.lower() == ".tsv" else ",", lineterminator="\n")
+        writer.writerow(columns)
+        for p in result.predictions:
+            row = [p.text] + ([p.pair or ""] if has_pairs else []) + [p.label or "", "" if p.score is None else f"{p.score:.6f}", p.error or ""]
+            writer.writerow(row)
+        text = buffer.getvalue()
+    atomic_write_text(path, text)
+
+
+def notes(result: PredictResult) -> list[str]:
+    """What the user should know about the inputs: empty ones skipped, long ones truncated."""
+    out = []
+    if result.empty:
+        shown = ", ".join(result.empty[:10]) + (f" and {len(result.empty) - 10} more" if len(result.empty) > 10 else "")
+        out.append(f"note: {len(result.empty)} empty input{'s' if len(result.empty) != 1 else ''} not classified ({shown}); --json marks them with label null and an \"error\"")
+    if result.truncated:
+        s = "s" if result.truncated != 1 else ""
+        out.append(f"note: {result.truncated} text{s} longer than {result.max_length} tokens truncated to the model's max_length ({result.max_length})")
+    return out
