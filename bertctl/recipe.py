@@ -6,6 +6,9 @@
 
 Schema keys equal the names people know from transformers/accelerate (learning_rate, warmup_ratio,
 gradient_accumulation_steps, mixed_precision) so a recipe reads like the code it configures.
+
+Whatever a recipe file or an override holds, loading it either returns a valid Recipe or raises one
+RecipeError that lists every problem (tests/test_recipe_fuzz.py holds the loader to that).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import dataclasses
 import difflib
 import math
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +45,11 @@ METRICS = {
     "log_loss": False,
     "ece": False,
 }
+# the values a metric can take, for checking eval.thresholds; (0, 1) unless listed
+METRIC_RANGES = {"mcc": (-1.0, 1.0), "log_loss": (0.0, math.inf)}
+
+# accelerate's LoggerType values, listed here so validating a recipe doesn't import accelerate
+TRACKERS = ["all", "aim", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive", "swanlab"]
 
 
 def _meta(help: str, **checks: Any) -> dict[str, Any]:
@@ -49,7 +58,10 @@ def _meta(help: str, **checks: Any) -> dict[str, Any]:
 
 @dataclass
 class ModelSection:
-    name: str = field(default=DEFAULT_MODEL, metadata=_meta("hub id or local model dir (relative to the recipe)"))
+    name: str = field(
+        default=DEFAULT_MODEL,
+        metadata=_meta("hub id or local model dir (a relative dir is looked up in the working dir, then the recipe's folder)"),
+    )
     max_length: int = field(default=128, metadata=_meta("tokens per input, [CLS] and [SEP] included", min=8, max=8192))
 
 
@@ -70,7 +82,7 @@ class DataSection:
     text: str = field(default="text", metadata=_meta("column with the (first) text"))
     text_pair: str | None = field(default=None, metadata=_meta("column with the second text: [CLS] A [SEP] B [SEP]"))
     label: str = field(default="label", metadata=_meta("column with the label (a name or an integer id)"))
-    labels: list[str] | None = field(default=None, metadata=_meta("label names in class-id order"))
+    labels: list[str] | None = field(default=None, metadata=_meta("label names in class-id order (default: inferred from train)"))
     validation_fraction: float | None = field(
         default=None, metadata=_meta("carve this share of train into validation when there is none", gt=0.0, lt=1.0)
     )
@@ -99,12 +111,14 @@ class TrainSection:
     checkpoint_every_steps: int = field(default=0, metadata=_meta("also checkpoint every N optimizer steps (0 = each evaluation)", min=0))
     group_by_length: bool = field(default=True, metadata=_meta("batch similar lengths together (less padding)"))
     num_threads: int = field(default=0, metadata=_meta("torch CPU threads (0 = torch's default)", min=0))
-    log_with: list[str] = field(default_factory=list, metadata=_meta("accelerate trackers, e.g. ['tensorboard']"))
+    log_with: list[str] = field(default_factory=list, metadata=_meta("accelerate trackers, e.g. ['tensorboard']", each_choice=TRACKERS))
 
 
 @dataclass
 class EvalSection:
-    metrics: list[str] = field(default_factory=lambda: ["accuracy", "f1_macro"], metadata=_meta("metrics to report", each_choice=list(METRICS)))
+    metrics: list[str] = field(
+        default_factory=lambda: ["accuracy", "f1_macro"], metadata=_meta("metrics to report", each_choice=list(METRICS), min_items=1)
+    )
     thresholds: dict[str, float] = field(default_factory=dict, metadata=_meta("CI gate: metric = minimum (maximum for log_loss, ece)"))
     split: str = field(default="test", metadata=_meta("split `bertctl eval` uses (validation when there is no test)", choices=list(SPLITS)))
 
@@ -146,7 +160,7 @@ class Recipe:
         value = getattr(self.data, split)
         if value is None or self.uses_hub_dataset:
             return None
-        path = Path(value).expanduser()
+        path = _expand_user(Path(value))
         return path if path.is_absolute() else Path(self.base_dir) / path
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,16 +173,29 @@ class Recipe:
                 path = self.data_path(split)
                 if path is not None:
                     out["data"][split] = str(path.resolve())
-        model_dir = Path(self.base_dir) / self.model.name
-        if not Path(self.model.name).is_absolute() and model_dir.is_dir():
-            out["model"]["name"] = str(model_dir.resolve())
+        local_model = self._local_model_dir()
+        if local_model is not None:
+            out["model"]["name"] = str(local_model.resolve())
         out["output"]["dir"] = str(self.run_dir)
         return out
+
+    def _local_model_dir(self) -> Path | None:
+        """The directory model.name names, looked up in the order `modeling.resolve_model` uses."""
+        name = _expand_user(Path(self.model.name))
+        candidates = [name] if name.is_absolute() else [name, Path(self.base_dir) / name]
+        return next((c for c in candidates if c.is_dir()), None)
 
     def to_toml(self) -> str:
         import tomli_w
 
         return f"# resolved from {self.source}\n" + tomli_w.dumps(self.to_dict())
+
+
+def _expand_user(path: Path) -> Path:
+    try:
+        return path.expanduser()
+    except RuntimeError:  # '~someone' with no such user: leave it, it is then simply not found
+        return path
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
@@ -183,37 +210,62 @@ def _schema_fields(cls: type) -> list[dataclasses.Field]:
 # type checking of one value against a field's annotation
 
 
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType)
+
+
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
-    if origin in (Union, getattr(__import__("types"), "UnionType")):
+    if _is_union(tp):
         args = [a for a in get_args(tp) if a is not type(None)]
         return " or ".join(_type_name(a) for a in args)
     if origin is list:
-        return f"list of {_type_name(get_args(tp)[0])}"
+        return f"list of {_type_name(get_args(tp)[0])}s"
     if origin is dict:
-        return f"table of {_type_name(get_args(tp)[1])}"
+        return f"table of {_type_name(get_args(tp)[1])}s"
     return {str: "string", int: "integer", float: "number", bool: "true/false"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+def _with_article(name: str) -> str:
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A value as the message shows it: type and repr, cut short so a huge value can't flood the terminal."""
+    text = repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(value).__name__} {text}"
+
+
 class _Mismatch(Exception):
-    pass
+    def __init__(self, detail: str = ""):
+        super().__init__(detail)
+        self.detail = detail
 
 
 def _coerce(value: Any, tp: Any) -> Any:
     """Return `value` as type `tp` or raise _Mismatch. Integers are accepted where numbers are."""
     origin = get_origin(tp)
-    if origin in (Union, getattr(__import__("types"), "UnionType")):
+    if _is_union(tp):
         args = [a for a in get_args(tp) if a is not type(None)]
+        detail = ""
         for arg in args:
             try:
                 return _coerce(value, arg)
-            except _Mismatch:
-                continue
-        raise _Mismatch
+            except _Mismatch as exc:
+                detail = detail or exc.detail
+        raise _Mismatch(detail)
     if origin is list:
         if not isinstance(value, list):
             raise _Mismatch
-        return [_coerce(v, get_args(tp)[0]) for v in value]
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(_coerce(item, get_args(tp)[0]))
+            except _Mismatch:
+                raise _Mismatch(f"item {i + 1} is {_show(item)}") from None
+        return out
     if origin is dict:
         if not isinstance(value, dict):
             raise _Mismatch
@@ -228,8 +280,8 @@ def _coerce(value: Any, tp: Any) -> Any:
         raise _Mismatch
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if isinstance(value, float) and not math.isfinite(value):
-                raise _Mismatch
+            if not math.isfinite(value):
+                raise _Mismatch("nan and inf are not allowed")
             return float(value)
         raise _Mismatch
     if tp is str:
@@ -242,14 +294,22 @@ def _coerce(value: Any, tp: Any) -> Any:
 def _check_range(key: str, value: Any, meta: dict[str, Any]) -> Problem | None:
     if value is None:
         return None
+    if isinstance(value, str) and not value.strip():
+        return Problem(key, "is empty", "give it a value, or remove the key to use the default")
+    if isinstance(value, list) and any(isinstance(v, str) and not v.strip() for v in value):
+        return Problem(key, f"has an empty entry: {_show(value)}", "remove the empty entry")
     if "choices" in meta and value not in meta["choices"]:
         close = difflib.get_close_matches(str(value), meta["choices"], n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        return Problem(key, f"must be one of {', '.join(map(repr, meta['choices']))}, got {value!r}", f"{hint}".strip() or None)
+        fix = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(meta['choices'])}"
+        return Problem(key, f"must be one of {', '.join(map(repr, meta['choices']))}, got {value!r}", fix)
     if "each_choice" in meta:
         bad = [v for v in value if v not in meta["each_choice"]]
         if bad:
-            return Problem(key, f"unknown {', '.join(map(repr, bad))}", f"choose from {', '.join(meta['each_choice'])}")
+            close = difflib.get_close_matches(str(bad[0]), meta["each_choice"], n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            return Problem(key, f"unknown {', '.join(map(repr, bad))}", f"{hint}choose from {', '.join(meta['each_choice'])}")
+    if "min_items" in meta and len(value) < meta["min_items"]:
+        return Problem(key, f"needs at least {meta['min_items']} entry, got {value!r}", "list what you want, or remove the key to use the default")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if "min" in meta and value < meta["min"]:
             return Problem(key, f"must be >= {meta['min']}, got {value!r}")
@@ -268,10 +328,15 @@ def _unknown_key(key: str, name: str, known: list[str]) -> Problem:
     return Problem(key, "unknown key", fix)
 
 
-def _build(cls: type, raw: Any, prefix: str, problems: list[Problem]) -> Any:
-    """Instantiate dataclass `cls` from a TOML table, appending every problem instead of stopping."""
+def _build(cls: type, raw: Any, prefix: str, problems: list[Problem], failed: set[str]) -> Any:
+    """Instantiate dataclass `cls` from a TOML table, appending every problem instead of stopping.
+
+    Keys whose values were rejected go into `failed` (they keep their defaults), so checks that span
+    keys can stay quiet about them instead of reporting the same mistake twice.
+    """
     if not isinstance(raw, dict):
-        problems.append(Problem(prefix, f"must be a table ([{prefix}]), got {type(raw).__name__} {raw!r}"))
+        problems.append(Problem(prefix, f"must be a table ([{prefix}]), got {_show(raw)}", f"write it as a [{prefix}] section with keys under it"))
+        failed.add(prefix)
         return cls()
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in _schema_fields(cls)}
@@ -283,32 +348,59 @@ def _build(cls: type, raw: Any, prefix: str, problems: list[Problem]) -> Any:
             continue
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value, key, problems)
+            kwargs[name] = _build(tp, value, key, problems, failed)
             continue
-        try:
-            coerced = _coerce(value, tp)
-        except _Mismatch:
-            name_of_type = _type_name(tp)
-            article = "an" if name_of_type[0] in "aeiou" else "a"
-            problems.append(Problem(key, f"must be {article} {name_of_type}, got {type(value).__name__} {value!r}"))
-            continue
+        if get_origin(tp) is dict and isinstance(value, dict):
+            # one problem per bad entry, named by its own key (eval.thresholds.accuracy); good entries stay
+            entries = {}
+            for sub, item in value.items():
+                try:
+                    entries[str(sub)] = _coerce(item, get_args(tp)[1])
+                except _Mismatch as exc:
+                    extra = f" ({exc.detail})" if exc.detail else ""
+                    problems.append(Problem(f"{key}.{sub}", f"must be {_with_article(_type_name(get_args(tp)[1]))}, got {_show(item)}{extra}"))
+                    failed.add(f"{key}.{sub}")
+            coerced: Any = entries
+        else:
+            try:
+                coerced = _coerce(value, tp)
+            except _Mismatch as exc:
+                extra = f" ({exc.detail})" if exc.detail else ""
+                problems.append(Problem(key, f"must be {_with_article(_type_name(tp))}, got {_show(value)}{extra}"))
+                failed.add(key)
+                continue
         problem = _check_range(key, coerced, dict(fields[name].metadata))
         if problem:
             problems.append(problem)
+            failed.add(key)
             continue
         kwargs[name] = coerced
     return cls(**kwargs)
 
 
-def _check_recipe(recipe: Recipe, problems: list[Problem]) -> None:
-    """Rules that span keys; each adds a problem rather than stopping."""
+def _has_failed(key: str, failed: set[str]) -> bool:
+    parts = key.split(".")
+    return any(".".join(parts[:i]) in failed for i in range(1, len(parts) + 1))
+
+
+def _check_recipe(recipe: Recipe, problems: list[Problem], failed: set[str] | None = None) -> None:
+    """Rules that span keys; each adds a problem rather than stopping.
+
+    A rule is skipped when one of the keys it reads was already rejected: that key holds its default,
+    not what the user wrote, so the rule would only report a consequence of the first problem.
+    """
+    failed = failed or set()
+
+    def ok(*keys: str) -> bool:
+        return not any(_has_failed(k, failed) for k in keys)
+
     d = recipe.data
-    if d.dataset is None:
-        if d.train is None:
+    if d.dataset is None and ok("data.dataset"):
+        if d.train is None and ok("data.train"):
             problems.append(Problem("data.train", "missing: no training data", "set data.train to a csv/tsv/jsonl/parquet file, or data.dataset to a hub dataset"))
         for split in SPLITS:
             path = recipe.data_path(split)
-            if path is None:
+            if path is None or not ok(f"data.{split}"):
                 continue
             if path.suffix.lower() not in DATA_SUFFIXES:
                 problems.append(Problem(f"data.{split}", f"unsupported file type {path.suffix or '(none)'!r} for {path}", f"use one of {', '.join(sorted(DATA_SUFFIXES))}"))
@@ -316,76 +408,145 @@ def _check_recipe(recipe: Recipe, problems: list[Problem]) -> None:
                 problems.append(Problem(f"data.{split}", f"file not found: {path}", "check the path; relative paths resolve against the recipe's folder"))
             elif path.is_dir():
                 problems.append(Problem(f"data.{split}", f"{path} is a directory, not a file", "name the data file itself"))
-    elif d.train is None:
+        if d.subset is not None and ok("data.subset"):
+            problems.append(Problem("data.subset", f"is set ({d.subset!r}) but data.dataset is not", "set data.dataset to the hub dataset the subset belongs to, or remove data.subset"))
+    elif d.dataset is not None and d.train is None and ok("data.train"):
         d.train = "train"
     if d.validation is not None and d.validation_fraction is not None:
         problems.append(Problem("data.validation_fraction", "set, but data.validation is set too", "remove one of the two"))
     if d.labels is not None:
         if len(d.labels) < 2:
             problems.append(Problem("data.labels", f"needs at least 2 classes, got {d.labels!r}", "list every class name"))
-        dupes = sorted({x for x in d.labels if d.labels.count(x) > 1})
+        stripped = [x.strip() for x in d.labels]
+        dupes = sorted({x for x in stripped if stripped.count(x) > 1})
         if dupes:
             problems.append(Problem("data.labels", f"repeated names {dupes!r}", "list each class once"))
-    if d.text_pair is not None and d.text_pair == d.text:
+    if d.text_pair is not None and d.text_pair == d.text and ok("data.text", "data.text_pair"):
         problems.append(Problem("data.text_pair", f"is the same column as data.text ({d.text!r})", "name the second text column"))
-    if d.label in {d.text, d.text_pair}:
+    if d.label in {d.text, d.text_pair} and ok("data.label", "data.text", "data.text_pair"):
         problems.append(Problem("data.label", f"{d.label!r} is also a text column", "name the label column"))
-    for metric in recipe.eval.thresholds:
+    has_validation = d.validation is not None or d.validation_fraction is not None
+    if recipe.train.early_stopping_patience > 0 and not has_validation and ok("data.validation", "data.validation_fraction"):
+        problems.append(
+            Problem(
+                "train.early_stopping_patience",
+                f"is {recipe.train.early_stopping_patience}, but there is no validation data to stop on",
+                "set data.validation (or data.validation_fraction), or early_stopping_patience = 0",
+            )
+        )
+    for metric, value in recipe.eval.thresholds.items():
+        key = f"eval.thresholds.{metric}"
         if metric not in METRICS:
             close = difflib.get_close_matches(metric, list(METRICS), n=1)
-            problems.append(Problem(f"eval.thresholds.{metric}", "unknown metric", f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(METRICS)}"))
-    for metric, value in recipe.eval.thresholds.items():
-        if metric in METRICS and not 0.0 <= value <= (1.0 if METRICS[metric] else math.inf):
-            problems.append(Problem(f"eval.thresholds.{metric}", f"{value} is outside the metric's range", "use a value between 0 and 1"))
-    if recipe.output.dir is not None and recipe.output.dir.strip() == "":
-        problems.append(Problem("output.dir", "is empty", "name a run directory, e.g. runs/my-run"))
+            problems.append(Problem(key, "unknown metric", f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(METRICS)}"))
+            continue
+        low, high = METRIC_RANGES.get(metric, (0.0, 1.0))
+        if not low <= value <= high:
+            span = f"between {low:g} and {high:g}" if math.isfinite(high) else f">= {low:g}"
+            problems.append(Problem(key, f"{value} is outside the metric's range", f"use a value {span}"))
 
 
 # ---------------------------------------------------------------------------------------------
 # overrides: dotted keys on the command line, typed like the file
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'train.epochs=1' -> (['train', 'epochs'], 1). Values are TOML; bare words are strings."""
+def _parse_override(text: str) -> tuple[list[str], Any] | Problem:
     if "=" not in text:
-        raise RecipeError("command line", [Problem(text, "is not an override", "write key=value, e.g. train.epochs=1")])
+        return Problem(text, "is not an override (no '=')", "write key=value, e.g. train.epochs=1")
     key, raw = text.split("=", 1)
     key = key.strip()
-    parts = key.split(".")
-    if not key or any(not p.strip() for p in parts):
-        raise RecipeError("command line", [Problem(text, f"bad key {key!r}", "write dotted keys like train.epochs=1")])
+    parts = [p.strip() for p in key.split(".")]
+    if not key or any(not p for p in parts):
+        return Problem(text, f"bad key {key!r}", "write dotted keys like train.epochs=1")
+    return parts, _override_value(raw)
+
+
+def _override_value(raw: str) -> Any:
+    """The TOML value `raw` spells (1, 2e-5, true, "x", [..]), else the bare word itself."""
+    if "\n" in raw or "\r" in raw:
+        return raw  # TOML would read the next line as more keys; keep it as text
+    if not raw.strip():
+        return ""
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw  # bare words such as model.name=bert-base-uncased
-    return [p.strip() for p in parts], value
+        parsed = tomllib.loads(f"v = {raw}")
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return raw.strip()  # bare words such as model.name=bert-base-uncased
+    if list(parsed) != ["v"]:
+        return raw.strip()
+    return parsed["v"]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.epochs=1' -> (['train', 'epochs'], 1). Values are TOML; bare words are strings."""
+    parsed = _parse_override(text)
+    if isinstance(parsed, Problem):
+        raise RecipeError("command line", [parsed])
+    return parsed
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: list[str], problems: list[Problem]) -> dict[str, str]:
+    """Set each override in `raw`, adding a problem per bad one; returns dotted key -> override text."""
+    applied: dict[str, str] = {}
+    for text in overrides:
+        parsed = _parse_override(text)
+        if isinstance(parsed, Problem):
+            problems.append(parsed)
+            continue
+        parts, value = parsed
+        table = raw
+        for i, part in enumerate(parts[:-1]):
+            nxt = table.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                where = ".".join(parts[: i + 1])
+                problems.append(Problem(text, f"{where!r} is a value, not a table", f"override {where} itself"))
+                break
+            table = nxt
+        else:
+            table[parts[-1]] = value
+            applied[".".join(parts)] = text
+    return applied
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> list[str]:
-    """Set each override in the raw table; returns the dotted keys it set (for messages)."""
-    keys = []
-    for text in overrides:
-        parts, value = parse_override(text)
-        table = raw
-        for part in parts[:-1]:
-            nxt = table.setdefault(part, {})
-            if not isinstance(nxt, dict):
-                raise RecipeError("command line", [Problem(text, f"{part!r} is a value, not a table", "override the value itself")])
-            table = nxt
-        table[parts[-1]] = value
-        keys.append(".".join(parts))
-    return keys
+    """Set each override in the raw table; returns the dotted keys it set. RecipeError lists every bad override."""
+    problems: list[Problem] = []
+    applied = _apply_overrides(raw, overrides, problems)
+    if problems:
+        raise RecipeError("command line", problems)
+    return list(applied)
+
+
+def _validate(raw: dict[str, Any], source: str, base_dir: str | Path, problems: list[Problem]) -> Recipe:
+    failed: set[str] = set()
+    built = _build(Recipe, raw, "", problems, failed)
+    built.source = source
+    built.base_dir = str(base_dir)
+    _check_recipe(built, problems, failed)
+    return built
 
 
 def recipe_from_dict(raw: dict[str, Any], *, source: str = "<recipe>", base_dir: str | Path = ".") -> Recipe:
     problems: list[Problem] = []
-    built = _build(Recipe, raw, "", problems)
-    built.source = source
-    built.base_dir = str(base_dir)
-    _check_recipe(built, problems)
+    built = _validate(raw, source, base_dir, problems)
     if problems:
         raise RecipeError(source, problems)
     return built
+
+
+def _mark_overridden(problems: list[Problem], applied: dict[str, str]) -> list[Problem]:
+    """Say which problems came from the command line: the recipe file itself is fine there."""
+    out = []
+    for p in problems:
+        text = applied.get(p.key) or next((t for k, t in applied.items() if p.key.startswith(k + ".")), None)
+        if text is None:
+            out.append(p)
+            continue
+        fix = p.fix
+        value = text.split("=", 1)[1].strip()
+        if "must be" in p.message and value[:1] in "[{" and not fix:
+            fix = 'override values are TOML: quote strings inside lists and tables, e.g. data.labels=\'["a", "b"]\''
+        out.append(Problem(p.key, f"{p.message} (from the command line: {text})", fix))
+    return out
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -397,17 +558,31 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if path.is_dir():
         raise RecipeError(source, [Problem("(file)", "is a directory", "name a .toml recipe file in it")])
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise RecipeError(source, [Problem("(file)", f"is not UTF-8 text (byte {exc.start})", "save the recipe as UTF-8")]) from None
+        data = path.read_bytes()
     except OSError as exc:
         raise RecipeError(source, [Problem("(file)", f"cannot be read: {exc.strerror}", "check its permissions")]) from None
     try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise RecipeError(
+            source, [Problem("(file)", f"is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})", "save the recipe as UTF-8")]
+        ) from None
+    try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(source, [Problem("(toml)", str(exc), "fix the TOML syntax at that line")]) from None
-    apply_overrides(raw, overrides or [])
-    return recipe_from_dict(raw, source=source, base_dir=path.parent)
+        fix = "fix the TOML syntax at that line"
+        if path.suffix.lower() in DATA_SUFFIXES:
+            fix = f"this looks like a data file; pass the .toml recipe that names it ({fix})"
+        raise RecipeError(source, [Problem("(toml)", str(exc), fix)]) from None
+    except RecursionError:
+        raise RecipeError(source, [Problem("(toml)", "nested too deeply to read", "flatten the nested arrays/tables")]) from None
+    problems: list[Problem] = []
+    applied = _apply_overrides(raw, overrides or [], problems)
+    built = _validate(raw, source, path.parent, problems)
+    if problems:
+        raise RecipeError(source, _mark_overridden(problems, applied))
+    return built
 
 
 def describe_schema() -> list[tuple[str, str, str, str]]:
@@ -423,7 +598,23 @@ def describe_schema() -> list[tuple[str, str, str, str]]:
                 walk(tp, key)
                 continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            rows.append((key, _type_name(tp), repr(default), f.metadata.get("help", "")))
+            rows.append((key, _type_name(tp), repr(default), _describe_checks(f.metadata)))
 
     walk(Recipe, "")
     return rows
+
+
+def _describe_checks(meta: Any) -> str:
+    """A field's help plus its allowed values, so the docs and the checks can't drift apart."""
+    text = meta.get("help", "")
+    bounds = []
+    for name, symbol in (("min", ">="), ("gt", ">"), ("max", "<="), ("lt", "<")):
+        if name in meta:
+            bounds.append(f"{symbol} {meta[name]:g}" if isinstance(meta[name], float) else f"{symbol} {meta[name]}")
+    if bounds:
+        text += f" [{', '.join(bounds)}]"
+    if "choices" in meta:
+        text += f" [one of: {', '.join(meta['choices'])}]"
+    if "each_choice" in meta:
+        text += f" [each one of: {', '.join(meta['each_choice'])}]"
+    return text
