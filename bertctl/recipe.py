@@ -549,6 +549,19 @@ def _mark_overridden(problems: list[Problem], applied: dict[str, str]) -> list[P
     return out
 
 
+def _toml_error_message(exc: tomllib.TOMLDecodeError, text: str) -> str:
+    """tomllib's message plus the offending line, so the user sees what the parser saw."""
+    import re
+
+    match = re.search(r"line (\d+)", str(exc))
+    lines = text.splitlines()
+    if match and 1 <= int(match.group(1)) <= len(lines):
+        shown = lines[int(match.group(1)) - 1].strip()
+        if shown:
+            return f"{exc}: {shown[:80]!r}"
+    return str(exc)
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe file; raises RecipeError listing every problem."""
     path = Path(path)
@@ -574,7 +587,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         fix = "fix the TOML syntax at that line"
         if path.suffix.lower() in DATA_SUFFIXES:
             fix = f"this looks like a data file; pass the .toml recipe that names it ({fix})"
-        raise RecipeError(source, [Problem("(toml)", str(exc), fix)]) from None
+        raise RecipeError(source, [Problem("(toml)", _toml_error_message(exc, text), fix)]) from None
     except RecursionError:
         raise RecipeError(source, [Problem("(toml)", "nested too deeply to read", "flatten the nested arrays/tables")]) from None
     problems: list[Problem] = []
