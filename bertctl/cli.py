@@ -210,6 +210,148 @@ def attention(
         print_attention_report(console(), report)
 
 
+@app.command("eval")
+@handles_errors
+def eval_cli(
+    run_dir: Annotated[Optional[Path], typer.Argument(help="run dir (default runs/latest)", show_default=False)] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="the recipe's split to score: test or validation (default: its eval.split)")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="score this labelled csv/tsv/jsonl/parquet file instead")] = None,
+    text: Annotated[Optional[str], typer.Option("--text", help="text column of --data (default: the recipe's data.text, else 'text')")] = None,
+    text_pair: Annotated[Optional[str], typer.Option("--text-pair", help="second-text column of --data, for sentence-pair models")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", help="label column of --data (default: the recipe's data.label, else 'label')")] = None,
+    minimums: Annotated[
+        Optional[list[str]], typer.Option("--min", help="gate: METRIC=VALUE, repeatable; a maximum for log_loss and ece; overrides [eval.thresholds]")
+    ] = None,
+    as_json: JsonFlag = False,
+    report: Annotated[Optional[Path], typer.Option("--report", help="write the JSON report here (default RUN_DIR/eval.json)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="examples per forward pass (default: the recipe's eval_batch_size)")] = None,
+    plot: Annotated[bool, typer.Option("--plot/--no-plot", help="also draw the confusion matrix as a PNG beside the report")] = True,
+) -> None:
+    """Score a trained model (accuracy, F1, MCC, log loss, calibration, confusion matrix) and gate CI on it.
+
+    Exit 0: every threshold met; 1: a threshold not met; 2: bad input.
+
+    bertctl eval
+    bertctl eval runs/agnews --split validation
+    bertctl eval runs/agnews --data new.csv --label topic --min accuracy=0.9 --min f1_macro=0.85
+    """
+    from bertctl import reports
+    from bertctl.errors import GateFailed
+    from bertctl.evaluation import evaluate_run, gate_message, parse_min_options, write_eval_report
+
+    thresholds = parse_min_options(minimums)  # before loading anything: usage errors come back at once
+    result = evaluate_run(
+        run_dir, split=split, data=data, text=text, text_pair=text_pair, label=label, thresholds=thresholds, batch_size=batch_size
+    )
+    write_eval_report(result, report, plot=plot)
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        reports.print_eval_report(console(), result)
+    if not result.passed:
+        raise GateFailed(gate_message(result), fix="improve the model, or change the threshold (--min METRIC=VALUE, or [eval.thresholds] in the recipe)")
+
+
+@app.command()
+@handles_errors
+def predict(
+    texts: Annotated[Optional[list[str]], typer.Argument(help="texts to classify; - reads them from stdin, one per line", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="run dir, classifier dir or cached hub id (default runs/latest)")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="texts from a file: .txt one per line, or csv/tsv/jsonl/parquet with --text COL")] = None,
+    text_column: Annotated[Optional[str], typer.Option("--text", help="text column of --file (default 'text')")] = None,
+    text_pair_column: Annotated[Optional[str], typer.Option("--text-pair", help="second-text column of --file, for sentence-pair models")] = None,
+    pair: Annotated[Optional[str], typer.Option("--pair", help="second text of a single TEXT, for sentence-pair models")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="also list the K most likely labels")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="texts per forward pass")] = 64,
+    quantize: Annotated[Optional[str], typer.Option("--quantize", help="int8: dynamic int8 Linear layers, faster on CPU (scores shift slightly)")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: the CPUs this process may use)")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write predictions to a .jsonl or .csv/.tsv file (atomically)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per text on stdout: text, label, score, top_k")] = False,
+) -> None:
+    """Label texts with a trained classifier; output keeps the input order.
+
+    bertctl predict "Stocks fell as oil prices rose" "Late goal wins the cup"
+    bertctl predict --model runs/agnews --file headlines.txt --top-k 2 --json
+    cat headlines.txt | bertctl predict - --output predictions.jsonl
+    """
+    from bertctl import prediction
+
+    if output is not None:
+        prediction.check_output_path(output)
+    inputs = prediction.read_inputs(
+        texts or [], file=file, text_column=text_column, pair_column=text_pair_column, pair=pair
+    )
+    classifier = prediction.load_for_inference(model, quantize=quantize, threads=threads)
+    result = prediction.predict_texts(classifier, inputs, top_k=top_k, batch_size=batch_size)
+    for note in prediction.notes(result):
+        typer.echo(note, err=True)
+    if output is not None:
+        prediction.write_predictions(output, result)
+        typer.echo(f"wrote {len(result.predictions)} predictions to {output}", err=True)
+    if as_json:
+        for p in result.predictions:
+            echo_json(p.to_dict())
+    elif output is None:
+        from bertctl import reports
+
+        reports.print_predictions(console(), result, top_k)
+
+
+@app.command("fill-mask")
+@handles_errors
+def fill_mask_cli(
+    text: Annotated[str, typer.Argument(help="text with one or more [MASK] tokens", show_default=False)],
+    model: Annotated[str, typer.Option("--model", "-m", help="a model dir with an MLM head, e.g. one written by bertctl pretrain")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="candidates listed per [MASK]")] = 5,
+    as_json: JsonFlag = False,
+) -> None:
+    """Predict the tokens behind each [MASK] with a masked-language model (BERT's pre-training task).
+
+    bertctl fill-mask --model runs/agnews-mlm "Stocks [MASK] as oil prices rose."
+    """
+    from bertctl.pretraining import fill_mask, print_fill_mask
+
+    result = fill_mask(model, text, top_k)
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        print_fill_mask(console(), result)
+
+
+@app.command()
+@handles_errors
+def pretrain(
+    recipe: RecipeArg,
+    overrides: Overrides = None,
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="model dir to write (default: the recipe's output.dir + '-mlm')")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="unlabeled texts (txt one per line, or csv/tsv/jsonl/parquet with --text) instead of the recipe's train texts")] = None,
+    text_column: Annotated[str, typer.Option("--text", help="text column of --data")] = "text",
+    epochs: Annotated[Optional[int], typer.Option(help="passes over the texts (default: the recipe's train.epochs)")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="stop after this many optimizer steps")] = None,
+    mlm_probability: Annotated[float, typer.Option(help="share of tokens selected for prediction")] = 0.15,
+    whole_word_masking: Annotated[bool, typer.Option("--whole-word-masking", help="select whole words: a word's ## pieces are masked together")] = False,
+    heldout_fraction: Annotated[float, typer.Option(help="share of texts held out to score MLM loss/accuracy before and after")] = 0.1,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in the output dir")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace what the output dir holds")] = False,
+    stop_after_steps: Annotated[Optional[int], typer.Option("--stop-after-steps", hidden=True)] = None,
+) -> None:
+    """Continue BERT's masked-language-model pre-training on in-domain text; writes a model dir a recipe can fine-tune.
+
+    bertctl pretrain recipes/agnews.toml --epochs 1
+    bertctl pretrain recipes/agnews.toml train.learning_rate=5e-5 --whole-word-masking --data news.txt
+    then, in a recipe: [model] name = "runs/agnews-mlm"
+    """
+    from bertctl.pretraining import PretrainOptions, pretrain as run_pretraining, print_pretrain_summary
+    from bertctl.recipe import load_recipe
+
+    options = PretrainOptions(
+        epochs=epochs, max_steps=max_steps, mlm_probability=mlm_probability, whole_word_masking=whole_word_masking,
+        heldout_fraction=heldout_fraction, data=None if data is None else str(data), text_column=text_column,
+    )
+    result = run_pretraining(load_recipe(recipe, overrides), options, output_dir=output_dir, resume=resume, overwrite=overwrite, stop_after_steps=stop_after_steps)
+    print_pretrain_summary(result)
+
+
 def main() -> None:
     app()
 

@@ -497,6 +497,11 @@ def predict_texts(
     if not 1 <= top_k <= n_labels:
         raise BertctlError(f"--top-k {top_k} is out of range: the model has {n_labels} labels ({', '.join(classifier.labels)})", fix=f"use --top-k between 1 and {n_labels}")
     has_pairs = any(item.pair is not None for item in items)
+    if classifier.settings.text_pair and not has_pairs:
+        raise BertctlError(
+            f"{classifier.location} was trained on sentence pairs (data.text_pair = {classifier.settings.text_pair!r}): each input needs its second text",
+            fix='bertctl predict "first text" --pair "second text", or --file FILE --text COL --text-pair COL',
+        )
     empty_at = [i for i, item in enumerate(items) if _is_blank(item.text) or (has_pairs and _is_blank(item.pair))]
     if items and len(empty_at) == len(items):
         raise DataError(f"{source}: every input is empty ({len(items)} blank)", fix="give non-empty texts")

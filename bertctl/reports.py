@@ -63,3 +63,70 @@ def print_train_summary(result) -> None:
         f'      bertctl predict --model {result.run_dir} "some text"',
         flush=True,
     )
+
+
+def _shorten(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def print_eval_report(console: "Console", result) -> None:
+    """`bertctl eval`: overall metrics with their gate status, per-class rows, the confusion matrix."""
+    from rich.table import Table
+
+    from bertctl.recipe import METRICS
+
+    m = result.metrics
+    console.print(f"[bold]{result.run_dir}[/bold] on {result.source}: {result.examples} examples, max_length {result.max_length}, {result.seconds:.1f} s")
+    for note in result.notes:
+        console.print(f"[yellow]note[/yellow]: {note}")
+    checks = {c.metric: c for c in result.checks}
+    overall = Table("metric", "value", "gate", box=None, title="overall", title_justify="left")
+    for name, value in m.overall.items():
+        check = checks.get(name)
+        if check is None:
+            gate = ""
+        else:
+            sign = ">=" if check.kind == "min" else "<="
+            gate = f"[green]ok[/green] ({sign} {check.threshold:g})" if check.passed else f"[red]FAIL[/red] ({sign} {check.threshold:g}, off by {-check.margin:.4f})"
+        arrow = "" if METRICS[name] else " (lower is better)"
+        overall.add_row(name + arrow, f"{value:.4f}", gate)
+    console.print(overall)
+    per_class = Table("label", "precision", "recall", "f1", "support", box=None, title="per class", title_justify="left")
+    for label, row in m.per_class.items():
+        per_class.add_row(label, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
+    console.print(per_class)
+    matrix = Table("true \\ predicted", *m.labels, box=None, title="confusion matrix (rows: true label)", title_justify="left")
+    for i, (label, row) in enumerate(zip(m.labels, m.confusion_matrix)):
+        matrix.add_row(label, *[f"[bold]{c}[/bold]" if i == j else str(c) for j, c in enumerate(row)])
+    console.print(matrix)
+    if result.report_path:
+        console.print(f"wrote {result.report_path}" + (f" and {result.plot_path}" if result.plot_path else ""))
+    if result.checks:
+        status = "[green]passed[/green]" if result.passed else "[red]failed[/red]"
+        console.print(f"gate {status}: {len(result.checks) - len(result.failed)} of {len(result.checks)} thresholds met")
+
+
+def print_predictions(console: "Console", result, top_k: int = 1) -> None:
+    """`bertctl predict`: one row per input, in input order; the text shortened to fit."""
+    from rich.table import Table
+
+    has_pairs = any(p.pair is not None for p in result.predictions)
+    width = 40 if has_pairs else 60
+    table = Table(box=None)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("text")
+    if has_pairs:
+        table.add_column("pair")
+    table.add_column("label", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    if top_k > 1:
+        table.add_column("next most likely")
+    for i, p in enumerate(result.predictions, start=1):
+        cells = [str(i), _shorten(p.text, width)] + ([_shorten(p.pair or "", width)] if has_pairs else [])
+        if p.label is None:
+            cells += ["[yellow](empty)[/yellow]", ""] + ([""] if top_k > 1 else [])
+        else:
+            cells += [p.label, f"{p.score:.3f}"] + ([", ".join(f"{label} {score:.3f}" for label, score in p.top_k[1:])] if top_k > 1 else [])
+        table.add_row(*cells)
+    console.print(table)
