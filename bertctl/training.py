@@ -104,6 +104,12 @@ class PadCollator:
         return batch
 
 
+def _loader_generator(seed: int):
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
 def build_dataloaders(splits, recipe: Recipe, pad_token_id: int, *, pad_to_multiple_of: int | None = None):
     """Train loader (length-grouped, seeded) and validation loader (sorted by length: least padding)."""
     from torch.utils.data import DataLoader
@@ -112,13 +118,19 @@ def build_dataloaders(splits, recipe: Recipe, pad_token_id: int, *, pad_to_multi
     collate = PadCollator(pad_token_id, pad_to_multiple_of)
     train_split = splits["train"]
     sampler = LengthGroupedBatches(train_split["length"], recipe.train.batch_size, recipe.train.seed, recipe.train.group_by_length)
-    train_loader = DataLoader(train_split.select_columns(columns), batch_sampler=sampler, collate_fn=collate)
+    # each DataLoader iterator draws a seed from its generator; with none it takes it from the global RNG,
+    # which would make dropout depend on how often loaders were iterated (and break exact resume)
+    train_loader = DataLoader(
+        train_split.select_columns(columns), batch_sampler=sampler, collate_fn=collate, generator=_loader_generator(recipe.train.seed)
+    )
     eval_loader = None
     if "validation" in splits:
         val = splits["validation"]
         order = sorted(range(len(val)), key=lambda i: val[i]["length"]) if len(val) else []
         val = val.select(order).select_columns(columns)
-        eval_loader = DataLoader(val, batch_size=recipe.train.eval_batch_size, shuffle=False, collate_fn=collate)
+        eval_loader = DataLoader(
+            val, batch_size=recipe.train.eval_batch_size, shuffle=False, collate_fn=collate, generator=_loader_generator(recipe.train.seed)
+        )
     return train_loader, sampler, eval_loader
 
 
@@ -301,28 +313,25 @@ def check_precision(recipe: Recipe) -> None:
 
 
 def evaluate_loader(model, loader, accelerator, labels: list[str]) -> dict[str, Any]:
-    """Validation loss and metrics, gathered across processes without the padding duplicates."""
+    """Validation metrics over all processes' shards, without the duplicates that pad the last batch.
+
+    Validation loss is `log_loss` (mean cross-entropy), computed from the gathered probabilities so that it
+    covers every example once, whatever the number of processes.
+    """
     import torch
 
     from bertctl.scoring import classification_scores
 
     model.eval()
-    all_probs, all_labels, loss_sum, n = [], [], 0.0, 0
+    all_probs, all_labels = [], []
     with torch.inference_mode():
         for batch in loader:
-            out = model(**batch)
-            probs = torch.softmax(out.logits.float(), dim=-1)
-            probs, gold = accelerator.gather_for_metrics((probs, batch["labels"]))
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+            probs, gold = accelerator.gather_for_metrics((torch.softmax(logits.float(), dim=-1), batch["labels"]))
             all_probs.append(probs.cpu())
             all_labels.append(gold.cpu())
-            loss_sum += float(out.loss) * len(batch["labels"])
-            n += len(batch["labels"])
     model.train()
-    probs = torch.cat(all_probs).numpy()
-    gold = torch.cat(all_labels).numpy()
-    scores = classification_scores(gold, probs, len(labels))
-    scores["loss"] = loss_sum / max(1, n)
-    return scores
+    return classification_scores(torch.cat(all_labels).numpy(), torch.cat(all_probs).numpy(), len(labels))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,7 +432,11 @@ def train(
     if recipe.train.num_threads:
         torch.set_num_threads(recipe.train.num_threads)
 
+    # accelerate picks gloo for CPU processes only when told it runs on the CPU; under torchrun-style launchers
+    # (`accelerate launch --multi_gpu`, `torchrun`) on a machine with no GPU nothing else tells it
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
+        cpu=launched and not torch.cuda.is_available(),
         mixed_precision=recipe.train.mixed_precision,
         gradient_accumulation_steps=recipe.train.gradient_accumulation_steps,
         log_with=recipe.train.log_with or None,
@@ -443,7 +456,7 @@ def train(
         data = tokenize_data(recipe, tokenizer)
     check_trainable(recipe, data, model_config(recipe.model.name, base_dir=recipe.base_dir_path), accelerator.num_processes)
     pad_multiple = 8 if accelerator.device.type == "cuda" else None  # tensor cores like multiples of 8
-    train_loader, batches, eval_loader = build_dataloaders(data.splits, recipe, tokenizer.pad_token_id, pad_to_multiple_of=pad_multiple)
+    train_loader, _, eval_loader = build_dataloaders(data.splits, recipe, tokenizer.pad_token_id, pad_to_multiple_of=pad_multiple)
 
     # model after the seed, so the seed also fixes the new classifier head's init
     model = load_classifier(recipe.model.name, labels=data.labels, base_dir=recipe.base_dir_path)
@@ -511,10 +524,12 @@ def train(
     with StopRequested() as stop:
         for epoch in range(state.epoch, recipe.train.epochs):
             state.epoch = epoch
-            batches.set_epoch(epoch)
             model.train()
             # on resume, skip the micro-batches this epoch already trained on; the order is the same by construction
             loader = accelerator.skip_first_batches(train_loader, state.step_in_epoch * recipe.train.gradient_accumulation_steps) if state.step_in_epoch else train_loader
+            # accelerate's loaders count their own iterations and re-seed the batch sampler with that count
+            # when iterated, so the epoch must be set on the loader actually used (a skip loader starts at 0)
+            loader.set_epoch(epoch)
             step_loss, step_micro = 0.0, 0
             for batch in loader:
                 with accelerator.accumulate(model):

@@ -1,0 +1,221 @@
+"""bertctl train on tiny BERTs: run dir contents, resume exactness, refusals, batching."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bertctl.cli import app
+from bertctl.errors import BertctlError, RunError
+from bertctl.recipe import load_recipe
+from bertctl.training import Interrupted, LengthGroupedBatches, PadCollator, checkpoints, train
+
+from conftest import AGNEWS_LABELS
+
+runner = CliRunner()
+
+
+def _metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_training_writes_a_huggingface_native_run_dir(small_recipe):
+    result = train(load_recipe(small_recipe), progress=False)
+    run = result.run_dir
+    config = json.loads((run / "config.json").read_text())
+    assert [config["id2label"][str(i)] for i in range(4)] == AGNEWS_LABELS
+    assert (run / "model.safetensors").is_file() and not list(run.glob("*.bin"))
+    assert (run / "tokenizer.json").is_file()
+    assert load_recipe(run / "recipe.toml").train.seed == 7  # the resolved recipe loads from the run dir
+    metrics = _metrics(run)
+    assert metrics["metric_for_best"] == "accuracy" and 0.0 <= metrics["best_value"] <= 1.0
+    assert metrics["validation"]["accuracy"] == metrics["best_value"]
+    assert metrics["train_examples"] == 160 and metrics["global_steps"] == 20
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert {r["type"] for r in log} == {"train", "eval"}
+    assert [r["step"] for r in log if r["type"] == "eval"] == [10, 20]
+    assert all(r["loss"] > 0 and r["lr"] >= 0 for r in log if r["type"] == "train")
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "World" in (run / "README.md").read_text()
+    assert checkpoints(run) and not (run / "best").exists()
+    assert (run.parent / "latest").resolve() == run.resolve()
+
+    from transformers import pipeline
+
+    predictions = pipeline("text-classification", model=str(run))(["Stocks fell as oil prices rose", "The striker scored twice"])
+    assert {p["label"] for p in predictions} <= set(AGNEWS_LABELS)
+
+
+def test_training_learns_on_separable_data(tmp_path, tiny_bert_dir):
+    """A test that can fail: the tiny model must beat chance clearly on an easy two-word task."""
+    from conftest import write_csv
+
+    rows = [{"text": f"{'apple banana' if i % 2 else 'engine wheel'} item {i}", "label": "fruit" if i % 2 else "car"} for i in range(120)]
+    write_csv(tmp_path / "train.csv", rows[:96])
+    write_csv(tmp_path / "dev.csv", rows[96:])
+    recipe = tmp_path / "easy.toml"
+    recipe.write_text(
+        f'[model]\nname = "{tiny_bert_dir}"\nmax_length = 16\n[data]\ntrain = "train.csv"\nvalidation = "dev.csv"\n'
+        f'[train]\nepochs = 4\nbatch_size = 8\nlearning_rate = 3e-3\n[output]\ndir = "{tmp_path / "run"}"\n'
+    )
+    metrics = train(load_recipe(recipe), progress=False).metrics
+    assert metrics["validation"]["accuracy"] >= 0.9
+
+
+def test_training_resume_after_stop_matches_uninterrupted_run(small_recipe, tmp_path):
+    recipe = load_recipe(small_recipe, ["train.checkpoint_every_steps=3"])
+    full = train(recipe, output_dir=tmp_path / "full", progress=False).metrics
+    with pytest.raises(Interrupted) as stopped:
+        train(recipe, output_dir=tmp_path / "cut", progress=False, stop_after_steps=7)
+    assert "--resume" in str(stopped.value)
+    assert not (tmp_path / "cut" / "metrics.json").exists()  # never looks finished before it is
+    resumed = train(recipe, output_dir=tmp_path / "cut", resume=True, progress=False)
+    assert resumed.resumed_from == "step-0000007"
+    assert resumed.metrics["validation"] == full["validation"]
+    assert resumed.metrics["best_step"] == full["best_step"]
+    steps = [json.loads(l)["step"] for l in (tmp_path / "cut" / "train_log.jsonl").read_text().splitlines()]
+    full_steps = [json.loads(l)["step"] for l in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == full_steps  # no duplicated log lines after the resume
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", [4, 13])
+def test_training_survives_kill_9_and_resumes_exactly(small_recipe, tmp_path, kill_at):
+    overrides = ["train.checkpoint_every_steps=2"]
+    full = train(load_recipe(small_recipe, overrides), output_dir=tmp_path / "full", progress=False).metrics
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "bertctl", "train", str(small_recipe), *overrides, "--output-dir", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = run / "train_log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if log.is_file() and any(json.loads(l)["step"] >= kill_at for l in log.read_text().splitlines() if l.strip()):
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "metrics.json").exists()
+    for checkpoint in checkpoints(run):  # complete or absent: every listed one has all its files
+        assert {"model.safetensors", "optimizer.bin", "trainer_state.json"} <= {p.name for p in checkpoint.iterdir()}
+    refused = runner.invoke(app, ["train", str(small_recipe), *overrides, "--output-dir", str(run)])
+    assert refused.exit_code == 2 and "--resume" in refused.output
+    resumed = runner.invoke(app, ["train", str(small_recipe), *overrides, "--output-dir", str(run), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert _metrics(run)["validation"] == full["validation"]
+
+
+def test_training_sigint_checkpoints_and_says_how_to_resume(small_recipe, tmp_path):
+    run = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "bertctl", "train", str(small_recipe), "--output-dir", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = run / "train_log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and log.read_text().strip()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    assert checkpoints(run) and not (run / "metrics.json").exists()
+
+
+def test_training_refuses_to_overwrite_a_finished_run(small_recipe):
+    first = runner.invoke(app, ["train", str(small_recipe), "train.epochs=1"])
+    assert first.exit_code == 0, first.output
+    run = load_recipe(small_recipe).run_dir
+    before = (run / "model.safetensors").stat().st_mtime_ns
+    again = runner.invoke(app, ["train", str(small_recipe), "train.epochs=1"])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert (run / "model.safetensors").stat().st_mtime_ns == before
+    replaced = runner.invoke(app, ["train", str(small_recipe), "train.epochs=1", "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+
+
+def test_training_resume_refuses_a_changed_recipe(small_recipe, tmp_path):
+    recipe = load_recipe(small_recipe)
+    with pytest.raises(Interrupted):
+        train(recipe, output_dir=tmp_path / "r", progress=False, stop_after_steps=2)
+    with pytest.raises(RunError) as err:
+        train(load_recipe(small_recipe, ["train.learning_rate=0.01"]), output_dir=tmp_path / "r", resume=True, progress=False)
+    assert "train.learning_rate" in str(err.value)
+
+
+def test_training_resume_without_checkpoint_is_refused(small_recipe, tmp_path):
+    result = runner.invoke(app, ["train", str(small_recipe), "--output-dir", str(tmp_path / "none"), "--resume"])
+    assert result.exit_code == 2 and "no checkpoint" in result.output
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.batch_size=500", "larger than the 160 training examples"),
+        ("model.max_length=512", "above the model's 128 position embeddings"),
+        ("train.mixed_precision=fp16", "needs a CUDA GPU"),
+    ],
+)
+def test_training_bad_settings_exit_2_and_write_nothing(small_recipe, override, expected):
+    result = runner.invoke(app, ["train", str(small_recipe), override])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and "Traceback" not in result.output
+    assert not (load_recipe(small_recipe).run_dir / "metrics.json").exists()
+
+
+def test_training_early_stopping_stops(small_recipe, tmp_path):
+    recipe = load_recipe(small_recipe, ["train.epochs=6", "train.eval_every_steps=1", "train.early_stopping_patience=2", "train.learning_rate=1e-9"])
+    metrics = train(recipe, output_dir=tmp_path / "early", progress=False).metrics
+    assert metrics["stopped_early"] and metrics["global_steps"] < 60
+
+
+def test_training_batches_cover_every_example_once_and_group_lengths():
+    import random
+
+    lengths = [random.Random(i).randint(5, 120) for i in range(1000)]
+    sampler = LengthGroupedBatches(lengths, batch_size=32, seed=3)
+    sampler.set_epoch(0)
+    first = list(sampler)
+    assert sorted(i for b in first for i in b) == list(range(1000))
+    assert first == list(sampler)  # same (seed, epoch): same order, the basis of exact resume
+    sampler.set_epoch(1)
+    assert first != list(sampler)
+    grouped = sum(max(lengths[i] for i in b) * len(b) for b in first)
+    plain = LengthGroupedBatches(lengths, batch_size=32, seed=3, group_by_length=False)
+    ungrouped = sum(max(lengths[i] for i in b) * len(b) for b in plain)
+    assert grouped < 0.8 * ungrouped  # padded tokens fall when lengths are grouped
+
+
+def test_training_collator_pads_to_the_longest_in_batch():
+    batch = PadCollator(pad_token_id=0)([
+        {"input_ids": [101, 5, 102], "token_type_ids": [0, 0, 0], "label": 1},
+        {"input_ids": [101, 5, 6, 7, 102], "token_type_ids": [0, 0, 0, 1, 1], "label": 0},
+    ])
+    assert batch["input_ids"].shape == (2, 5)
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert batch["token_type_ids"][1].tolist() == [0, 0, 0, 1, 1]
+    assert batch["labels"].tolist() == [1, 0]
+
+
+@pytest.mark.slow
+def test_training_two_cpu_processes_under_accelerate_launch(small_recipe, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "bertctl", "train", str(small_recipe), "train.epochs=1", "--output-dir", str(run),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = _metrics(run)
+    assert metrics["num_processes"] == 2
+    assert metrics["validation_examples"] == 40
+    # gather_for_metrics drops the duplicates that pad the last batch, so counts add up to the split exactly
+    assert round(metrics["validation"]["accuracy"] * 40, 6) == int(round(metrics["validation"]["accuracy"] * 40))
+    assert proc.stdout.count("done: best") == 1  # one summary: only the main process prints
