@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,6 +25,19 @@ from bertctl.errors import RunError
 
 FINISHED_MARKER = "metrics.json"
 DEFAULT_RUN = Path("runs") / "latest"
+
+
+@contextmanager
+def writing(what: str, where: Path):
+    """Turn a failed write (disk full, read-only, permissions) into an error that says what was lost."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise RunError(
+            f"could not write {what} to {where}: {reason}",
+            fix="free disk space or choose a writable dir (--output-dir DIR); completed checkpoints are kept, resume with --resume",
+        ) from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 from bertctl.errors import BertctlError, RunError
 from bertctl.recipe import METRICS, Recipe
-from bertctl.runs import FINISHED_MARKER, atomic_write_json, atomic_write_text, is_finished, replace_dir, update_latest
+from bertctl.runs import FINISHED_MARKER, atomic_write_json, atomic_write_text, is_finished, replace_dir, update_latest, writing
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -479,14 +479,17 @@ def train(
         if main:
             trim_log(run_dir / LOG_FILE, state.global_step)
     elif main:
-        atomic_write_text(run_dir / "recipe.toml", recipe.to_toml())
+        with writing("the recipe", run_dir):
+            atomic_write_text(run_dir / "recipe.toml", recipe.to_toml())
     if recipe.train.log_with:
         accelerator.init_trackers(recipe.name, config=flat_config(recipe))
 
     log = RunLog(run_dir / LOG_FILE, enabled=main)
     bar = Progress(enabled=main and progress, total=total_steps, done=state.global_step)
     if main and progress:
-        what = f"resuming {run_dir} from {resumed_from}" if resumed_from else f"training into {run_dir}"
+        # show where files really go when the path climbs out of the working dir
+        shown = run_dir if ".." not in run_dir.parts else f"{run_dir} (= {run_dir.resolve()})"
+        what = f"resuming {shown} from {resumed_from}" if resumed_from else f"training into {shown}"
         bar.message(
             f"{what}: {len(data.splits['train'])} examples, {len(data.labels)} labels, {total_steps} steps "
             f"on {accelerator.num_processes} x {accelerator.device.type} ({recipe.train.mixed_precision} precision)"
@@ -627,7 +630,8 @@ def train(
         "labels": data.labels,
     }
     if main:
-        finish_run(run_dir, recipe, data, metrics)
+        with writing("the finished run", run_dir):
+            finish_run(run_dir, recipe, data, metrics)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(run_dir, metrics, resumed_from)
@@ -643,10 +647,14 @@ def save_model(accelerator, model, tokenizer, target: Path) -> None:
     if accelerator.is_main_process:
         tmp = target.with_name(f".{target.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(tmp, state_dict=accelerator.get_state_dict(model), safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        replace_dir(tmp, target)
+        try:
+            with writing("the model", tmp):
+                unwrapped = accelerator.unwrap_model(model)
+                unwrapped.save_pretrained(tmp, state_dict=accelerator.get_state_dict(model), safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
+                replace_dir(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
 
 
@@ -659,11 +667,18 @@ def save_checkpoint(accelerator, run_dir: Path, state: TrainerState, keep: int) 
         shutil.rmtree(tmp, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
+    try:
+        with writing("a checkpoint", tmp):
+            accelerator.save_state(str(tmp))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                # the state file goes in last: a checkpoint without it is never resumed from
+                (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2, default=str))
+                replace_dir(tmp, final)
+    finally:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2, default=str))
-        replace_dir(tmp, final)
         for old in checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

@@ -219,3 +219,44 @@ def test_training_two_cpu_processes_under_accelerate_launch(small_recipe, tmp_pa
     # gather_for_metrics drops the duplicates that pad the last batch, so counts add up to the split exactly
     assert round(metrics["validation"]["accuracy"] * 40, 6) == int(round(metrics["validation"]["accuracy"] * 40))
     assert proc.stdout.count("done: best") == 1  # one summary: only the main process prints
+
+
+def test_training_disk_full_during_save_says_so_and_leaves_no_partial_model(small_recipe, tmp_path, monkeypatch):
+    import errno
+
+    import bertctl.training as training
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(training, "finish_run", full_disk)
+    run = tmp_path / "full-disk"
+    with pytest.raises(RunError) as err:
+        train(load_recipe(small_recipe, ["train.epochs=1"]), output_dir=run, progress=False)
+    assert "No space left on device" in str(err.value) and "--resume" in str(err.value)
+    assert not (run / "metrics.json").exists() and checkpoints(run)
+    assert not list(run.rglob(".*.tmp")) and not list((run / "checkpoints").glob(".tmp-*"))
+
+
+def test_training_output_dir_that_is_a_file_is_refused(small_recipe, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("not a dir")
+    result = runner.invoke(app, ["train", str(small_recipe), "--output-dir", str(target)])
+    assert result.exit_code == 2 and "is a file" in result.output
+    assert target.read_text() == "not a dir"
+
+
+def test_training_read_only_output_dir_is_refused(small_recipe, tmp_path, monkeypatch):
+    import errno
+
+    # CI runs as root, which ignores permission bits: simulate the read-only mount at the write itself
+    real_write_text = Path.write_text
+
+    def read_only(self, *args, **kwargs):
+        if "ro" in self.parts:
+            raise PermissionError(errno.EROFS, "Read-only file system")
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    result = runner.invoke(app, ["train", str(small_recipe), "--output-dir", str(tmp_path / "ro" / "run")])
+    assert result.exit_code == 2 and "cannot write" in result.output and "Read-only" in result.output
