@@ -1,0 +1,521 @@
+"""Data loading: file formats, encodings, columns, row checks, labels, limits, held-out splits, tokenize cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bertctl.data import (
+    cache_key,
+    decode_text,
+    encode_labels,
+    infer_labels,
+    load_data,
+    missing_column_problem,
+    read_table,
+    tokenize_data,
+)
+from bertctl.errors import BertctlError, DataError, RecipeError
+from bertctl.recipe import load_recipe
+
+ROWS = [
+    {"text": "stocks fell sharply", "label": "Business"},
+    {"text": "the team won the cup", "label": "Sports"},
+    {"text": "rain over the capital", "label": "World"},
+    {"text": "a new chip is faster", "label": "Sci/Tech"},
+]
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """rows in the format the suffix says, written the way common tools write them."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    suffix = path.suffix
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".tsv":
+        frame.to_csv(path, sep="\t", index=False)
+    elif suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    elif suffix == ".parquet":
+        frame.to_parquet(path)
+    return path
+
+
+def recipe_for(tmp_path: Path, data: str, extra: str = "") -> Path:
+    path = tmp_path / "r.toml"
+    path.write_text(f"[data]\n{data}\n{extra}", encoding="utf-8")
+    return path
+
+
+def load(tmp_path: Path, data: str, extra: str = "", overrides: list[str] | None = None):
+    return load_data(load_recipe(recipe_for(tmp_path, data, extra), overrides))
+
+
+def problems(excinfo) -> dict[str, str]:
+    return {p.key: f"{p.message} | {p.fix}" for p in excinfo.value.problems}
+
+
+# ---------------------------------------------------------------------------------------------
+# formats
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_data_formats_load_into_text_and_label_ids(tmp_path, suffix):
+    write_rows(tmp_path / f"train{suffix}", ROWS * 2)
+    loaded = load(tmp_path, f'train = "train{suffix}"\nlabels = ["World", "Sports", "Business", "Sci/Tech"]')
+    train = loaded.splits["train"]
+    assert train.column_names == ["text", "label"]
+    assert train["text"] == [r["text"] for r in ROWS * 2]
+    assert train["label"] == [2, 1, 0, 3] * 2
+    assert loaded.labels == ["World", "Sports", "Business", "Sci/Tech"]
+    assert loaded.sources["train"] == str(tmp_path / f"train{suffix}")
+    assert not loaded.is_pair
+
+
+def test_data_json_array_and_column_table(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps(ROWS), encoding="utf-8")
+    assert read_table(tmp_path / "a.json")["text"].tolist() == [r["text"] for r in ROWS]
+    (tmp_path / "b.json").write_text(json.dumps({"text": ["x", "y"], "label": [0, 1]}), encoding="utf-8")
+    assert read_table(tmp_path / "b.json")["label"].tolist() == [0, 1]
+
+
+def test_data_txt_is_one_text_per_line(tmp_path):
+    (tmp_path / "t.txt").write_text("first\n\nsecond\n", encoding="utf-8")
+    assert read_table(tmp_path / "t.txt")["text"].tolist() == ["first", "second"]
+
+
+def test_data_sentence_pair_columns(tmp_path):
+    rows = [{"s1": f"a sentence {i}", "s2": f"another one {i}", "y": i % 2} for i in range(6)]
+    write_rows(tmp_path / "pairs.csv", rows)
+    loaded = load(tmp_path, 'train = "pairs.csv"\ntext = "s1"\ntext_pair = "s2"\nlabel = "y"')
+    train = loaded.splits["train"]
+    assert loaded.is_pair
+    assert train.column_names == ["text", "text_pair", "label"]
+    assert train["text_pair"] == [r["s2"] for r in rows]
+    assert train["label"] == [0, 1] * 3
+    assert loaded.labels == ["0", "1"]
+
+
+def test_data_csv_quoted_newline_and_comma_load_as_one_field(tmp_path):
+    (tmp_path / "q.csv").write_text('text,label\n"line one\nline two, still one",a\nplain,b\n', encoding="utf-8")
+    loaded = load(tmp_path, 'train = "q.csv"')
+    assert loaded.splits["train"]["text"] == ["line one\nline two, still one", "plain"]
+
+
+def test_data_tsv_stray_quotes_do_not_merge_rows(tmp_path):
+    # read as CSV quoting, the first quote would swallow the next lines into one text
+    (tmp_path / "s.tsv").write_bytes(b'text\tlabel\n"Hi, she said\ta\nplain "word\tb\n"quoted" and more\ta\n')
+    frame = read_table(tmp_path / "s.tsv")
+    assert frame["text"].tolist() == ['"Hi, she said', 'plain "word', '"quoted" and more']
+    assert frame["label"].tolist() == ["a", "b", "a"]
+
+
+def test_data_tsv_with_proper_quoting_is_unquoted(tmp_path):
+    write_rows(tmp_path / "p.tsv", [{"text": 'say "hi"\tnow', "label": "a"}, {"text": "multi\nline", "label": "b"}])
+    assert read_table(tmp_path / "p.tsv")["text"].tolist() == ['say "hi"\tnow', "multi\nline"]
+
+
+def test_data_unclosed_quote_in_csv_names_the_cause(tmp_path):
+    (tmp_path / "u.csv").write_text('text,label\n"never closed,a\nok,b\n', encoding="utf-8")
+    with pytest.raises(DataError) as excinfo:
+        read_table(tmp_path / "u.csv")
+    assert "never closes" in excinfo.value.fix
+
+
+# ---------------------------------------------------------------------------------------------
+# encodings
+
+
+def test_data_utf8_bom_is_accepted_and_first_column_is_clean(tmp_path):
+    (tmp_path / "bom.csv").write_bytes("\ufefftext,label\nhello,a\nworld,b\n".encode("utf-8"))
+    frame = read_table(tmp_path / "bom.csv")
+    assert list(frame.columns) == ["text", "label"]
+    loaded = load(tmp_path, 'train = "bom.csv"')
+    assert loaded.splits["train"]["text"] == ["hello", "world"]
+
+
+def test_data_double_decoded_bom_is_refused_with_a_fix(tmp_path):
+    garbled = "\ufefftext,label\nhello,a\n".encode("utf-8").decode("latin-1").encode("utf-8")
+    (tmp_path / "dbl.csv").write_bytes(garbled)
+    with pytest.raises(DataError) as excinfo:
+        read_table(tmp_path / "dbl.csv")
+    assert "'ï»¿'" in excinfo.value.message and "decoded twice" in excinfo.value.message
+    assert "re-export" in excinfo.value.fix
+
+
+def test_data_latin1_names_the_line_and_byte(tmp_path):
+    (tmp_path / "lat.csv").write_bytes("text,label\nhello,a\nworld,b\ncafé au lait,a\n".encode("latin-1"))
+    with pytest.raises(DataError) as excinfo:
+        read_table(tmp_path / "lat.csv")
+    assert "byte 0xe9 on line 4" in excinfo.value.message
+    assert "iconv -f latin1 -t utf-8" in excinfo.value.fix
+
+
+def test_data_utf16_is_named_as_such(tmp_path):
+    (tmp_path / "u16.csv").write_bytes("text,label\nhello,a\n".encode("utf-16"))
+    with pytest.raises(DataError) as excinfo:
+        read_table(tmp_path / "u16.csv")
+    assert "UTF-16" in excinfo.value.message
+
+
+def test_data_decode_text_strips_only_a_leading_bom():
+    assert decode_text("\ufeffa\ufeffb".encode(), Path("x.txt")) == "a\ufeffb"
+
+
+# ---------------------------------------------------------------------------------------------
+# file-level problems
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n", b"\xef\xbb\xbf"])
+def test_data_empty_file(tmp_path, content):
+    (tmp_path / "e.csv").write_bytes(content)
+    with pytest.raises(DataError) as excinfo:
+        read_table(tmp_path / "e.csv")
+    assert "the file is empty" in excinfo.value.message
+
+
+@pytest.mark.parametrize("name, content", [("h.csv", "text,label\n"), ("h.tsv", "text\tlabel\n"), ("h.json", "[]")])
+def test_data_header_only_file(tmp_path, name, content):
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    with pytest.raises(DataError) as excinfo:
+        read_table(tmp_path / name)
+    assert "no rows" in excinfo.value.message
+
+
+def test_data_missing_or_directory_file(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_table(tmp_path / "nope.csv")
+    (tmp_path / "d.csv").mkdir()
+    with pytest.raises(DataError, match="is a directory"):
+        read_table(tmp_path / "d.csv")
+
+
+def test_data_bad_jsonl_line_is_named(tmp_path):
+    (tmp_path / "b.jsonl").write_text('{"text": "a", "label": 1}\n\n{"text": "b" "label": 1}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="line 3 is not valid JSON"):
+        read_table(tmp_path / "b.jsonl")
+    (tmp_path / "l.jsonl").write_text('{"text": "a", "label": 1}\n["b", 1]\n', encoding="utf-8")
+    with pytest.raises(DataError, match="line 2 is a JSON list, not an object"):
+        read_table(tmp_path / "l.jsonl")
+
+
+def test_data_garbage_parquet(tmp_path):
+    (tmp_path / "g.parquet").write_bytes(b"this is not parquet at all")
+    with pytest.raises(DataError, match="cannot parse as parquet"):
+        read_table(tmp_path / "g.parquet")
+
+
+def test_data_repeated_column_names_after_trimming(tmp_path):
+    (tmp_path / "r.csv").write_text("text, text\na,b\n", encoding="utf-8")
+    with pytest.raises(DataError, match="repeated column names"):
+        read_table(tmp_path / "r.csv")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
+@given(
+    suffix=st.sampled_from([".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt"]),
+    content=st.one_of(st.binary(max_size=120), st.text(max_size=120).map(lambda s: s.encode("utf-8", "surrogatepass"))),
+)
+def test_data_read_table_random_bytes_give_a_frame_or_a_data_error(tmp_path, suffix, content):
+    path = tmp_path / f"fuzz{suffix}"
+    path.write_bytes(content)
+    try:
+        frame = read_table(path)
+    except DataError:
+        return
+    assert len(frame) > 0
+    assert all(isinstance(c, str) and c == c.strip() for c in frame.columns)
+
+
+# ---------------------------------------------------------------------------------------------
+# columns
+
+
+def test_data_missing_column_suggests_the_close_one(tmp_path):
+    write_rows(tmp_path / "t.csv", [{"sentence": "a", "label": "x"}, {"sentence": "b", "label": "y"}])
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "t.csv"\ntext = "sentense"')
+    found = problems(excinfo)["data.text"]
+    assert "column 'sentense' not in" in found and "(columns: sentence, label)" in found
+    assert "did you mean 'sentence'? set data.text = 'sentence'" in found
+
+
+def test_data_missing_column_reported_for_every_split(tmp_path):
+    write_rows(tmp_path / "t.csv", ROWS)
+    write_rows(tmp_path / "v.csv", [{"body": r["text"], "label": r["label"]} for r in ROWS])
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "t.csv"\nvalidation = "v.csv"\nlabel = "category"')
+    keys = [p.key for p in excinfo.value.problems]
+    assert keys.count("data.label") == 2 and keys.count("data.text") == 1
+    assert str(tmp_path / "v.csv") in str(excinfo.value)
+
+
+def test_data_headers_with_spaces_and_hash(tmp_path):
+    (tmp_path / "h.csv").write_text(" text , label\nhello,a\nworld,b\n", encoding="utf-8")
+    assert list(read_table(tmp_path / "h.csv").columns) == ["text", "label"]
+    assert load(tmp_path, 'train = "h.csv"').splits["train"]["text"] == ["hello", "world"]
+    (tmp_path / "c.csv").write_text("# Text,Label\nhello,a\n", encoding="utf-8")
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "c.csv"')
+    found = problems(excinfo)
+    assert "did you mean '# Text'?" in found["data.text"]
+    assert "did you mean 'Label'?" in found["data.label"]
+
+
+def test_data_tsv_content_in_a_csv_gets_the_delimiter_hint(tmp_path):
+    (tmp_path / "wrong.csv").write_text("text\tlabel\nhello\ta\nworld\tb\n", encoding="utf-8")
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "wrong.csv"')
+    found = problems(excinfo)["data.text"]
+    assert "tab-separated" in found and ".tsv" in found
+    # with commas in the texts the parse itself fails; the hint is still there
+    (tmp_path / "wrong2.csv").write_text("text\tlabel\nhello, you\ta\nworld, big, wide\tb\n", encoding="utf-8")
+    with pytest.raises(DataError) as excinfo:
+        read_table(tmp_path / "wrong2.csv")
+    assert "looks like a TSV; rename it to .tsv" in excinfo.value.message
+
+
+def test_data_missing_column_problem_plain():
+    problem = missing_column_problem("--text", "txt", ["text", "label"], "f.csv")
+    assert problem.key == "--text" and "did you mean 'text'?" in problem.fix
+
+
+# ---------------------------------------------------------------------------------------------
+# rows: empty texts
+
+
+def test_data_empty_and_nan_texts_are_refused_with_their_lines(tmp_path):
+    (tmp_path / "e.csv").write_text("text,label\nfine,a\n,b\n   ,a\nalso fine,b\n", encoding="utf-8")
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "e.csv"')
+    found = problems(excinfo)["data.train"]
+    assert "2 rows with an empty or NaN text" in found and "line 3, line 4" in found
+    assert "drop_empty = true" in found
+    (tmp_path / "n.jsonl").write_text('{"text": "x", "label": "a"}\n{"text": null, "label": "b"}\n{"label": "a"}\n{"text": "y", "label": "b"}\n')
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "n.jsonl"')
+    assert "2 rows with an empty or NaN text" in problems(excinfo)["data.train"]
+    assert "record 2, record 3" in problems(excinfo)["data.train"]
+
+
+def test_data_line_numbers_count_quoted_newlines(tmp_path):
+    (tmp_path / "q.csv").write_text('text,label\n"two\nlines",a\n,b\nok,a\n', encoding="utf-8")
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "q.csv"')
+    assert ": line 4" in problems(excinfo)["data.train"]
+
+
+def test_data_drop_empty_drops_and_reports_them(tmp_path):
+    (tmp_path / "e.csv").write_text("text,label\nfine,a\n,b\n   ,a\nalso fine,b\nthird,a\n", encoding="utf-8")
+    loaded = load(tmp_path, 'train = "e.csv"\ndrop_empty = true')
+    assert loaded.splits["train"]["text"] == ["fine", "also fine", "third"]
+    assert loaded.dropped_empty == {"train": 2}
+
+
+def test_data_drop_empty_keeps_file_lines_in_later_problems(tmp_path):
+    # rows dropped before labels are checked must not shift the line a label problem names
+    (tmp_path / "e.csv").write_text("text,label\n,a\n,a\nfine,a\nbad,zzz\nok,b\n", encoding="utf-8")
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "e.csv"\ndrop_empty = true\nlabels = ["a", "b"]')
+    assert "'zzz' (line 5, 1 row)" in problems(excinfo)["data.label"]
+
+
+def test_data_pair_text_checked_too(tmp_path):
+    write_rows(tmp_path / "p.csv", [{"a": "x", "b": "y", "label": 0}, {"a": "x", "b": "", "label": 1}])
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "p.csv"\ntext = "a"\ntext_pair = "b"')
+    assert "1 row with an empty or NaN text" in problems(excinfo)["data.train"]
+
+
+# ---------------------------------------------------------------------------------------------
+# labels
+
+
+def test_data_labels_outside_the_label_list(tmp_path):
+    write_rows(tmp_path / "t.csv", ROWS + [{"text": "x", "label": "Politics"}, {"text": "y", "label": "Politics"}])
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "t.csv"\nlabels = ["World", "Sports", "Business", "Sci/Tech"]')
+    found = problems(excinfo)["data.label"]
+    assert "'Politics' (line 6, 2 rows)" in found and "add them to data.labels" in found
+
+
+def test_data_validation_labels_outside_inferred_train_labels(tmp_path):
+    write_rows(tmp_path / "t.csv", ROWS)
+    write_rows(tmp_path / "v.csv", [{"text": "z", "label": "Health"}])
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "t.csv"\nvalidation = "v.csv"')
+    assert "'Health'" in problems(excinfo)["data.validation"]
+
+
+def test_data_integer_labels_outside_range(tmp_path):
+    write_rows(tmp_path / "t.csv", [{"text": "a", "label": 0}, {"text": "b", "label": 1}, {"text": "c", "label": 4}, {"text": "d", "label": -1}])
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "t.csv"\nlabels = ["neg", "pos"]')
+    found = problems(excinfo)["data.label"]
+    assert "integer labels outside 0..1: 4 (line 4, 1 row), -1 (line 5, 1 row)" in found
+    assert "2 classes: neg, pos" in found
+
+
+def test_data_integer_labels_in_range_map_to_ids(tmp_path):
+    write_rows(tmp_path / "t.csv", [{"text": t, "label": i} for i, t in enumerate("abcd")] * 2)
+    loaded = load(tmp_path, 'train = "t.csv"\nlabels = ["World", "Sports", "Business", "Sci/Tech"]')
+    assert loaded.splits["train"]["label"] == [0, 1, 2, 3] * 2
+    # jsonl ids arrive as numbers (and 1.0 from tools that write floats)
+    (tmp_path / "t.jsonl").write_text('{"text": "a", "label": 1.0}\n{"text": "b", "label": 0}\n', encoding="utf-8")
+    assert load(tmp_path, 'train = "t.jsonl"\nlabels = ["x", "y"]').splits["train"]["label"] == [1, 0]
+
+
+def test_data_integer_named_labels_match_by_name_only():
+    # labels "1".."4" (1-based ids, as in the original AG News csv): 0 is not class id 0 but unknown
+    ids, found = encode_labels(["1", "4", 2, "0"], ["1", "2", "3", "4"], "data.label", "t.csv")
+    assert ids[:3] == [0, 3, 1]
+    assert len(found) == 1 and "'0'" in found[0].message
+
+
+def test_data_single_class_is_refused(tmp_path):
+    write_rows(tmp_path / "t.csv", [{"text": "a", "label": "x"}, {"text": "b", "label": "x"}])
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "t.csv"')
+    assert "single class ('x')" in problems(excinfo)["data.train"]
+
+
+def test_data_empty_labels_are_refused(tmp_path):
+    write_rows(tmp_path / "t.csv", [{"text": "a", "label": "x"}, {"text": "b", "label": ""}, {"text": "c", "label": "y"}])
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "t.csv"')
+    assert "1 row with an empty label" in problems(excinfo)["data.label"]
+
+
+def test_data_labels_inferred_ints_numeric_names_sorted(tmp_path):
+    assert infer_labels(["10", "2", 1, "2", " 10 "]) == ["1", "2", "10"]
+    assert infer_labels(["b", "a", " c", "a", float("nan"), None, ""]) == ["a", "b", "c"]
+    assert infer_labels(["1", "x"]) == ["1", "x"]
+    write_rows(tmp_path / "t.csv", [{"text": t, "label": lab} for t, lab in zip("abcd", ["10", "2", "10", "1"])])
+    loaded = load(tmp_path, 'train = "t.csv"')
+    assert loaded.labels == ["1", "2", "10"]
+    assert loaded.splits["train"]["label"] == [2, 1, 2, 0]
+
+
+def test_data_odd_label_values_do_not_crash():
+    ids, found = encode_labels(["²", "1.5", True, "a"], ["a", "b"], "data.label", "t.csv")
+    assert ids == [-1, -1, -1, 0]
+    assert "'²'" in found[0].message and "'1.5'" in found[0].message
+
+
+def test_data_label_names_are_matched_without_surrounding_spaces(tmp_path):
+    (tmp_path / "t.csv").write_text("text,label\na, World\nb,Sports \n", encoding="utf-8")
+    assert load(tmp_path, 'train = "t.csv"\nlabels = ["World", "Sports"]').splits["train"]["label"] == [0, 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# limits and held-out validation
+
+
+def many_rows(n: int) -> list[dict]:
+    return [{"text": f"example number {i} with enough words to be cut short", "label": ["a", "b", "c"][i % 3]} for i in range(n)]
+
+
+def test_data_limit_takes_a_seeded_sample(tmp_path):
+    write_rows(tmp_path / "t.csv", many_rows(100))
+    first = load(tmp_path, 'train = "t.csv"\n[data.limit]\ntrain = 10').splits["train"]["text"]
+    again = load(tmp_path, 'train = "t.csv"\n[data.limit]\ntrain = 10').splits["train"]["text"]
+    other = load(tmp_path, 'train = "t.csv"\n[data.limit]\ntrain = 10', overrides=["train.seed=1"]).splits["train"]["text"]
+    assert len(first) == 10 and first == again
+    assert first != other
+    # a random sample, not the head of the file (files are often sorted)
+    assert first != [r["text"] for r in many_rows(10)]
+    assert len(set(first)) == 10
+
+
+def test_data_limit_larger_than_split_keeps_everything(tmp_path):
+    write_rows(tmp_path / "t.csv", many_rows(6))
+    assert len(load(tmp_path, 'train = "t.csv"\n[data.limit]\ntrain = 100').splits["train"]) == 6
+
+
+def test_data_validation_fraction_carves_a_disjoint_split(tmp_path):
+    write_rows(tmp_path / "t.csv", many_rows(100))
+    loaded = load(tmp_path, 'train = "t.csv"\nvalidation_fraction = 0.2')
+    train, validation = loaded.splits["train"]["text"], loaded.splits["validation"]["text"]
+    assert len(validation) == 20 and len(train) == 80
+    assert not set(train) & set(validation)
+    assert set(train) | set(validation) == {r["text"] for r in many_rows(100)}
+    assert "20% held out, seed 42" in loaded.sources["validation"]
+    assert load(tmp_path, 'train = "t.csv"\nvalidation_fraction = 0.2').splits["validation"]["text"] == validation
+
+
+def test_data_validation_fraction_too_small_for_the_data(tmp_path):
+    write_rows(tmp_path / "t.csv", many_rows(3))
+    with pytest.raises(DataError, match="leaves 3 for validation and 0 for training"):
+        load(tmp_path, 'train = "t.csv"\nvalidation_fraction = 0.9')
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenize cache
+
+
+@pytest.fixture(scope="module")
+def tokenizer(bundled_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(bundled_tokenizer_dir)
+
+
+def test_data_tokenize_second_call_is_a_cache_hit(tmp_path, tokenizer, bundled_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    write_rows(tmp_path / "t.csv", many_rows(30))
+    recipe = load_recipe(recipe_for(tmp_path, 'train = "t.csv"\nvalidation_fraction = 0.2'))
+    first = tokenize_data(recipe, tokenizer)
+    assert not first.from_cache and first.cache_dir is not None and (first.cache_dir / "meta.json").is_file()
+    second = tokenize_data(recipe, tokenizer)
+    assert second.from_cache and second.cache_dir == first.cache_dir
+    # a freshly loaded tokenizer is the same tokenizer: its state from earlier calls must not matter
+    third = tokenize_data(recipe, AutoTokenizer.from_pretrained(bundled_tokenizer_dir))
+    assert third.from_cache
+    for name in ("train", "validation"):
+        assert second.splits[name]["input_ids"] == first.splits[name]["input_ids"]
+        assert second.splits[name]["label"] == first.splits[name]["label"]
+    assert second.labels == first.labels == ["a", "b", "c"]
+    assert second.sources == first.sources
+
+
+def test_data_tokenize_cache_misses_on_max_length_and_file_bytes(tmp_path, tokenizer):
+    write_rows(tmp_path / "t.csv", many_rows(30))
+    path = recipe_for(tmp_path, 'train = "t.csv"')
+    first = tokenize_data(load_recipe(path), tokenizer)
+    shorter = tokenize_data(load_recipe(path, ["model.max_length=8"]), tokenizer)
+    assert not shorter.from_cache and shorter.cache_dir != first.cache_dir
+    assert max(shorter.splits["train"]["length"]) == 8
+    write_rows(tmp_path / "t.csv", many_rows(31))
+    changed = tokenize_data(load_recipe(path), tokenizer)
+    assert not changed.from_cache and len(changed.splits["train"]) == 31
+    assert cache_key(load_recipe(path), tokenizer) != cache_key(load_recipe(path, ["data.limit.train=5"]), tokenizer)
+
+
+def test_data_tokenize_columns_and_truncation(tmp_path, tokenizer):
+    write_rows(tmp_path / "t.csv", [{"text": "word " * 50, "label": "a"}, {"text": "short", "label": "b"}])
+    data = tokenize_data(load_recipe(recipe_for(tmp_path, 'train = "t.csv"'), ["model.max_length=16"]), tokenizer)
+    train = data.splits["train"]
+    assert {"input_ids", "attention_mask", "token_type_ids", "label", "length", "n_tokens"} <= set(train.column_names)
+    assert train["length"] == [16, 3] and train["n_tokens"] == [52, 3]
+    assert train["input_ids"][0][0] == tokenizer.cls_token_id and train["input_ids"][0][-1] == tokenizer.sep_token_id
+
+
+def test_data_tokenize_corrupt_cache_is_rebuilt(tmp_path, tokenizer):
+    write_rows(tmp_path / "t.csv", many_rows(10))
+    recipe = load_recipe(recipe_for(tmp_path, 'train = "t.csv"'))
+    first = tokenize_data(recipe, tokenizer)
+    (first.cache_dir / "meta.json").write_text("{not json")
+    again = tokenize_data(recipe, tokenizer)
+    assert not again.from_cache and len(again.splits["train"]) == 10
+    assert tokenize_data(recipe, tokenizer).from_cache
+
+
+def test_data_errors_are_bertctl_errors():
+    assert issubclass(DataError, BertctlError) and issubclass(RecipeError, BertctlError)
