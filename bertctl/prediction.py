@@ -388,6 +388,8 @@ def read_inputs(
         raise BertctlError("give texts as arguments or --file, not both", fix="bertctl predict --file texts.txt, or bertctl predict \"text\" \"more text\"")
     if pair is not None and (from_stdin or file is not None or len(texts) != 1):
         raise BertctlError("--pair goes with a single text argument", fix='bertctl predict "first text" --pair "second text"; for many pairs use --file FILE --text COL --text-pair COL')
+    if text_column is not None and (file is None or from_stdin):
+        raise BertctlError("--text names a column of --file", fix="bertctl predict --file texts.csv --text COL; texts given as arguments need no --text")
     if pair_column is not None and (file is None or from_stdin):
         raise BertctlError("--text-pair names a column of --file", fix="bertctl predict --file pairs.csv --text COL --text-pair COL")
     if from_stdin:

@@ -181,8 +181,9 @@ def test_evaluation_gate_merges_recipe_thresholds_and_cli_wins(tmp_path, tiny_cl
     probe = evaluate_run(make_run(tmp_path / "probe", tiny_classifier_dir)).metrics.overall
     unreachable = round(min(1.0, probe["accuracy"] + 0.2), 4)
     run = make_run(tmp_path, tiny_classifier_dir, thresholds={"accuracy": unreachable, "mcc": -1.0})
-    failed = invoke("eval", run)
+    failed = invoke("eval", run, "--json")
     assert failed.exit_code == 1 and "from recipe" in failed.stderr
+    assert json.loads(failed.stdout)["passed"] is False  # the report still comes out, on stdout only
     overridden = invoke("eval", run, "--min", "accuracy=0", "--json")
     assert overridden.exit_code == 0, overridden.output
     checks = {c["metric"]: c for c in json.loads(overridden.stdout)["thresholds"]}
@@ -310,3 +311,27 @@ def test_evaluation_conflicting_flags_are_usage_errors(run_dir, tmp_path):
     assert invoke("eval", run_dir, "--label", "topic").exit_code == 2
     bad_split = invoke("eval", run_dir, "--split", "testing")
     assert bad_split.exit_code == 2 and "not a split" in bad_split.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end: the run dir `bertctl train` writes
+
+
+@pytest.mark.slow
+def test_evaluation_end_to_end_on_a_trained_run(small_recipe, tmp_path):
+    trained = invoke("train", small_recipe)
+    assert trained.exit_code == 0, trained.output
+    run = tmp_path / "runs" / "small"
+    validation = json.loads((run / "metrics.json").read_text())["validation"]
+    result = invoke("eval", run, "--split", "validation", "--json", "--min", f"accuracy={validation['accuracy']:.6f}")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    # training scored the same model on the same split with its own loop: the numbers must agree
+    for name in ("accuracy", "f1_macro", "mcc", "log_loss", "ece"):
+        assert report["metrics"][name] == pytest.approx(validation[name], rel=1e-4, abs=1e-6), name
+    predicted = invoke("predict", "--model", run, "--json", "Stocks fell as oil prices rose")
+    assert predicted.exit_code == 0, predicted.output
+    from transformers import pipeline
+
+    expected = pipeline("text-classification", model=str(run))("Stocks fell as oil prices rose")[0]["label"]
+    assert json.loads(predicted.stdout)["label"] == expected

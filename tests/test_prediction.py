@@ -316,6 +316,19 @@ def test_prediction_usage_errors(tiny_classifier_dir, tmp_path):
     assert both.exit_code == 2
     with pytest.raises(BertctlError, match="--pair"):
         prediction.read_inputs(["a", "b"], pair="c")
+    column_without_file = invoke("predict", "--model", tiny_classifier_dir, "--text", "headline", "text")
+    assert column_without_file.exit_code == 2 and "--text names a column of --file" in column_without_file.stderr
+
+
+def test_prediction_unknown_hub_id_offline_is_exit_2():
+    result = invoke("predict", "--model", "nobody/no-such-classifier", "text")
+    assert result.exit_code == 2 and "could not be found" in result.stderr and "fix:" in result.stderr
+
+
+def test_prediction_file_dash_reads_stdin(tiny_classifier_dir):
+    result = invoke("predict", "--model", tiny_classifier_dir, "--json", "--file", "-", input="one\ntwo\n")
+    assert result.exit_code == 0, result.output
+    assert [r["text"] for r in json_lines(result.stdout)] == ["one", "two"]
 
 
 def test_prediction_cold_path_imports_no_training_or_eval_libraries(tiny_classifier_dir):
