@@ -35,9 +35,11 @@ def explain_input(tokenizer, text: str, text_pair: str | None = None, max_length
 
 
 def _percentile(values, q: float) -> int:
+    """The smallest length that q% of examples fit in (a length that occurs, never an interpolation):
+    with max_length = p99, 99% of examples are not truncated."""
     import numpy as np
 
-    return int(np.percentile(values, q)) if len(values) else 0
+    return int(np.percentile(values, q, method="inverted_cdf")) if len(values) else 0
 
 
 @dataclass
@@ -65,7 +67,7 @@ class TokenizeReport:
     cache_dir: str | None
     splits: list[SplitReport]
     labels_missing: dict[str, list[str]] = field(default_factory=dict)  # split -> labels absent there but present elsewhere
-    duplicates: dict[str, int] = field(default_factory=dict)  # "validation~train" -> examples of the first seen in the second
+    duplicates: dict[str, int] = field(default_factory=dict)  # "validation~train" -> examples of the first whose input also is in the second
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,14 +84,14 @@ def tokenize_report(recipe: Recipe, tokenizer=None) -> TokenizeReport:
     data = tokenize_data(recipe, tokenizer)
     reports = []
     present: dict[str, set[str]] = {}
-    hashes: dict[str, set[int]] = {}
+    inputs: dict[str, list[int]] = {}
     for name, ds in data.splits.items():
         full = np.asarray(ds["n_tokens"])
         lengths = np.asarray(ds["length"])
         labels = np.asarray(ds["label"])
         counts = {label: int((labels == i).sum()) for i, label in enumerate(data.labels)}
         present[name] = {label for label, n in counts.items() if n}
-        hashes[name] = {hash(tuple(ids)) for ids in ds["input_ids"]}
+        inputs[name] = [hash(tuple(ids)) for ids in ds["input_ids"]]  # identical token ids = the same input
         reports.append(
             SplitReport(
                 name=name,
@@ -108,10 +110,11 @@ def tokenize_report(recipe: Recipe, tokenizer=None) -> TokenizeReport:
     everywhere = set().union(*present.values()) if present else set()
     missing = {name: sorted(everywhere - labels) for name, labels in present.items() if everywhere - labels}
     duplicates = {}
-    names = list(hashes)
+    names = list(inputs)
     for i, a in enumerate(names):
         for b in names[:i]:
-            duplicates[f"{a}~{b}"] = len(hashes[a] & hashes[b])
+            seen = set(inputs[b])
+            duplicates[f"{a}~{b}"] = sum(1 for h in inputs[a] if h in seen)
     return TokenizeReport(
         recipe=recipe.source,
         model=recipe.model.name,
