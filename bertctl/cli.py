@@ -106,6 +106,7 @@ def schema() -> None:
     from bertctl.recipe import describe_schema
 
     table = Table("key", "type", "default", "meaning", box=None)
+    table.columns[0].no_wrap = True  # a wrapped dotted key can't be copied into a recipe
     for row in describe_schema():
         table.add_row(*row)
     console().print(table)

@@ -1,0 +1,174 @@
+"""The foundation commands through the real CLI: validate, schema, tokenize; exit codes; a light --help."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from bertctl.cli import app
+from bertctl.recipe import describe_schema
+from tests.conftest import AGNEWS_LABELS, write_csv
+
+REPO = Path(__file__).resolve().parents[1]
+AGNEWS_RECIPE = str(REPO / "recipes" / "agnews.toml")
+SMALL = ["data.limit.train=40", "data.limit.validation=12"]
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(app, list(args))
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def test_cli_foundation_validate_good_recipe():
+    result = invoke("validate", AGNEWS_RECIPE)
+    assert result.exit_code == 0, result.output
+    assert "valid schema and data (train 4000, validation 1000; labels: World, Sports, Business, Sci/Tech)" in result.stdout
+
+
+def test_cli_foundation_validate_applies_overrides():
+    result = invoke("validate", AGNEWS_RECIPE, "data.limit.train=100")
+    assert result.exit_code == 0 and "train 100," in result.stdout
+
+
+def test_cli_foundation_validate_bad_recipe_prints_every_problem(tmp_path):
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text(
+        '[model]\nmax_length = 2\n[data]\ntrain = "nope.csv"\n[train]\nlearning_rte = 1e-4\nscheduler = "cosin"\n[eval.thresholds]\naccuracy = 2\n',
+        encoding="utf-8",
+    )
+    result = invoke("validate", str(recipe), "train.epochs=zero")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    err = result.stderr
+    assert err.startswith(f"error: {recipe} is not a valid recipe (6 problems):")
+    for expected in (
+        "model.max_length",
+        "must be >= 8, got 2",
+        "data.train",
+        "file not found",
+        "train.learning_rte",
+        "did you mean 'learning_rate'?",
+        "did you mean 'cosine'?",
+        "eval.thresholds.accuracy",
+        "train.epochs",
+        "(from the command line: train.epochs=zero)",
+    ):
+        assert expected in err, expected
+
+
+def test_cli_foundation_validate_data_problems_exit_2(tmp_path):
+    write_csv(tmp_path / "t.csv", [{"text": "a", "label": "x"}, {"text": "", "label": "y"}, {"text": "c", "label": "y"}])
+    (tmp_path / "r.toml").write_text('[data]\ntrain = "t.csv"\ntext = "txt"\n', encoding="utf-8")
+    result = invoke("validate", str(tmp_path / "r.toml"))
+    assert result.exit_code == 2 and "did you mean 'text'?" in result.stderr
+    result = invoke("validate", str(tmp_path / "r.toml"), "data.text=text")
+    assert result.exit_code == 2 and "1 row with an empty or NaN text" in result.stderr and "line 3" in result.stderr
+    result = invoke("validate", "--no-data", str(tmp_path / "r.toml"))
+    assert result.exit_code == 0 and "valid schema" in result.stdout
+
+
+def test_cli_foundation_validate_file_errors(tmp_path):
+    assert invoke("validate", str(tmp_path / "missing.toml")).exit_code == 2
+    assert invoke("validate", str(tmp_path)).exit_code == 2
+    (tmp_path / "broken.toml").write_text("[train\n", encoding="utf-8")
+    result = invoke("validate", str(tmp_path / "broken.toml"))
+    assert result.exit_code == 2 and "(toml)" in result.stderr
+
+
+def test_cli_foundation_validate_hub_recipe_offline(tmp_path):
+    (tmp_path / "hub.toml").write_text('[data]\ndataset = "fancyzhx/ag_news"\ntest = "test"\nvalidation_fraction = 0.05\n', encoding="utf-8")
+    result = invoke("validate", str(tmp_path / "hub.toml"))
+    assert result.exit_code == 0, result.output
+    assert "hub dataset fancyzhx/ag_news" in result.stdout
+
+
+def test_cli_foundation_schema_lists_every_key():
+    result = invoke("schema")
+    assert result.exit_code == 0
+    for key, *_ in describe_schema():
+        assert key in result.stdout
+
+
+def test_cli_foundation_tokenize_recipe_table():
+    result = invoke("tokenize", AGNEWS_RECIPE, *SMALL)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "max_length 128" in out and "tokens p50" in out
+    lines = out.splitlines()
+    train_row = next(line for line in lines if line.split()[:1] == ["train"])
+    assert train_row.split()[1] == "40"
+    validation_row = next(line for line in lines if line.split()[:1] == ["validation"])
+    assert validation_row.split()[1] == "12"
+    for label in AGNEWS_LABELS:
+        assert any(line.split()[:1] == [label] for line in lines), label
+
+
+def test_cli_foundation_tokenize_json():
+    result = invoke("tokenize", "--json", AGNEWS_RECIPE, *SMALL)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["labels"] == AGNEWS_LABELS
+    assert [s["name"] for s in report["splits"]] == ["train", "validation"]
+    assert [s["examples"] for s in report["splits"]] == [40, 12]
+    assert sum(report["splits"][0]["label_counts"].values()) == 40
+    assert report["from_cache"] is False
+    again = json.loads(invoke("tokenize", "--json", AGNEWS_RECIPE, *SMALL).stdout)
+    assert again["from_cache"] is True and again["splits"] == report["splits"]
+
+
+def test_cli_foundation_tokenize_model_text_pair(bundled_tokenizer_dir):
+    result = invoke("tokenize", "--model", str(bundled_tokenizer_dir), "tokenization", "second text")
+    assert result.exit_code == 0, result.output
+    assert "[CLS] token ##ization [SEP] second text [SEP]" in result.stdout
+    rows = json.loads(invoke("tokenize", "--json", "--model", str(bundled_tokenizer_dir), "tokenization", "second text").stdout)
+    assert [r["token"] for r in rows] == ["[CLS]", "token", "##ization", "[SEP]", "second", "text", "[SEP]"]
+    assert [r["segment"] for r in rows] == [0, 0, 0, 0, 1, 1, 1]
+    assert all(r["attention"] == 1 for r in rows)
+
+
+def test_cli_foundation_tokenize_usage_errors(bundled_tokenizer_dir, tmp_path):
+    assert invoke("tokenize").exit_code == 2
+    result = invoke("tokenize", "--model", str(bundled_tokenizer_dir), "a", "b", "c")
+    assert result.exit_code == 2 and "one text, or two" in result.stderr
+    result = invoke("tokenize", "--model", str(tmp_path / "no-such-model"), "text")
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+
+
+def test_cli_foundation_help_does_not_import_heavy_libraries():
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from bertctl.cli import app\n"
+        "for args in (['--help'], ['validate', '--help'], ['tokenize', '--help'], ['schema', '--help']):\n"
+        "    result = CliRunner().invoke(app, args)\n"
+        "    assert result.exit_code == 0, (args, result.output)\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'pandas', 'numpy') if m in sys.modules))\n"
+    )
+    done = _run(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_cli_foundation_python_m_bertctl_help():
+    done = subprocess.run([sys.executable, "-m", "bertctl", "--help"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Usage" in done.stdout and "validate" in done.stdout and "tokenize" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_cli_foundation_python_m_bertctl_validate_exit_codes(tmp_path):
+    (tmp_path / "bad.toml").write_text("[train]\nepochs = 0\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "bertctl", "validate", str(tmp_path / "bad.toml")], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 2
+    assert "must be >= 1, got 0" in done.stderr and "Traceback" not in done.stderr
