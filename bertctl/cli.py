@@ -221,7 +221,7 @@ def eval_cli(
     text_pair: Annotated[Optional[str], typer.Option("--text-pair", help="second-text column of --data, for sentence-pair models")] = None,
     label: Annotated[Optional[str], typer.Option("--label", help="label column of --data (default: the recipe's data.label, else 'label')")] = None,
     minimums: Annotated[
-        Optional[list[str]], typer.Option("--min", help="gate: METRIC=VALUE, repeatable; a maximum for log_loss and ece; overrides [eval.thresholds]")
+        Optional[list[str]], typer.Option("--min", help="gate: METRIC=VALUE, repeatable; a maximum for log_loss and ece; wins over the recipe's eval.thresholds")
     ] = None,
     as_json: JsonFlag = False,
     report: Annotated[Optional[Path], typer.Option("--report", help="write the JSON report here (default RUN_DIR/eval.json)")] = None,
