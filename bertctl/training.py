@@ -320,7 +320,7 @@ def evaluate_loader(model, loader, accelerator, labels: list[str]) -> dict[str, 
     """
     import torch
 
-    from bertctl.scoring import classification_scores
+    from bertctl.metrics import classification_metrics
 
     model.eval()
     all_probs, all_labels = [], []
@@ -331,7 +331,7 @@ def evaluate_loader(model, loader, accelerator, labels: list[str]) -> dict[str, 
             all_probs.append(probs.cpu())
             all_labels.append(gold.cpu())
     model.train()
-    return classification_scores(torch.cat(all_labels).numpy(), torch.cat(all_probs).numpy(), len(labels))
+    return classification_metrics(torch.cat(all_labels).numpy(), torch.cat(all_probs).numpy(), labels).overall
 
 
 # ---------------------------------------------------------------------------------------------
