@@ -66,8 +66,17 @@ def print_train_summary(result) -> None:
 
 
 def _shorten(text: str, width: int) -> str:
+    from rich.markup import escape
+
     flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+    # user text is data, not rich markup: "[/]" or "[bold]" in a headline must print as typed
+    return escape(flat if len(flat) <= width else flat[: width - 1] + "…")
+
+
+def _plain(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(str(text))
 
 
 def print_eval_report(console: "Console", result) -> None:
@@ -77,9 +86,9 @@ def print_eval_report(console: "Console", result) -> None:
     from bertctl.recipe import METRICS
 
     m = result.metrics
-    console.print(f"[bold]{result.run_dir}[/bold] on {result.source}: {result.examples} examples, max_length {result.max_length}, {result.seconds:.1f} s")
+    console.print(f"[bold]{_plain(result.run_dir)}[/bold] on {_plain(result.source)}: {result.examples} examples, max_length {result.max_length}, {result.seconds:.1f} s")
     for note in result.notes:
-        console.print(f"[yellow]note[/yellow]: {note}")
+        console.print(f"[yellow]note[/yellow]: {_plain(note)}")
     checks = {c.metric: c for c in result.checks}
     overall = Table("metric", "value", "gate", box=None, title="overall", title_justify="left")
     for name, value in m.overall.items():
@@ -94,14 +103,14 @@ def print_eval_report(console: "Console", result) -> None:
     console.print(overall)
     per_class = Table("label", "precision", "recall", "f1", "support", box=None, title="per class", title_justify="left")
     for label, row in m.per_class.items():
-        per_class.add_row(label, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
+        per_class.add_row(_plain(label), f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
     console.print(per_class)
-    matrix = Table("true \\ predicted", *m.labels, box=None, title="confusion matrix (rows: true label)", title_justify="left")
+    matrix = Table("true \\ predicted", *[_plain(label) for label in m.labels], box=None, title="confusion matrix (rows: true label)", title_justify="left")
     for i, (label, row) in enumerate(zip(m.labels, m.confusion_matrix)):
-        matrix.add_row(label, *[f"[bold]{c}[/bold]" if i == j else str(c) for j, c in enumerate(row)])
+        matrix.add_row(_plain(label), *[f"[bold]{c}[/bold]" if i == j else str(c) for j, c in enumerate(row)])
     console.print(matrix)
     if result.report_path:
-        console.print(f"wrote {result.report_path}" + (f" and {result.plot_path}" if result.plot_path else ""))
+        console.print(f"wrote {_plain(result.report_path)}" + (f" and {_plain(result.plot_path)}" if result.plot_path else ""))
     if result.checks:
         status = "[green]passed[/green]" if result.passed else "[red]failed[/red]"
         console.print(f"gate {status}: {len(result.checks) - len(result.failed)} of {len(result.checks)} thresholds met")
@@ -127,6 +136,6 @@ def print_predictions(console: "Console", result, top_k: int = 1) -> None:
         if p.label is None:
             cells += ["[yellow](empty)[/yellow]", ""] + ([""] if top_k > 1 else [])
         else:
-            cells += [p.label, f"{p.score:.3f}"] + ([", ".join(f"{label} {score:.3f}" for label, score in p.top_k[1:])] if top_k > 1 else [])
+            cells += [_plain(p.label), f"{p.score:.3f}"] + ([", ".join(f"{_plain(label)} {score:.3f}" for label, score in p.top_k[1:])] if top_k > 1 else [])
         table.add_row(*cells)
     console.print(table)

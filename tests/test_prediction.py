@@ -164,6 +164,12 @@ def test_prediction_cli_table_by_default(tiny_classifier_dir):
     assert any(name in result.stdout for name in AGNEWS_LABELS)
 
 
+def test_prediction_cli_table_prints_brackets_in_texts_as_typed(tiny_classifier_dir):
+    result = invoke("predict", "--model", tiny_classifier_dir, "closing [/] tag", "[bold]not bold[/bold]")
+    assert result.exit_code == 0, result.output
+    assert "closing [/] tag" in result.stdout and "[bold]not bold[/bold]" in result.stdout
+
+
 def test_prediction_cli_reads_stdin_in_order(varied_classifier_dir, varied, texts):
     lines = texts[:12]
     result = invoke("predict", "--model", varied_classifier_dir, "--json", "-", input="\n".join(lines) + "\n")
