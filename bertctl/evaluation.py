@@ -254,12 +254,15 @@ def _recipe_split(run_dir: Path, classifier: "Classifier", split: str | None) ->
     # tokenize with the run's own tokenizer and max_length, through the same Arrow cache training used
     tokenized = tokenize_data(recipe, classifier.tokenizer)
     dataset = tokenized.splits[wanted]
-    columns = {name: dataset[name] for name in classifier.input_names if name in dataset.column_names}
+    wanted_columns = [name for name in (*classifier.input_names, "label", "n_tokens") if name in dataset.column_names]
+    # one bulk read into Python lists: indexing a datasets Column row by row costs ~0.2 ms a row
+    table = dataset.with_format(None).select_columns(wanted_columns)[:]
+    columns = {name: table[name] for name in classifier.input_names if name in table}
     # the recipe's ids index its own label list; the model's ids may be ordered differently
-    names = [tokenized.labels[i] for i in dataset["label"]]
+    names = [tokenized.labels[i] for i in table["label"]]
     references = map_labels(names, classifier.labels, f"{tokenized.sources.get(wanted, wanted)} ({wanted} split)")
     source = f"{wanted} split ({tokenized.sources.get(wanted, wanted)})"
-    truncated = sum(1 for n in dataset["n_tokens"] if n > recipe.model.max_length) if "n_tokens" in dataset.column_names else None
+    truncated = sum(1 for n in table["n_tokens"] if n > recipe.model.max_length) if "n_tokens" in table else None
     return _EvalData(columns, references, source, wanted, truncated, notes), recipe
 
 
