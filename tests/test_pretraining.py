@@ -263,7 +263,7 @@ def test_pretraining_pretrain_lowers_heldout_loss_and_output_fine_tunes(small_re
     from transformers import AutoModelForMaskedLM
 
     out = tmp_path / "mlm"
-    result = runner.invoke(app, ["pretrain", str(small_recipe), "--epochs", "3", "-o", str(out), "train.log_every_steps=1"])
+    result = runner.invoke(app, ["pretrain", str(small_recipe), "--epochs", "2", "-o", str(out), "train.log_every_steps=1"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     before, after = metrics["heldout"]["before"], metrics["heldout"]["after"]
