@@ -434,6 +434,8 @@ def _check_recipe(recipe: Recipe, problems: list[Problem], failed: set[str] | No
                 "set data.validation (or data.validation_fraction), or early_stopping_patience = 0",
             )
         )
+    if recipe.eval.split == "validation" and not has_validation and ok("eval.split", "data.validation", "data.validation_fraction"):
+        problems.append(Problem("eval.split", "is 'validation', but there is no validation data", "set data.validation (or data.validation_fraction), or eval.split = 'test'"))
     for metric, value in recipe.eval.thresholds.items():
         key = f"eval.thresholds.{metric}"
         if metric not in METRICS:

@@ -259,6 +259,13 @@ def test_recipe_early_stopping_needs_validation(tmp_path):
     assert recipe.train.early_stopping_patience == 2
 
 
+def test_recipe_eval_split_validation_needs_validation(tmp_path):
+    with pytest.raises(RecipeError) as excinfo:
+        load_recipe(write_recipe(tmp_path, MINIMAL + '[eval]\nsplit = "validation"\n'))
+    assert "no validation data" in problems_of(excinfo)["eval.split"]
+    assert load_recipe(write_recipe(tmp_path, MINIMAL + 'validation = "train.csv"\n[eval]\nsplit = "validation"\n')).eval.split == "validation"
+
+
 def test_recipe_threshold_ranges_follow_the_metric(tmp_path):
     ok = load_recipe(write_recipe(tmp_path, MINIMAL + "[eval.thresholds]\nmcc = -0.2\nlog_loss = 2.5\naccuracy = 1\n"))
     assert ok.eval.thresholds == {"mcc": -0.2, "log_loss": 2.5, "accuracy": 1.0}
