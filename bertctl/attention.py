@@ -723,14 +723,16 @@ def write_attention_report(report: AttentionReport, *, layers: list[int], heads:
 
 
 def print_attention_report(console: "Console", report: AttentionReport) -> None:
+    """Texts, tokens and paths are escaped: rich would read "[b]" in them as markup (and raise on "[/b]")."""
     import numpy as np
+    from rich.markup import escape
     from rich.table import Table
 
     if report.text_maps is not None:
-        console.print(f"[bold]{report.model}[/bold]: {len(report.text_maps.tokens)} tokens: {' '.join(report.text_maps.tokens)}")
+        console.print(f"[bold]{escape(report.model)}[/bold]: {len(report.text_maps.tokens)} tokens: {escape(' '.join(report.text_maps.tokens))}")
     if report.stats is not None:
         means = report.stats.means()
-        table = Table("layer", "head", *[f"{label}" for label in STATISTICS.values()], box=None, title=f"head statistics over {report.stats_source}")
+        table = Table("layer", "head", *[f"{label}" for label in STATISTICS.values()], box=None, title=f"head statistics over {escape(report.stats_source)}")
         layers, heads = report.stats.shape
         for lay in report.shown_layers or range(layers):
             for h in report.shown_heads or range(heads):
@@ -745,10 +747,10 @@ def print_attention_report(console: "Console", report: AttentionReport) -> None:
             lay, h = np.unravel_index(pick, values.shape)
             what = "most focused (lowest entropy)" if name == "entropy" else f"most on {label}"
             highlights.append(f"{what}: layer {lay} head {h} ({values[lay, h]:.2f})")
-        console.print("; ".join(highlights))
+        console.print(escape("; ".join(highlights)))
     if report.positions is not None:
         print_position_analysis(console, report.positions)
-    console.print(f"wrote {report.out_dir / 'index.html'} ({sum(len(v) for v in report.images.values())} PNGs)")
+    console.print(f"wrote {escape(str(report.out_dir / 'index.html'))} ({sum(len(v) for v in report.images.values())} PNGs)")
 
 
 def print_position_analysis(console: "Console", p: PositionAnalysis) -> None:

@@ -340,7 +340,7 @@ def pretrain(
 
     bertctl pretrain recipes/agnews.toml --epochs 1
     bertctl pretrain recipes/agnews.toml train.learning_rate=5e-5 --whole-word-masking --data news.txt
-    then, in a recipe: [model] name = "runs/agnews-mlm"
+    then fine-tune from it: set model.name = "runs/agnews-mlm" in a recipe
     """
     from bertctl.pretraining import PretrainOptions, pretrain as run_pretraining, print_pretrain_summary
     from bertctl.recipe import load_recipe

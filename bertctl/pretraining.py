@@ -269,14 +269,15 @@ def fill_mask(model, text: str, top_k: int = 5, *, tokenizer=None) -> FillMaskRe
 
 
 def print_fill_mask(console, result: FillMaskResult) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     for n, prediction in enumerate(result.masks, 1):
-        table = Table("rank", "token", "probability", box=None, title=f"[MASK] {n} of {len(result.masks)} (token {prediction.position})", title_justify="left")
+        table = Table("rank", "token", "probability", box=None, title=f"{escape('[MASK]')} {n} of {len(result.masks)} (token {prediction.position})", title_justify="left")
         for rank, candidate in enumerate(prediction.candidates, 1):
-            table.add_row(str(rank), candidate["token"], f"{candidate['probability']:.4f}")
+            table.add_row(str(rank), escape(candidate["token"]), f"{candidate['probability']:.4f}")
         console.print(table)
-    console.print(f"top-1 fill: {result.filled}")
+    console.print(f"top-1 fill: {escape(result.filled)}")
 
 
 # ---------------------------------------------------------------------------------------------

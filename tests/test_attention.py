@@ -264,3 +264,13 @@ def test_attention_cli_data_from_recipe(small_recipe, tiny_bert_dir, tmp_path):
     result = runner.invoke(app, ["attention", "-m", str(tiny_bert_dir), "--data", str(small_recipe), "--limit", "8", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["texts"] == 8
+
+
+def test_attention_cli_prints_bracketed_paths_and_texts_verbatim(tiny_bert_dir, tmp_path):
+    # rich reads "[red]" as markup and drops it; paths and texts must be printed as they are
+    folder = tmp_path / "a[red]b"
+    folder.mkdir()
+    data = write_csv(folder / "news.csv", [{"text": r["text"]} for r in agnews_rows("train", 4)])
+    result = runner.invoke(app, ["attention", "-m", str(tiny_bert_dir), "--data", str(data), "--out", str(folder / "out"), "[b]bold?[/b]"])
+    assert result.exit_code == 0, result.output
+    assert "a[red]b" in result.output
