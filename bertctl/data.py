@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import math
+import numbers
 import os
 import re
 import shutil
@@ -275,15 +276,23 @@ def missing_column_problem(key: str, column: str, columns: list[str], where: str
 # labels
 
 
+def _np_bool_types() -> tuple[type, ...]:
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        return ()
+    return (np.bool_,)
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
+    if isinstance(value, (bool, _np_bool_types())):
         return None
-    if isinstance(value, int):
-        return value
+    if isinstance(value, numbers.Integral):  # numpy integers too
+        return int(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str):
@@ -409,6 +418,7 @@ def _read_split_frames(recipe: Recipe) -> tuple[dict[str, "pd.DataFrame"], dict[
     sources: dict[str, str] = {}
     declared: list[str] | None = None
     if recipe.uses_hub_dataset:
+        import numpy as np
         from datasets import load_dataset
 
         for split in SPLITS:
@@ -424,9 +434,15 @@ def _read_split_frames(recipe: Recipe) -> tuple[dict[str, "pd.DataFrame"], dict[
                     fix="check data.dataset/subset and split names; offline, download it once or point data.train at local files",
                 ) from None
             feature = ds.features.get(recipe.data.label)
-            if declared is None and feature is not None and hasattr(feature, "names"):
-                declared = list(feature.names)
-            frames[split] = ds.to_pandas()
+            frame = ds.to_pandas()
+            if feature is not None and hasattr(feature, "names"):
+                names = list(feature.names)
+                declared = declared or names
+                # class ids become the dataset's own class names, so data.labels is matched by name: a
+                # recipe listing the names in another order must not silently swap classes. -1 (GLUE's
+                # hidden test labels) stays -1 and is reported.
+                frame[recipe.data.label] = [names[v] if isinstance(v, (int, np.integer)) and 0 <= v < len(names) else v for v in frame[recipe.data.label]]
+            frames[split] = frame
             sources[split] = where
     else:
         for split in SPLITS:
@@ -546,7 +562,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
 def cache_key(recipe: Recipe, tokenizer) -> str | None:
     """A key that changes whenever the tokenized data would: file bytes, data settings, tokenizer, max_length."""
     if recipe.uses_hub_dataset:
-        return None  # `datasets` caches hub data itself; we re-tokenize through its own map cache
+        return None  # `datasets` caches the download itself; hub splits are tokenized afresh each run
     parts: dict[str, Any] = {
         "version": CACHE_VERSION,
         "data": recipe.to_dict()["data"],

@@ -519,3 +519,78 @@ def test_data_tokenize_corrupt_cache_is_rebuilt(tmp_path, tokenizer):
 
 def test_data_errors_are_bertctl_errors():
     assert issubclass(DataError, BertctlError) and issubclass(RecipeError, BertctlError)
+
+
+# ---------------------------------------------------------------------------------------------
+# hub datasets (datasets.load_dataset replaced by in-memory splits with the real schemas)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fake_hub(monkeypatch, splits: dict):
+    import datasets
+
+    calls = []
+
+    def load_dataset(path, name=None, split=None, **kwargs):
+        calls.append((path, name, split))
+        if split not in splits:
+            raise ValueError(f"Unknown split {split!r}. Should be one of {list(splits)}.")
+        return splits[split]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def mrpc_split(labels: list[int]):
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    features = Features({"sentence1": Value("string"), "sentence2": Value("string"), "label": ClassLabel(names=["not_equivalent", "equivalent"]), "idx": Value("int32")})
+    rows = {"sentence1": [f"first {i}" for i in range(len(labels))], "sentence2": [f"second {i}" for i in range(len(labels))], "label": labels, "idx": list(range(len(labels)))}
+    return Dataset.from_dict(rows, features=features)
+
+
+def test_data_hub_mrpc_recipe_reads_pairs_by_class_name(monkeypatch):
+    calls = fake_hub(monkeypatch, {"train": mrpc_split([0, 1, 1, 0, 1]), "validation": mrpc_split([1, 0]), "test": mrpc_split([-1, -1])})
+    loaded = load_data(load_recipe(REPO / "recipes" / "mrpc.toml"))
+    assert calls == [("nyu-mll/glue", "mrpc", "train"), ("nyu-mll/glue", "mrpc", "validation")]  # never the unlabeled test split
+    assert loaded.is_pair and loaded.labels == ["not_equivalent", "equivalent"]
+    assert loaded.splits["train"]["label"] == [0, 1, 1, 0, 1]
+    assert loaded.splits["train"]["text_pair"][0] == "second 0"
+    assert loaded.sources["validation"] == "nyu-mll/glue/mrpc[validation]"
+
+
+def test_data_hub_labels_in_another_order_are_matched_by_name(monkeypatch):
+    fake_hub(monkeypatch, {"train": mrpc_split([0, 1, 1]), "validation": mrpc_split([1, 0])})
+    loaded = load_data(load_recipe(REPO / "recipes" / "mrpc.toml", ['data.labels=["equivalent", "not_equivalent"]']))
+    assert loaded.labels == ["equivalent", "not_equivalent"]
+    assert loaded.splits["train"]["label"] == [1, 0, 0]
+
+
+def test_data_hub_hidden_test_labels_are_reported(monkeypatch):
+    fake_hub(monkeypatch, {"train": mrpc_split([0, 1]), "validation": mrpc_split([1, 0]), "test": mrpc_split([-1, -1, -1])})
+    with pytest.raises(RecipeError) as excinfo:
+        load_data(load_recipe(REPO / "recipes" / "mrpc.toml", ["data.test=test"]))
+    found = problems(excinfo)["data.test"]
+    assert "integer labels outside 0..1: -1 (row 1, 3 rows)" in found and "unlabeled" in found
+
+
+def test_data_hub_agnews_recipe_carves_validation(monkeypatch):
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["World", "Sports", "Business", "Sci/Tech"])})
+    train = Dataset.from_dict({"text": [f"news item {i}" for i in range(100)], "label": [i % 4 for i in range(100)]}, features=features)
+    test = Dataset.from_dict({"text": ["a", "b"], "label": [3, 0]}, features=features)
+    fake_hub(monkeypatch, {"train": train, "test": test})
+    loaded = load_data(load_recipe(REPO / "recipes" / "agnews-bert-base.toml"))
+    assert len(loaded.splits["validation"]) == 5 and len(loaded.splits["train"]) == 95
+    assert not set(loaded.splits["validation"]["text"]) & set(loaded.splits["train"]["text"])
+    assert loaded.splits["test"]["label"] == [3, 0]
+
+
+def test_data_hub_unknown_split_is_a_data_error(monkeypatch):
+    fake_hub(monkeypatch, {"train": mrpc_split([0, 1])})
+    with pytest.raises(DataError) as excinfo:
+        load_data(load_recipe(REPO / "recipes" / "mrpc.toml"))
+    assert "nyu-mll/glue/mrpc[validation]" in excinfo.value.message and "Unknown split" in excinfo.value.message
