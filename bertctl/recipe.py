@@ -545,7 +545,7 @@ def _mark_overridden(problems: list[Problem], applied: dict[str, str]) -> list[P
             continue
         fix = p.fix
         value = text.split("=", 1)[1].strip()
-        if "must be" in p.message and value[:1] in "[{" and not fix:
+        if "must be" in p.message and value.startswith(("[", "{")) and not fix:
             fix = 'override values are TOML: quote strings inside lists and tables, e.g. data.labels=\'["a", "b"]\''
         out.append(Problem(p.key, f"{p.message} (from the command line: {text})", fix))
     return out

@@ -354,6 +354,9 @@ def test_recipe_override_list_without_quotes_gets_a_toml_hint():
     with pytest.raises(RecipeError) as excinfo:
         load_recipe(AGNEWS_RECIPE, ["data.labels=[a,b]"])
     assert "quote strings inside lists" in problems_of(excinfo)["data.labels"]
+    with pytest.raises(RecipeError) as excinfo:
+        load_recipe(AGNEWS_RECIPE, ["data.labels="])
+    assert "quote strings" not in problems_of(excinfo)["data.labels"]
 
 
 @pytest.mark.parametrize("text, message", [("=1", "bad key ''"), ("train.epochs", "is not an override"), ("train..epochs=1", "bad key"), (" =x", "bad key")])
