@@ -1,0 +1,101 @@
+"""The training fast path must compute the stock model's function: same logits, same gradients, same dropout law."""
+
+from __future__ import annotations
+
+import pytest
+
+from bertctl.fastpath import fast_dropout, fast_path_problem, undo_fast_path, use_fast_path
+
+
+def _classifier(seed: int = 0, **config):
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=200, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64, num_labels=3, **config)
+    return BertForSequenceClassification(cfg)
+
+
+def _padded_batch():
+    import torch
+
+    torch.manual_seed(1)
+    lengths = [12, 5, 9, 1 + 1]
+    ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(5, 200, (n,))
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids), "labels": torch.tensor([0, 2, 1, 2])}
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_fastpath_logits_and_gradients_equal_the_stock_model(attn):
+    import torch
+
+    stock, fast = _classifier(attn_implementation=attn), _classifier(attn_implementation=attn)
+    assert use_fast_path(fast)
+    batch = _padded_batch()
+    stock.eval(), fast.eval()  # eval: no dropout, so both compute the same deterministic function
+    with torch.no_grad():
+        assert torch.allclose(stock(**batch).logits, fast(**batch).logits, atol=1e-5)
+    loss_stock, loss_fast = stock(**batch).loss, fast(**batch).loss
+    loss_stock.backward(), loss_fast.backward()
+    for (name, a), b in zip(stock.named_parameters(), fast.parameters()):
+        if name.endswith("attention.self.key.bias"):
+            continue  # softmax is shift-invariant: this gradient is exactly 0 in exact arithmetic, rounding noise here
+        assert torch.allclose(a.grad, b.grad, atol=1e-6, rtol=1e-4), name
+
+
+def test_fastpath_padding_does_not_leak_into_the_prediction():
+    import torch
+
+    model = _classifier()
+    use_fast_path(model)
+    model.eval()
+    batch = _padded_batch()
+    with torch.no_grad():
+        padded = model(input_ids=batch["input_ids"][1:2], attention_mask=batch["attention_mask"][1:2]).logits
+        trimmed = model(input_ids=batch["input_ids"][1:2, :5], attention_mask=batch["attention_mask"][1:2, :5]).logits
+    assert torch.allclose(padded, trimmed, atol=1e-5)
+
+
+def test_fastpath_leaves_other_models_alone_and_undo_restores():
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    mlm = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    assert fast_path_problem(mlm) and use_fast_path(mlm) == []
+    model = _classifier()
+    use_fast_path(model)
+    undo_fast_path(model)
+    assert not any("forward" in m.__dict__ for m in model.modules())
+    model.eval()
+    batch = _padded_batch()
+    with torch.no_grad():
+        assert model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state.shape[1] == batch["input_ids"].shape[1]
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3])
+def test_fastpath_dropout_keeps_the_expectation_and_the_rate(p):
+    import torch
+
+    x = torch.ones(400_000)
+    torch.manual_seed(0)
+    out = fast_dropout(x, p, True)
+    dropped = (out == 0).float().mean().item()
+    assert abs(dropped - p) < 0.005
+    assert abs(out.mean().item() - 1.0) < 0.01  # kept values are scaled by 1/(1-p)
+    assert torch.equal(fast_dropout(x, p, False), x)
+    torch.manual_seed(0)
+    assert torch.equal(fast_dropout(x, p, True), out)  # drawn from torch's seeded generator: reproducible
+
+
+def test_fastpath_dropout_gradient_uses_the_same_mask():
+    import torch
+
+    x = torch.randn(1000, requires_grad=True)
+    torch.manual_seed(3)
+    out = fast_dropout(x, 0.5, True)
+    out.sum().backward()
+    assert torch.equal(x.grad == 0, out.detach() == 0)
