@@ -268,31 +268,35 @@ def quiet_transformers() -> Iterator[None]:
             logging.enable_progress_bar()
 
 
-def resolve_model_location(model: str | None) -> tuple[str, str]:
+def resolve_model_location(model: str | None, *, trust_pickle: bool = False) -> tuple[str, str]:
     """(display name, loadable dir or id) for --model: a run dir, a model dir or id; default runs/latest."""
     from bertctl.modeling import check_weights_are_safe, resolve_model
     from bertctl.runs import resolve_run_dir
 
     if model is None:
         run_dir = resolve_run_dir(None)
+        check_weights_are_safe(run_dir, trust_pickle=trust_pickle)
         return str(run_dir), str(run_dir)
     resolved = resolve_model(model)
     if resolved.is_local:
-        check_weights_are_safe(resolved.location)
+        check_weights_are_safe(resolved.location, trust_pickle=trust_pickle)
     return model, resolved.location
 
 
-def load_encoder(location: str):
+def load_encoder(location: str, *, trust_pickle: bool = False):
     """The BERT encoder of any BERT checkpoint (task heads dropped), with attention weights it can return.
 
     SDPA, the default attention in transformers v5, computes no attention matrix: output_attentions
-    then yields nothing, so the eager implementation is asked for explicitly.
+    then yields nothing, so the eager implementation is asked for explicitly. Pickle weights load only
+    with `trust_pickle` (the user's --trust-pickle).
     """
     from transformers import AutoModel
 
     try:
         with quiet_transformers():
-            model = AutoModel.from_pretrained(location, attn_implementation="eager", use_safetensors=True, trust_remote_code=False)
+            model = AutoModel.from_pretrained(
+                location, attn_implementation="eager", use_safetensors=None if trust_pickle else True, trust_remote_code=False
+            )
     except Exception as exc:
         raise ModelError(
             f"could not load a BERT encoder from {location}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
@@ -416,8 +420,13 @@ def slugify(text: str, limit: int = 40) -> str:
 
 def check_out_dir(out: Path) -> None:
     """Refuse to replace a non-empty dir this command did not write (it may hold someone's files)."""
+    from bertctl.runs import file_in_the_way
+
     if out.exists() and not out.is_dir():
         raise BertctlError(f"--out {out} is a file", fix="name a directory for the report")
+    blocker = file_in_the_way(out)
+    if blocker is not None:
+        raise BertctlError(f"--out {out}: {blocker} is a file, not a directory", fix=f"name a directory for the report, e.g. --out {blocker.parent / out.name}")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise BertctlError(
             f"--out {out} already holds files that `bertctl attention` did not write (no {MARKER})",
@@ -447,6 +456,7 @@ def attention_command(
     positions: bool = False,
     max_length: int | None = None,
     batch_size: int = 16,
+    trust_pickle: bool = False,
 ) -> AttentionReport:
     """Everything `bertctl attention` does, returning what it wrote (the CLI only prints)."""
     if len(texts) > 2:
@@ -465,8 +475,8 @@ def attention_command(
         out = Path("attention") / slugify(name)
     check_out_dir(out)
 
-    display, location = resolve_model_location(model)
-    encoder = load_encoder(location)
+    display, location = resolve_model_location(model, trust_pickle=trust_pickle)
+    encoder = load_encoder(location, trust_pickle=trust_pickle)
     config = encoder.config
     report = AttentionReport(display, out, config.num_hidden_layers, config.num_attention_heads)
     layers = _select(None if layer is None else [layer], report.layers, "layer")
@@ -681,12 +691,25 @@ def render_index_html(report: AttentionReport) -> str:
 
 
 def write_attention_report(report: AttentionReport, *, layers: list[int], heads: list[int], per_head: bool) -> None:
-    """Write every file into a temp dir beside --out, then swap it in: a crash never leaves half a report."""
-    from bertctl.runs import replace_dir
+    """Write every file into a temp dir beside --out, then swap it in: a crash never leaves half a report,
+    and a failed write (disk full, read-only) leaves --out and its parents as they were."""
+    from bertctl.runs import removes_new_empty_dirs
 
     out = report.out_dir
     check_out_dir(out)  # again: someone may have filled it while the model ran
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with removes_new_empty_dirs(out.parent):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _write_report_files(report, out, layers=layers, heads=heads, per_head=per_head)
+    except OSError as exc:
+        raise BertctlError(
+            f"could not write the attention report to {out}: {exc.strerror or exc}", fix="free disk space, or choose a writable --out DIR"
+        ) from None
+
+
+def _write_report_files(report: AttentionReport, out: Path, *, layers: list[int], heads: list[int], per_head: bool) -> None:
+    from bertctl.runs import replace_dir
+
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         report.images = {}

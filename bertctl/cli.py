@@ -38,6 +38,10 @@ Overrides = Annotated[
     typer.Argument(help="dotted overrides of recipe keys: train.epochs=1 data.limit.train=200", show_default=False),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON only, on stdout")]
+TrustPickle = Annotated[
+    bool,
+    typer.Option("--trust-pickle", help="also load pickle-only weights (pytorch_model.bin); unpickling can run code, so only for files you trust"),
+]
 
 
 def fail(error: BertctlError) -> typer.Exit:
@@ -134,7 +138,18 @@ def tokenize(
         from bertctl.modeling import load_tokenizer
         from bertctl.tokenization import explain_input
 
-        rows = explain_input(load_tokenizer(model), args[0], args[1] if len(args) == 2 else None, max_length)
+        tokenizer = load_tokenizer(model)
+        is_pair = len(args) == 2
+        if max_length is not None:
+            # below this the tokenizer can't truncate (it then silently returns the whole input) or crashes
+            special = tokenizer.num_special_tokens_to_add(pair=is_pair)
+            needed = special + (2 if is_pair else 1)
+            if max_length < needed:
+                raise BertctlError(
+                    f"--max-length {max_length} leaves no room for the text{'s' if is_pair else ''}: [CLS] and [SEP] take {special} tokens",
+                    fix=f"use --max-length {needed} or more; training truncates at the recipe's model.max_length (at least 8)",
+                )
+        rows = explain_input(tokenizer, args[0], args[1] if is_pair else None, max_length)
         if as_json:
             echo_json([row.__dict__ for row in rows])
         else:
@@ -169,9 +184,13 @@ def train(
     accelerate launch --num_processes 2 -m bertctl train recipes/agnews.toml
     """
     from bertctl.recipe import load_recipe
+    from bertctl.runs import removes_new_empty_dirs
     from bertctl.training import train as run_training
 
-    result = run_training(load_recipe(recipe, overrides), output_dir=output_dir, resume=resume, overwrite=overwrite, stop_after_steps=stop_after_steps)
+    loaded = load_recipe(recipe, overrides)
+    # training makes the run dir before it reads the data: bad data must not leave an empty run dir behind
+    with removes_new_empty_dirs(output_dir if output_dir is not None else loaded.run_dir):
+        result = run_training(loaded, output_dir=output_dir, resume=resume, overwrite=overwrite, stop_after_steps=stop_after_steps)
     from bertctl import reports
 
     reports.print_train_summary(result)
@@ -191,6 +210,7 @@ def attention(
     positions: Annotated[bool, typer.Option("--positions", help="plot the learned position embeddings")] = False,
     max_length: Annotated[Optional[int], typer.Option(help="truncate texts to this many tokens (default 128); with --positions, analyse positions 0..N-1 (default all)")] = None,
     as_json: JsonFlag = False,
+    trust_pickle: TrustPickle = False,
 ) -> None:
     """Draw a model's attention maps and per-head statistics (Clark et al. 2019), or its position embeddings.
 
@@ -203,7 +223,7 @@ def attention(
 
     report = attention_command(
         model, texts or [], layer=layer, head=head, out=out, data=data, text_column=text_column,
-        limit=limit, positions=positions, max_length=max_length,
+        limit=limit, positions=positions, max_length=max_length, trust_pickle=trust_pickle,
     )
     if as_json:
         echo_json(report.to_dict())
@@ -227,6 +247,7 @@ def eval_cli(
     report: Annotated[Optional[Path], typer.Option("--report", help="write the JSON report here (default RUN_DIR/eval.json)")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="examples per forward pass (default: the recipe's eval_batch_size)")] = None,
     plot: Annotated[bool, typer.Option("--plot/--no-plot", help="also draw the confusion matrix as a PNG beside the report")] = True,
+    trust_pickle: TrustPickle = False,
 ) -> None:
     """Score a trained model (accuracy, F1, MCC, log loss, calibration, confusion matrix) and gate CI on it.
 
@@ -238,11 +259,14 @@ def eval_cli(
     """
     from bertctl import reports
     from bertctl.errors import GateFailed
-    from bertctl.evaluation import evaluate_run, gate_message, parse_min_options, write_eval_report
+    from bertctl.evaluation import check_report_path, evaluate_run, gate_message, parse_min_options, write_eval_report
 
     thresholds = parse_min_options(minimums)  # before loading anything: usage errors come back at once
+    if report is not None:
+        check_report_path(report)
     result = evaluate_run(
-        run_dir, split=split, data=data, text=text, text_pair=text_pair, label=label, thresholds=thresholds, batch_size=batch_size
+        run_dir, split=split, data=data, text=text, text_pair=text_pair, label=label, thresholds=thresholds, batch_size=batch_size,
+        trust_pickle=trust_pickle,
     )
     write_eval_report(result, report, plot=plot)
     if as_json:
@@ -268,6 +292,7 @@ def predict(
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: the CPUs this process may use)")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write predictions to a .jsonl or .csv/.tsv file (atomically)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per text on stdout: text, label, score, top_k")] = False,
+    trust_pickle: TrustPickle = False,
 ) -> None:
     """Label texts with a trained classifier; output keeps the input order.
 
@@ -282,7 +307,7 @@ def predict(
     inputs = prediction.read_inputs(
         texts or [], file=file, text_column=text_column, pair_column=text_pair_column, pair=pair
     )
-    classifier = prediction.load_for_inference(model, quantize=quantize, threads=threads)
+    classifier = prediction.load_for_inference(model, quantize=quantize, threads=threads, trust_pickle=trust_pickle)
     result = prediction.predict_texts(classifier, inputs, top_k=top_k, batch_size=batch_size)
     for note in prediction.notes(result):
         typer.echo(note, err=True)
@@ -342,14 +367,17 @@ def pretrain(
     bertctl pretrain recipes/agnews.toml train.learning_rate=5e-5 --whole-word-masking --data news.txt
     then fine-tune from it: set model.name = "runs/agnews-mlm" in a recipe
     """
-    from bertctl.pretraining import PretrainOptions, pretrain as run_pretraining, print_pretrain_summary
+    from bertctl.pretraining import PretrainOptions, default_output_dir, pretrain as run_pretraining, print_pretrain_summary
     from bertctl.recipe import load_recipe
+    from bertctl.runs import removes_new_empty_dirs
 
     options = PretrainOptions(
         epochs=epochs, max_steps=max_steps, mlm_probability=mlm_probability, whole_word_masking=whole_word_masking,
         heldout_fraction=heldout_fraction, data=None if data is None else str(data), text_column=text_column,
     )
-    result = run_pretraining(load_recipe(recipe, overrides), options, output_dir=output_dir, resume=resume, overwrite=overwrite, stop_after_steps=stop_after_steps)
+    loaded = load_recipe(recipe, overrides)
+    with removes_new_empty_dirs(output_dir if output_dir is not None else default_output_dir(loaded)):
+        result = run_pretraining(loaded, options, output_dir=output_dir, resume=resume, overwrite=overwrite, stop_after_steps=stop_after_steps)
     print_pretrain_summary(result)
 
 

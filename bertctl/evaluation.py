@@ -416,23 +416,51 @@ def plot_path_for(report: Path) -> Path:
     return report.with_name(f"{report.stem}_confusion_matrix.png")
 
 
-def write_eval_report(result: EvalResult, report: Path | None = None, *, plot: bool = True) -> tuple[Path, Path | None]:
-    """eval.json (atomic) in the run dir or at `report`, and the confusion-matrix PNG beside it."""
-    from bertctl.runs import atomic_write_json
+def check_report_path(path: Path) -> None:
+    """Refuse a --report path nothing can be written to, before any model is loaded."""
+    from bertctl.runs import file_in_the_way
 
-    path = Path(report) if report is not None else default_report_path(result)
+    path = Path(path)
     if path.is_dir():
         raise BertctlError(f"--report {path} is a directory", fix="name a file, e.g. --report reports/eval.json")
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise BertctlError(f"--report {path}: {blocker} is a file, not a directory", fix=f"write beside it instead, e.g. --report {blocker.parent / path.name}")
+
+
+def write_eval_report(result: EvalResult, report: Path | None = None, *, plot: bool = True) -> tuple[Path, Path | None]:
+    """eval.json (atomic) in the run dir or at `report`, and the confusion-matrix PNG beside it.
+
+    The PNG is drawn into a temp file and moved into place only after eval.json is written, so a failed
+    write (disk full, read-only) leaves the previous report and PNG as a matching pair, and no new files.
+    """
+    from bertctl.runs import atomic_write_json, removes_new_empty_dirs
+
+    path = Path(report) if report is not None else default_report_path(result)
+    check_report_path(path)
     png = plot_path_for(path) if plot else None
     result.report_path = str(path)
     result.plot_path = str(png) if png else None
+    drawn: Path | None = None
     try:
-        if png is not None:
-            accuracy = result.metrics.overall["accuracy"]
-            plot_confusion_matrix(result.metrics.confusion_matrix, result.metrics.labels, png, f"{Path(result.run_dir).name}: {result.split or Path(result.source).name}, accuracy {accuracy:.3f}")
-        atomic_write_json(path, result.to_dict())
+        with removes_new_empty_dirs(path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if png is not None:
+                fd, name = tempfile.mkstemp(prefix=f".{png.name}.", suffix=".pending", dir=png.parent)
+                os.close(fd)
+                drawn = Path(name)
+                accuracy = result.metrics.overall["accuracy"]
+                title = f"{Path(result.run_dir).name}: {result.split or Path(result.source).name}, accuracy {accuracy:.3f}"
+                plot_confusion_matrix(result.metrics.confusion_matrix, result.metrics.labels, drawn, title)
+            atomic_write_json(path, result.to_dict())
+            if drawn is not None:
+                os.replace(drawn, png)
+                drawn = None
     except OSError as exc:
-        raise RunError(f"cannot write the eval report {path}: {exc.strerror or exc}", fix="check the folder is writable, or pass --report FILE elsewhere") from None
+        raise RunError(f"cannot write the eval report {path}: {exc.strerror or exc}", fix="free disk space or make the folder writable, or pass --report FILE elsewhere") from None
+    finally:
+        if drawn is not None:
+            drawn.unlink(missing_ok=True)
     return path, png
 
 

@@ -145,7 +145,10 @@ def check_weights_are_safe(model_dir: str | Path, *, trust_pickle: bool = False)
     if not trust_pickle:
         raise ModelError(
             f"{path} holds only pickle weights ({', '.join(pickles)}); loading pickle can run arbitrary code",
-            fix="convert it to safetensors, or pass --trust-pickle if you trust where this file came from",
+            fix=(
+                "convert it to safetensors (load it once where you trust it, then save_pretrained), or, if you trust "
+                "where this file came from, pass --trust-pickle (bertctl predict, eval and attention take it)"
+            ),
         )
 
 

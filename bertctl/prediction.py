@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ FALLBACK_MAX_LENGTH = 512
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json", ".parquet"}
 OUTPUT_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv"}
 QUANTIZE_CHOICES = ("int8",)
+STDIN_NAME = "<stdin>"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,7 +371,14 @@ def _read_lines(raw: bytes, name: str) -> list[str]:
 
     if not raw.strip():
         raise DataError(f"{name}: no text to predict (the input is empty)", fix='give texts as arguments, one per line in a file, or on stdin: echo "text" | bertctl predict -')
-    return decode_text(raw, Path(name)).splitlines()
+    try:
+        return decode_text(raw, Path(name)).splitlines()
+    except DataError as error:
+        # the file-oriented fix (`iconv ... <stdin> > fixed`) would redirect from a file named "stdin"
+        encoding = re.search(r"iconv -f (\S+)", error.fix or "")
+        if name != STDIN_NAME or encoding is None:
+            raise
+        raise DataError(error.message, fix=f"convert the text on its way in: `iconv -f {encoding.group(1)} -t utf-8 FILE | bertctl predict -`") from None
 
 
 def read_inputs(
@@ -395,7 +404,7 @@ def read_inputs(
     if from_stdin:
         stream = stdin if stdin is not None else sys.stdin
         raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode("utf-8")
-        lines = _read_lines(raw, "<stdin>")
+        lines = _read_lines(raw, STDIN_NAME)
         return Inputs([InputText(t, None, f"line {i + 1}") for i, t in enumerate(lines)], "stdin")
     if file is None:
         if not texts:
@@ -531,6 +540,11 @@ def check_output_path(path: Path) -> None:
         raise BertctlError(f"--output {path}: unsupported file type {path.suffix or '(none)'!r}", fix="use .jsonl (one JSON object per text) or .csv/.tsv")
     if path.is_dir():
         raise BertctlError(f"--output {path} is a directory", fix="name a file, e.g. predictions.jsonl")
+    from bertctl.runs import file_in_the_way
+
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise BertctlError(f"--output {path}: {blocker} is a file, not a directory", fix=f"write beside it instead, e.g. --output {blocker.parent / path.name}")
 
 
 def write_predictions(path: Path, result: PredictResult) -> None:
@@ -538,7 +552,7 @@ def write_predictions(path: Path, result: PredictResult) -> None:
     import csv
     import io
 
-    from bertctl.runs import atomic_write_text
+    from bertctl.runs import atomic_write_text, removes_new_empty_dirs
 
     path = Path(path)
     check_output_path(path)
@@ -554,7 +568,14 @@ def write_predictions(path: Path, result: PredictResult) -> None:
             row = [p.text] + ([p.pair or ""] if has_pairs else []) + [p.label or "", "" if p.score is None else f"{p.score:.6f}", p.error or ""]
             writer.writerow(row)
         text = buffer.getvalue()
-    atomic_write_text(path, text)
+    try:
+        with removes_new_empty_dirs(path.parent):
+            atomic_write_text(path, text)
+    except OSError as exc:
+        raise BertctlError(
+            f"could not write predictions to {path}: {exc.strerror or exc}",
+            fix="free disk space, or choose a writable place: --output DIR/predictions.jsonl",
+        ) from None
 
 
 def notes(result: PredictResult) -> list[str]:

@@ -40,6 +40,34 @@ def writing(what: str, where: Path):
         ) from None
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The first existing ancestor of `path` that is not a directory: nothing can be written below it."""
+    for parent in reversed(Path(path).parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return None
+
+
+@contextmanager
+def removes_new_empty_dirs(path: Path):
+    """On an error, remove `path` and its ancestors that did not exist before and are still empty:
+    a command that fails leaves the folder tree as it found it, not a stray empty run dir."""
+    created = []
+    current = Path(path)
+    while not os.path.lexists(current) and current != current.parent:
+        created.append(current)  # deepest first
+        current = current.parent
+    try:
+        yield
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or never made): it and its ancestors stay
+                break
+        raise
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temp file in the same dir, fsync, then rename: readers see the old or the new file, never half."""
     path = Path(path)

@@ -1,0 +1,580 @@
+"""Bad input across every command, as a table: each row is one mistake a user makes.
+
+For every row the command must exit with the row's code (2: bad input, 0: input that only looks odd), say on
+stderr which file/key/row is wrong and how to fix it, never show a traceback, and leave the folders it was
+pointed at exactly as they were (same files, same sizes and mtimes; no empty run dir, no temp file).
+
+Write failures (a read-only folder, a full disk) run on a real tmpfs when this process may mount one (CI runs
+as root, which ignores permission bits, so chmod can't make a folder read-only); elsewhere the same rows run
+with the writes below that folder failing the way the kernel would fail them.
+"""
+
+from __future__ import annotations
+
+import builtins
+import csv
+import errno
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from typer.testing import CliRunner
+
+from bertctl.cli import app
+from conftest import AGNEWS_LABELS, agnews_rows
+
+runner = CliRunner()
+ROWS = 20  # data rows in every generated file; special rows come after them (first special row = file line 22)
+BIG_TEXT_CHARS = 5_000_000
+
+
+# ---------------------------------------------------------------------------------------------
+# model dirs shared by the rows (read only; every row snapshots them to prove it)
+
+
+@pytest.fixture(scope="module")
+def pickle_classifier_dir(tmp_path_factory, tiny_classifier_dir) -> Path:
+    """The tiny classifier with its weights only as pytorch_model.bin (pickle)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path_factory.mktemp("pickle-classifier")
+    for item in tiny_classifier_dir.iterdir():
+        if item.suffix != ".safetensors":
+            shutil.copy(item, out / item.name)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier_dir)
+    torch.save(model.state_dict(), out / "pytorch_model.bin")
+    return out
+
+
+@pytest.fixture(scope="module")
+def weightless_dir(tmp_path_factory, tiny_classifier_dir) -> Path:
+    """config.json and tokenizer, no weights file at all."""
+    out = tmp_path_factory.mktemp("weightless")
+    for item in tiny_classifier_dir.iterdir():
+        if item.suffix != ".safetensors":
+            shutil.copy(item, out / item.name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mlm_dir(tmp_path_factory, tiny_bert_dir) -> Path:
+    """A tiny BertForMaskedLM (a real MLM head), for fill-mask rows that must get past loading."""
+    from transformers import AutoTokenizer, BertForMaskedLM
+
+    out = tmp_path_factory.mktemp("tiny-mlm")
+    BertForMaskedLM.from_pretrained(tiny_bert_dir).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the workspace a row builds its inputs in (the test's cwd, so default output paths land in it too)
+
+
+class Workspace:
+    def __init__(self, root: Path, models: dict[str, Path]):
+        self.root = root
+        self.models = models
+        self.rows = agnews_rows("train", ROWS)
+
+    def __getattr__(self, name: str) -> str:
+        if name in self.__dict__.get("models", {}):
+            return str(self.models[name])
+        raise AttributeError(name)
+
+    def path(self, name: str) -> str:
+        return str(self.root / name)
+
+    def write(self, name: str, content: str | bytes) -> str:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        return str(path)
+
+    def csv_text(self, extra_rows: list[tuple[str, str]] = (), header: str = "text,label") -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerows([(r["text"], r["label"]) for r in self.rows] + list(extra_rows))
+        return header + "\n" + buffer.getvalue()
+
+    def csv(self, name: str, extra_rows: list[tuple[str, str]] = (), header: str = "text,label") -> str:
+        return self.write(name, self.csv_text(extra_rows, header))
+
+    def recipe(self, train: str, *, name: str = "r", labels: bool = True, extra: str = "") -> str:
+        """A recipe over the tiny BERT whose run dir would be runs/<name> in the workspace."""
+        label_line = "labels = [" + ", ".join(f'"{label}"' for label in AGNEWS_LABELS) + "]\n" if labels else ""
+        return self.write(
+            f"{name}.toml",
+            f'[model]\nname = "{self.tiny_bert}"\nmax_length = 64\n'
+            f'[data]\ntrain = "{train}"\n{label_line}{extra}\n'
+            f'[train]\nepochs = 1\nbatch_size = 8\n[output]\ndir = "{self.root / "runs" / name}"\n',
+        )
+
+    def run(self) -> str:
+        """A finished run dir as `bertctl train` leaves it: the tiny classifier, recipe.toml, metrics.json."""
+        run = self.root / "runs" / "run"
+        if not run.exists():
+            shutil.copytree(self.models["tiny_classifier"], run)
+            train = self.csv("run-train.csv")
+            dev = self.csv("run-dev.csv")
+            labels = ", ".join(f'"{label}"' for label in AGNEWS_LABELS)
+            (run / "recipe.toml").write_text(
+                f'[model]\nname = "{run}"\nmax_length = 64\n[data]\ntrain = "{train}"\nvalidation = "{dev}"\nlabels = [{labels}]\n'
+            )
+            (run / "metrics.json").write_text("{}")
+        return str(run)
+
+
+def big_text() -> str:
+    return ("Stocks fell as oil prices rose, " * (BIG_TEXT_CHARS // 32 + 1))[:BIG_TEXT_CHARS]
+
+
+# ---------------------------------------------------------------------------------------------
+# the table
+
+
+@dataclass
+class Case:
+    id: str
+    argv: Callable[[Workspace], list[str]]
+    exit_code: int
+    says: tuple[str, ...]  # on stderr: the file/key/row and what is wrong
+    fix: bool = True  # a "fix:" line on stderr
+    stdin: Callable[[Workspace], bytes] | None = None
+    writes: tuple[str, ...] = ()  # workspace paths a positive row may create or change
+    check: Callable[[Workspace, object], None] | None = None  # more about a positive row's output
+    subprocess: bool = False  # real process: real stdin bytes, stderr apart from stdout
+    slow: bool = False
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _quoted_newline_predictions(w: Workspace, result) -> None:
+    records = json_lines(result.stdout)
+    assert len(records) == ROWS + 1
+    assert records[-1]["text"] == "line one\nline two, with a comma"
+
+
+def _stray_quote_predictions(w: Workspace, result) -> None:
+    records = json_lines(result.stdout)
+    assert len(records) == ROWS + 1  # the stray quote swallowed no rows
+    assert records[-1]["text"] == '"Hi, she said'
+
+
+def _bom_eval(w: Workspace, result) -> None:
+    report = json.loads(result.stdout)
+    assert report["data"]["examples"] == ROWS
+
+
+def _pickle_loaded(w: Workspace, result) -> None:
+    assert json.loads(result.stdout)["label"] in AGNEWS_LABELS
+
+
+def _big_prediction(w: Workspace, result) -> None:
+    assert json_lines(result.stdout)[0]["label"] in AGNEWS_LABELS
+
+
+def _big_tokenize(w: Workspace, result) -> None:
+    train = json.loads(result.stdout)["splits"][0]
+    assert train["examples"] == ROWS + 1 and train["length_max"] > 100_000 and train["truncated_share"] > 0
+
+
+def _big_train(w: Workspace, result) -> None:
+    metrics = json.loads((w.root / "runs" / "big" / "metrics.json").read_text())
+    assert metrics["train_examples"] == ROWS + 1
+
+
+CASES = [
+    # --- recipes: syntax, schema, files ------------------------------------------------------
+    Case("validate-malformed-toml", lambda w: ["validate", w.write("bad.toml", '[model]\nname = "unclosed\n')], 2,
+         ("bad.toml", "(toml)", "line 2", "name = \"unclosed")),
+    Case("validate-unknown-key", lambda w: ["validate", w.write("k.toml", f'[model]\nnme = "x"\n[data]\ntrain = "{w.csv("t.csv")}"\n')], 2,
+         ("k.toml", "model.nme", "unknown key", "did you mean 'name'?")),
+    # type and range problems say the expected type/bound in the message but carry no separate fix line
+    Case("validate-wrong-type", lambda w: ["validate", w.write("t.toml", f'[data]\ntrain = "{w.csv("t.csv")}"\n[train]\nepochs = "three"\n')], 2,
+         ("t.toml", "train.epochs", "must be an integer", "'three'"), fix=False),
+    Case("validate-out-of-range", lambda w: ["validate", w.write("o.toml", f'[data]\ntrain = "{w.csv("t.csv")}"\n[train]\nlearning_rate = 5.0\n')], 2,
+         ("o.toml", "train.learning_rate", "must be <= 1.0", "5.0"), fix=False),
+    Case("validate-empty-recipe", lambda w: ["validate", w.write("empty.toml", "")], 2, ("empty.toml", "data.train", "missing")),
+    Case("validate-missing-recipe", lambda w: ["validate", w.path("nope.toml")], 2, ("nope.toml", "(file)", "not found")),
+    Case("train-recipe-is-a-directory", lambda w: ["train", str(Path(w.write("dir.toml/x", "")).parent)], 2, ("dir.toml", "is a directory")),
+    Case("validate-override-bad-type", lambda w: ["validate", w.recipe(w.csv("t.csv")), "train.epochs=many"], 2,
+         ("train.epochs", "must be an integer", "from the command line: train.epochs=many"), fix=False),
+    Case("train-override-list-for-integer", lambda w: ["train", w.recipe(w.csv("t.csv")), "train.batch_size=[8]"], 2,
+         ("train.batch_size", "from the command line", "override values are TOML")),
+    Case("tokenize-override-unknown-key", lambda w: ["tokenize", w.recipe(w.csv("t.csv")), "train.epoch=1"], 2,
+         ("train.epoch", "unknown key", "did you mean 'epochs'?")),
+    Case("validate-override-without-equals", lambda w: ["validate", w.recipe(w.csv("t.csv")), "train.epochs"], 2,
+         ("train.epochs", "is not an override", "key=value")),
+    Case("validate-data-file-missing", lambda w: ["validate", w.recipe("nope.csv")], 2, ("data.train", "file not found", "nope.csv")),
+    Case("train-data-file-empty", lambda w: ["train", w.recipe(w.write("empty.csv", ""))], 2, ("empty.csv", "the file is empty")),
+    Case("validate-data-path-is-a-directory", lambda w: ["validate", w.recipe(str(Path(w.write("folder.csv/x", "")).parent))], 2,
+         ("data.train", "folder.csv", "is a directory")),
+    # --- data files: quoting, encodings, headers, delimiters ---------------------------------
+    Case("validate-csv-quoted-newline-loads", lambda w: ["validate", w.recipe(w.csv("q.csv", [("line one\nline two, with a comma", "World")]))], 0,
+         (), fix=False, check=lambda w, r: f"train {ROWS + 1};" in r.stdout or pytest.fail(r.stdout)),
+    Case("predict-csv-quoted-newline-loads",
+         lambda w: ["predict", "--model", w.tiny_classifier, "--json", "--file", w.csv("q.csv", [("line one\nline two, with a comma", "World")])], 0,
+         (), fix=False, check=_quoted_newline_predictions),
+    Case("validate-tsv-stray-quotes-keep-rows",
+         lambda w: ["validate", w.recipe(w.write("s.tsv", "text\tlabel\n" + "".join(f"{r['text']}\t{r['label']}\n" for r in w.rows) + '"Hi, she said\tWorld\n'))], 0,
+         (), fix=False, check=lambda w, r: f"train {ROWS + 1};" in r.stdout or pytest.fail(r.stdout)),
+    Case("predict-tsv-stray-quotes-keep-rows",
+         lambda w: ["predict", "--model", w.tiny_classifier, "--json", "--file",
+                    w.write("s.tsv", "text\tlabel\n" + "".join(f"{r['text']}\t{r['label']}\n" for r in w.rows) + '"Hi, she said\tWorld\n')], 0,
+         (), fix=False, check=_stray_quote_predictions),
+    Case("validate-utf8-bom-accepted", lambda w: ["validate", w.recipe(w.write("bom.csv", b"\xef\xbb\xbf" + w.csv_text().encode()))], 0,
+         (), fix=False, check=lambda w, r: f"train {ROWS};" in r.stdout or pytest.fail(r.stdout)),
+    Case("eval-utf8-bom-accepted", lambda w: ["eval", w.run(), "--json", "--data", w.write("bom.csv", b"\xef\xbb\xbf" + w.csv_text().encode())], 0,
+         (), fix=False, writes=("runs/run/eval.json", "runs/run/eval_confusion_matrix.png"), check=_bom_eval),
+    Case("validate-bom-decoded-twice", lambda w: ["validate", w.recipe(w.write("bom2.csv", "\u00ef\u00bb\u00bf" + w.csv_text()))], 2,
+         ("bom2.csv", "ï»¿", "decoded twice")),
+    Case("eval-bom-decoded-twice", lambda w: ["eval", w.run(), "--data", w.write("bom2.csv", "\u00ef\u00bb\u00bf" + w.csv_text())], 2,
+         ("bom2.csv", "ï»¿", "decoded twice")),
+    Case("train-latin1-bytes", lambda w: ["train", w.recipe(w.write("l.csv", w.csv_text([("caf\xe9 prices rise", "Business")]).encode("latin-1")))], 2,
+         ("l.csv", "not UTF-8", "byte 0xe9 on line 22", "iconv -f latin1")),
+    Case("attention-data-latin1-bytes",
+         lambda w: ["attention", "--model", w.tiny_bert, "--out", w.path("att"), "--data", w.write("l.csv", w.csv_text([("caf\xe9", "World")]).encode("latin-1"))], 2,
+         ("l.csv", "not UTF-8", "line 22", "iconv")),
+    Case("validate-header-spaces-and-hash", lambda w: ["validate", w.recipe(w.csv("h.csv", header="  text  ,# label"))], 2,
+         ("h.csv", "data.label", "column 'label' not in", "did you mean '# label'?")),
+    Case("validate-tab-separated-csv", lambda w: ["validate", w.recipe(w.write("tabs.csv", "text\tlabel\n" + "".join(f"{r['text']}\t{r['label']}\n" for r in w.rows)))], 2,
+         ("tabs.csv", "separated by tabs", ".tsv")),
+    Case("validate-semicolon-separated-csv",
+         lambda w: ["validate", w.recipe(w.write("semi.csv", "text;label\n" + "".join(f"{r['text'].replace(',', ' ').replace(';', ' ')};{r['label']}\n" for r in w.rows)))], 2,
+         ("semi.csv", "data.text", "commas/semicolons", "delimiter")),
+    Case("tokenize-missing-column", lambda w: ["tokenize", w.recipe(w.csv("c.csv", header="text,topic"))], 2,
+         ("c.csv", "data.label", "column 'label' not in", "topic")),
+    Case("validate-empty-and-nan-texts",
+         lambda w: ["validate", w.recipe(w.write("n.jsonl", "".join(json.dumps(r) + "\n" for r in w.rows)
+                                                 + '{"text": null, "label": "World"}\n{"text": NaN, "label": "World"}\n{"text": "  ", "label": "Sports"}\n'))], 2,
+         ("n.jsonl", "3 rows with an empty or NaN text", "record 21", "record 22", "record 23", "data.drop_empty")),
+    Case("train-labels-outside-the-list", lambda w: ["train", w.recipe(w.csv("p.csv", [("Parliament votes", "Politics")]))], 2,
+         ("p.csv", "data.label", "'Politics'", "line 22", "data.labels")),
+    Case("validate-integer-labels-out-of-range",
+         lambda w: ["validate", w.recipe(w.write("i.csv", "text,label\n" + "".join(f"text {i},{i % 4}\n" for i in range(ROWS)) + "seven,7\nunlabelled,-1\n"))], 2,
+         ("i.csv", "integer labels outside 0..3", "7 (line 22", "-1 (line 23", "class ids")),
+    Case("train-single-class", lambda w: ["train", w.recipe(w.write("one.csv", "text,label\n" + "".join(f"text {i},World\n" for i in range(ROWS))), labels=False)], 2,
+         ("one.csv", "single class ('World')", "at least two classes")),
+    Case("pretrain-bom-decoded-twice", lambda w: ["pretrain", w.recipe(w.write("bom2.csv", "\u00ef\u00bb\u00bf" + w.csv_text())), "--epochs", "1"], 2,
+         ("bom2.csv", "decoded twice")),
+    Case("tokenize-5mb-text", lambda w: ["tokenize", "--json", w.recipe(w.csv("big.csv", [(big_text(), "World")]), name="big")], 0,
+         (), fix=False, check=_big_tokenize, slow=True),
+    Case("train-5mb-text", lambda w: ["train", w.recipe(w.csv("big.csv", [(big_text(), "World")]), name="big")], 0,
+         (), fix=False, writes=("runs",), check=_big_train, slow=True),
+    # --- models ------------------------------------------------------------------------------
+    Case("predict-model-without-weights", lambda w: ["predict", "--model", w.weightless, "text"], 2, ("weightless", "no weights", "model.safetensors")),
+    Case("fill-mask-model-without-weights", lambda w: ["fill-mask", "--model", w.weightless, "a [MASK] b"], 2, ("weightless", "no weights")),
+    Case("predict-pickle-only-checkpoint", lambda w: ["predict", "--model", w.pickle_classifier, "text"], 2,
+         ("pickle-classifier", "pytorch_model.bin", "pickle", "--trust-pickle")),
+    Case("eval-pickle-only-checkpoint", lambda w: ["eval", w.pickle_classifier, "--data", w.csv("e.csv")], 2, ("pytorch_model.bin", "--trust-pickle")),
+    Case("attention-pickle-only-checkpoint", lambda w: ["attention", "--model", w.pickle_classifier, "--out", w.path("att"), "text"], 2,
+         ("pytorch_model.bin", "--trust-pickle")),
+    Case("predict-trust-pickle-loads", lambda w: ["predict", "--model", w.pickle_classifier, "--trust-pickle", "--json", "text"], 0,
+         (), fix=False, check=_pickle_loaded),
+    Case("eval-trust-pickle-loads", lambda w: ["eval", w.pickle_classifier, "--trust-pickle", "--data", w.csv("e.csv"), "--report", w.path("e.json")], 0,
+         (), fix=False, writes=("e.json", "e_confusion_matrix.png")),
+    Case("attention-trust-pickle-loads", lambda w: ["attention", "--model", w.pickle_classifier, "--trust-pickle", "--out", w.path("att"), "text"], 0,
+         (), fix=False, writes=("att",), check=lambda w, r: (w.root / "att" / "index.html").is_file() or pytest.fail("no report")),
+    Case("predict-not-a-sequence-classifier", lambda w: ["predict", "--model", w.tiny_bert, "text"], 2, ("BertModel", "not a sequence classifier", "bertctl train")),
+    Case("eval-not-a-sequence-classifier", lambda w: ["eval", w.tiny_bert, "--data", w.csv("e.csv")], 2, ("BertModel", "not a sequence classifier")),
+    Case("fill-mask-not-a-masked-lm", lambda w: ["fill-mask", "--model", w.tiny_classifier, "a [MASK] b"], 2,
+         ("no masked-language-model head", "bertctl pretrain")),
+    Case("tokenize-dir-that-is-not-a-model", lambda w: ["tokenize", "--model", str(Path(w.write("notamodel/readme.md", "")).parent), "text"], 2,
+         ("notamodel", "no config.json")),
+    # --- run dirs and output paths -----------------------------------------------------------
+    Case("eval-run-dir-without-model", lambda w: ["eval", str(Path(w.write("runs/empty/train_log.jsonl", "")).parent)], 2,
+         ("runs/empty", "no trained model", "bertctl train")),
+    Case("eval-unfinished-run", lambda w: ["eval", str(Path(w.write("runs/half/checkpoints/step-1/x", "")).parents[2])], 2,
+         ("runs/half", "no trained model", "--resume")),
+    Case("predict-run-dir-is-a-file", lambda w: ["predict", "--model", w.write("runs/afile", "x"), "text"], 2, ("afile", "is a file, not a run dir")),
+    Case("train-output-dir-is-a-file", lambda w: ["train", w.recipe(w.csv("t.csv")), "--output-dir", w.write("taken", "mine")], 2,
+         ("taken", "is a file", "directory")),
+    Case("pretrain-output-dir-is-a-file", lambda w: ["pretrain", w.recipe(w.csv("t.csv")), "--output-dir", w.write("taken", "mine")], 2,
+         ("taken", "is a file", "directory")),
+    Case("predict-output-below-a-file", lambda w: ["predict", "--model", w.tiny_classifier, "--output", str(Path(w.write("afile", "x")) / "p.jsonl"), "text"], 2,
+         ("afile", "is a file, not a directory")),
+    Case("eval-report-below-a-file", lambda w: ["eval", w.run(), "--report", str(Path(w.write("afile", "x")) / "eval.json")], 2,
+         ("afile", "is a file, not a directory")),
+    Case("attention-out-is-a-file", lambda w: ["attention", "--model", w.tiny_bert, "--out", w.write("afile", "x"), "text"], 2, ("afile", "is a file")),
+    Case("attention-out-below-a-file", lambda w: ["attention", "--model", w.tiny_bert, "--out", str(Path(w.write("afile", "x")) / "att"), "text"], 2,
+         ("afile", "is a file, not a directory")),
+    Case("pretrain-data-missing", lambda w: ["pretrain", w.recipe(w.csv("t.csv")), "--data", w.path("nope.txt")], 2, ("nope.txt", "file not found")),
+    # --- command options -----------------------------------------------------------------------
+    Case("predict-top-k-too-large", lambda w: ["predict", "--model", w.tiny_classifier, "--top-k", "9", "text"], 2, ("--top-k 9", "4 labels", "between 1 and 4")),
+    Case("fill-mask-top-k-zero", lambda w: ["fill-mask", "--model", w.mlm, "--top-k", "0", "a [MASK] b"], 2, ("--top-k", "at least 1")),
+    Case("fill-mask-text-without-mask", lambda w: ["fill-mask", "--model", w.mlm, "no mask here"], 2, ("no [MASK] token", "'no mask here'")),
+    Case("tokenize-negative-max-length", lambda w: ["tokenize", "--model", w.tiny_bert, "--max-length", "-3", "text"], 2,
+         ("--max-length -3", "[CLS] and [SEP] take 2 tokens", "--max-length 3 or more")),
+    Case("tokenize-max-length-too-small-for-a-pair", lambda w: ["tokenize", "--model", w.tiny_bert, "--max-length", "2", "first", "second"], 2,
+         ("--max-length 2", "texts", "--max-length 5 or more")),
+    Case("attention-layer-out-of-range", lambda w: ["attention", "--model", w.tiny_bert, "--out", w.path("att"), "--layer", "5", "text"], 2,
+         ("--layer 5", "2 layers", "between 0 and 1")),
+    Case("predict-non-utf8-stdin", lambda w: [sys.executable, "-m", "bertctl", "predict", "--model", w.tiny_classifier, "-"], 2,
+         ("<stdin>", "not UTF-8", "line 2", "iconv -f latin1 -t utf-8 FILE | bertctl predict -"),
+         stdin=lambda w: "fine\ncaf\xe9\n".encode("latin-1"), subprocess=True),
+    Case("predict-5mb-text-is-truncated-with-a-note", lambda w: ["predict", "--model", w.tiny_classifier, "--json", "--file", w.write("big.txt", big_text() + "\n")], 0,
+         ("note: 1 text longer than 128 tokens truncated",), fix=False, check=_big_prediction, slow=True),
+    Case("eval-min-without-value", lambda w: ["eval", w.run(), "--min", "accuracy"], 2, ("--min accuracy", "METRIC=VALUE")),
+    Case("eval-min-not-a-number", lambda w: ["eval", w.run(), "--min", "accuracy=high"], 2, ("--min accuracy=high", "'high' is not a number")),
+    Case("eval-min-unknown-metric", lambda w: ["eval", w.run(), "--min", "accurcy=0.9"], 2, ("unknown metric 'accurcy'", "did you mean 'accuracy'?")),
+    Case("eval-integer-label-outside-the-model", lambda w: ["eval", w.run(), "--data", w.csv("e.csv", [("Parliament votes", "7")])], 2,
+         ("e.csv", "'7'", "does not know", "World, Sports, Business, Sci/Tech")),
+]
+
+
+def _case_params():
+    for case in CASES:
+        marks = [pytest.mark.slow] if case.slow else []
+        yield pytest.param(case, id=case.id, marks=marks)
+
+
+def snapshot(*roots: Path) -> dict[str, tuple]:
+    """Every file (size, mtime) and folder under the roots; folder mtimes are left out, as temp files
+    created and removed inside change them without changing what the folder holds."""
+    seen: dict[str, tuple] = {}
+    for root in roots:
+        if not os.path.lexists(root):
+            continue
+        for path in [root, *root.rglob("*")]:
+            stat = path.lstat()
+            seen[str(path)] = ("dir",) if path.is_dir() and not path.is_symlink() else ("file", stat.st_size, stat.st_mtime_ns)
+    return seen
+
+
+def changed(before: dict, after: dict, allowed: tuple[Path, ...] = ()) -> list[str]:
+    def is_allowed(name: str) -> bool:
+        return any(Path(name) == a or a in Path(name).parents for a in allowed)
+
+    keys = set(before) | set(after)
+    return sorted(f"{k}: {before.get(k)} -> {after.get(k)}" for k in keys if before.get(k) != after.get(k) and not is_allowed(k))
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    stdout: str
+    stderr: str
+    exception: BaseException | None = None
+
+
+def run_command(argv: list[str], stdin: bytes | None, in_subprocess: bool, cwd: Path) -> Outcome:
+    if in_subprocess:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        proc = subprocess.run(argv, input=stdin or b"", capture_output=True, cwd=cwd, env=env, timeout=300)
+        return Outcome(proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+    result = runner.invoke(app, argv, input=stdin)
+    exception = None if result.exception is None or isinstance(result.exception, SystemExit) else result.exception
+    return Outcome(result.exit_code, result.stdout, result.stderr, exception)
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch, tiny_bert_dir, tiny_classifier_dir, pickle_classifier_dir, weightless_dir, mlm_dir) -> Workspace:
+    monkeypatch.chdir(tmp_path)
+    models = {
+        "tiny_bert": tiny_bert_dir,
+        "tiny_classifier": tiny_classifier_dir,
+        "pickle_classifier": pickle_classifier_dir,
+        "weightless": weightless_dir,
+        "mlm": mlm_dir,
+    }
+    return Workspace(tmp_path, models)
+
+
+@pytest.mark.parametrize("case", _case_params())
+def test_bad_input_matrix(case: Case, workspace: Workspace):
+    argv = case.argv(workspace)  # builds the row's files first: they are part of "before"
+    stdin = case.stdin(workspace) if case.stdin else None
+    watched = [workspace.root, *workspace.models.values()]
+    if case.exit_code != 0:
+        watched.append(Path(os.environ["BERTCTL_CACHE"]))  # a refused input leaves no tokenize cache entry
+    before = snapshot(*map(Path, watched))
+
+    outcome = run_command(argv, stdin, case.subprocess, workspace.root)
+
+    shown = f"exit {outcome.exit_code}\nstdout:\n{outcome.stdout[-3000:]}\nstderr:\n{outcome.stderr[-3000:]}"
+    assert outcome.exception is None, f"{type(outcome.exception).__name__}: {outcome.exception}\n{shown}"
+    assert "Traceback" not in outcome.stdout and "Traceback" not in outcome.stderr, shown
+    assert outcome.exit_code == case.exit_code, shown
+    for needle in case.says:
+        assert needle in outcome.stderr, f"{needle!r} not on stderr\n{shown}"
+    if case.exit_code != 0:
+        assert outcome.stderr.startswith("error: "), shown
+        assert outcome.stdout == "", shown  # stdout carries results only (scripts parse it)
+    if case.fix:
+        assert "fix: " in outcome.stderr, shown
+    after = snapshot(*map(Path, watched))
+    assert not changed(before, after, tuple(workspace.root / p for p in case.writes)), "\n".join(changed(before, after))
+    if case.check is not None:
+        case.check(workspace, outcome)
+
+
+def test_bad_input_matrix_covers_every_command():
+    commands = ("validate", "tokenize", "train", "eval", "predict", "attention", "pretrain", "fill-mask")
+    refused = {command for command in commands for case in CASES if case.id.startswith(command + "-") and case.exit_code == 2}
+    assert refused == set(commands)
+    assert sum(case.exit_code == 2 for case in CASES) >= 30 and len({case.id for case in CASES}) == len(CASES)
+
+
+# ---------------------------------------------------------------------------------------------
+# write failures: a read-only folder and a full disk, for every command that writes
+
+
+def _can_mount(where: Path) -> bool:
+    if shutil.which("mount") is None or shutil.which("umount") is None:
+        return False
+    probe = where / "mount-probe"
+    probe.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True).returncode == 0
+    except OSError:
+        return False
+    if mounted:
+        subprocess.run(["umount", str(probe)], capture_output=True)
+    probe.rmdir()
+    return mounted
+
+
+class BrokenFolder:
+    """A folder whose writes fail with `reason` once sealed: a real tmpfs (remounted read-only, or filled to
+    the last page) when mounting works, else the same errors raised by patched open/mkdir calls."""
+
+    def __init__(self, path: Path, reason: int, real: bool):
+        self.path = path
+        self.reason = reason
+        self.monkeypatch = pytest.MonkeyPatch()
+        self.real = real
+        path.mkdir()
+        if real:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)], check=True, capture_output=True)
+
+    def seal(self) -> None:
+        if self.real and self.reason == errno.EROFS:
+            subprocess.run(["mount", "-o", "remount,ro", str(self.path)], check=True, capture_output=True)
+        elif self.real:
+            with open(self.path / "filler", "wb") as fh:
+                try:
+                    while True:
+                        fh.write(b"\0" * 65536)
+                        fh.flush()
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+        else:
+            self._patch()
+
+    def _inside(self, target) -> bool:
+        try:
+            resolved = Path(os.fsdecode(target)).absolute()
+        except TypeError:  # a file descriptor or a file object
+            return False
+        return resolved == self.path or self.path in resolved.parents
+
+    def _patch(self) -> None:
+        error = OSError(self.reason, os.strerror(self.reason))
+        real_open, real_os_open, real_mkdir = builtins.open, os.open, os.mkdir
+
+        def guarded_open(file, mode="r", *args, **kwargs):
+            if any(flag in mode for flag in "wax+") and self._inside(file):
+                raise error
+            return real_open(file, mode, *args, **kwargs)
+
+        def guarded_os_open(path, flags, *args, **kwargs):
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and self._inside(path):
+                raise error
+            return real_os_open(path, flags, *args, **kwargs)
+
+        def guarded_mkdir(path, *args, **kwargs):
+            # on a full tmpfs mkdir still works (no data pages); on a read-only one it fails
+            if self.reason == errno.EROFS and self._inside(path):
+                raise error
+            return real_mkdir(path, *args, **kwargs)
+
+        self.monkeypatch.setattr(builtins, "open", guarded_open)
+        self.monkeypatch.setattr(io, "open", guarded_open)
+        self.monkeypatch.setattr(os, "open", guarded_os_open)
+        self.monkeypatch.setattr(os, "mkdir", guarded_mkdir)
+
+    def close(self) -> None:
+        self.monkeypatch.undo()
+        if self.real:
+            subprocess.run(["umount", str(self.path)], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def mount_works(tmp_path_factory) -> bool:
+    return os.geteuid() == 0 and _can_mount(tmp_path_factory.mktemp("mount-check"))
+
+
+@dataclass
+class WriteCase:
+    id: str
+    # (workspace, broken folder) -> argv; may put inputs (a run dir) into the folder before it is sealed
+    argv: Callable[[Workspace, Path], list[str]]
+    says: tuple[str, ...]
+    reasons: tuple[str, ...] = ("read-only", "disk-full")
+
+
+WRITE_CASES = [
+    WriteCase("predict-output", lambda w, d: ["predict", "--model", w.tiny_classifier, "--output", str(d / "out" / "p.jsonl"), "a", "b"],
+              ("could not write predictions", "p.jsonl")),
+    WriteCase("eval-report-in-the-run-dir", lambda w, d: ["eval", shutil.copytree(w.run(), d / "run"), "--split", "validation"],
+              ("cannot write the eval report", "eval.json")),
+    WriteCase("attention-out", lambda w, d: ["attention", "--model", w.tiny_bert, "--out", str(d / "reports" / "att"), "text"],
+              ("could not write the attention report", "att")),
+    WriteCase("train-run-dir", lambda w, d: ["train", w.recipe(w.csv("t.csv")), "--output-dir", str(d / "run")], ("run",)),
+    WriteCase("pretrain-output-dir", lambda w, d: ["pretrain", w.recipe(w.csv("t.csv")), "--output-dir", str(d / "mlm")], ("mlm",), ("read-only",)),
+]
+REASONS = {"read-only": (errno.EROFS, "Read-only file system"), "disk-full": (errno.ENOSPC, "No space left on device")}
+
+
+@pytest.mark.parametrize(
+    "case, reason", [pytest.param(case, reason, id=f"{case.id}-{reason}") for case in WRITE_CASES for reason in case.reasons]
+)
+def test_bad_input_write_failure(case: WriteCase, reason: str, workspace: Workspace, mount_works):
+    code, words = REASONS[reason]
+    folder = BrokenFolder(workspace.root / "broken", code, real=mount_works)
+    try:
+        argv = case.argv(workspace, folder.path)
+        folder.seal()
+        before = snapshot(workspace.root, folder.path)
+        outcome = run_command([str(a) for a in argv], None, False, workspace.root)
+        after = snapshot(workspace.root, folder.path)
+    finally:
+        folder.close()
+    shown = f"exit {outcome.exit_code}\nstdout:\n{outcome.stdout[-2000:]}\nstderr:\n{outcome.stderr[-2000:]}"
+    assert outcome.exception is None, f"{type(outcome.exception).__name__}: {outcome.exception}\n{shown}"
+    assert "Traceback" not in outcome.stderr and outcome.exit_code == 2, shown
+    assert words in outcome.stderr and "fix: " in outcome.stderr, shown
+    for needle in case.says:
+        assert needle in outcome.stderr, f"{needle!r} not on stderr\n{shown}"
+    assert not changed(before, after), "\n".join(changed(before, after))
+
+
+def test_bad_input_eval_report_write_failure_keeps_the_previous_pair(workspace, monkeypatch):
+    """When eval.json can't be written, the confusion-matrix PNG beside it must stay the one that matches it."""
+    import bertctl.runs
+
+    run = Path(workspace.run())
+    (run / "eval.json").write_text('{"from": "the previous eval"}\n')
+    (run / "eval_confusion_matrix.png").write_bytes(b"the previous eval's PNG")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(bertctl.runs, "atomic_write_json", disk_full)
+    before = snapshot(workspace.root)
+    outcome = run_command(["eval", str(run), "--split", "validation"], None, False, workspace.root)
+    shown = f"exit {outcome.exit_code}\nstderr:\n{outcome.stderr[-2000:]}"
+    assert outcome.exception is None and outcome.exit_code == 2, shown
+    assert "eval.json" in outcome.stderr and "No space left on device" in outcome.stderr and "fix: " in outcome.stderr, shown
+    assert not changed(before, snapshot(workspace.root)), "\n".join(changed(before, snapshot(workspace.root)))
