@@ -84,11 +84,12 @@ class Workspace:
         self.root = root
         self.models = models
         self.rows = agnews_rows("train", ROWS)
-
-    def __getattr__(self, name: str) -> str:
-        if name in self.__dict__.get("models", {}):
-            return str(self.models[name])
-        raise AttributeError(name)
+        # the model dirs as a command line names them
+        self.tiny_bert = str(models["tiny_bert"])
+        self.tiny_classifier = str(models["tiny_classifier"])
+        self.pickle_classifier = str(models["pickle_classifier"])
+        self.weightless = str(models["weightless"])
+        self.mlm = str(models["mlm"])
 
     def path(self, name: str) -> str:
         return str(self.root / name)
@@ -108,13 +109,13 @@ class Workspace:
     def csv(self, name: str, extra_rows: list[tuple[str, str]] = (), header: str = "text,label") -> str:
         return self.write(name, self.csv_text(extra_rows, header))
 
-    def recipe(self, train: str, *, name: str = "r", labels: bool = True, extra: str = "") -> str:
+    def recipe(self, train: str, *, name: str = "r", labels: bool = True) -> str:
         """A recipe over the tiny BERT whose run dir would be runs/<name> in the workspace."""
         label_line = "labels = [" + ", ".join(f'"{label}"' for label in AGNEWS_LABELS) + "]\n" if labels else ""
         return self.write(
             f"{name}.toml",
             f'[model]\nname = "{self.tiny_bert}"\nmax_length = 64\n'
-            f'[data]\ntrain = "{train}"\n{label_line}{extra}\n'
+            f'[data]\ntrain = "{train}"\n{label_line}'
             f'[train]\nepochs = 1\nbatch_size = 8\n[output]\ndir = "{self.root / "runs" / name}"\n',
         )
 
@@ -157,6 +158,17 @@ class Case:
 
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def loads_train_rows(n: int) -> Callable[[Workspace, object], None]:
+    def check(w: Workspace, result) -> None:
+        assert f"train {n};" in result.stdout, result.stdout  # `validate` reports the rows it read per split
+
+    return check
+
+
+def _attention_report_written(w: Workspace, result) -> None:
+    assert (w.root / "att" / "index.html").is_file() and (w.root / "att" / "attention.json").is_file()
 
 
 def _quoted_newline_predictions(w: Workspace, result) -> None:
@@ -222,19 +234,19 @@ CASES = [
          ("data.train", "folder.csv", "is a directory")),
     # --- data files: quoting, encodings, headers, delimiters ---------------------------------
     Case("validate-csv-quoted-newline-loads", lambda w: ["validate", w.recipe(w.csv("q.csv", [("line one\nline two, with a comma", "World")]))], 0,
-         (), fix=False, check=lambda w, r: f"train {ROWS + 1};" in r.stdout or pytest.fail(r.stdout)),
+         (), fix=False, check=loads_train_rows(ROWS + 1)),
     Case("predict-csv-quoted-newline-loads",
          lambda w: ["predict", "--model", w.tiny_classifier, "--json", "--file", w.csv("q.csv", [("line one\nline two, with a comma", "World")])], 0,
          (), fix=False, check=_quoted_newline_predictions),
     Case("validate-tsv-stray-quotes-keep-rows",
          lambda w: ["validate", w.recipe(w.write("s.tsv", "text\tlabel\n" + "".join(f"{r['text']}\t{r['label']}\n" for r in w.rows) + '"Hi, she said\tWorld\n'))], 0,
-         (), fix=False, check=lambda w, r: f"train {ROWS + 1};" in r.stdout or pytest.fail(r.stdout)),
+         (), fix=False, check=loads_train_rows(ROWS + 1)),
     Case("predict-tsv-stray-quotes-keep-rows",
          lambda w: ["predict", "--model", w.tiny_classifier, "--json", "--file",
                     w.write("s.tsv", "text\tlabel\n" + "".join(f"{r['text']}\t{r['label']}\n" for r in w.rows) + '"Hi, she said\tWorld\n')], 0,
          (), fix=False, check=_stray_quote_predictions),
     Case("validate-utf8-bom-accepted", lambda w: ["validate", w.recipe(w.write("bom.csv", b"\xef\xbb\xbf" + w.csv_text().encode()))], 0,
-         (), fix=False, check=lambda w, r: f"train {ROWS};" in r.stdout or pytest.fail(r.stdout)),
+         (), fix=False, check=loads_train_rows(ROWS)),
     Case("eval-utf8-bom-accepted", lambda w: ["eval", w.run(), "--json", "--data", w.write("bom.csv", b"\xef\xbb\xbf" + w.csv_text().encode())], 0,
          (), fix=False, writes=("runs/run/eval.json", "runs/run/eval_confusion_matrix.png"), check=_bom_eval),
     Case("validate-bom-decoded-twice", lambda w: ["validate", w.recipe(w.write("bom2.csv", "\u00ef\u00bb\u00bf" + w.csv_text()))], 2,
@@ -285,7 +297,7 @@ CASES = [
     Case("eval-trust-pickle-loads", lambda w: ["eval", w.pickle_classifier, "--trust-pickle", "--data", w.csv("e.csv"), "--report", w.path("e.json")], 0,
          (), fix=False, writes=("e.json", "e_confusion_matrix.png")),
     Case("attention-trust-pickle-loads", lambda w: ["attention", "--model", w.pickle_classifier, "--trust-pickle", "--out", w.path("att"), "text"], 0,
-         (), fix=False, writes=("att",), check=lambda w, r: (w.root / "att" / "index.html").is_file() or pytest.fail("no report")),
+         (), fix=False, writes=("att",), check=_attention_report_written),
     Case("predict-not-a-sequence-classifier", lambda w: ["predict", "--model", w.tiny_bert, "text"], 2, ("BertModel", "not a sequence classifier", "bertctl train")),
     Case("eval-not-a-sequence-classifier", lambda w: ["eval", w.tiny_bert, "--data", w.csv("e.csv")], 2, ("BertModel", "not a sequence classifier")),
     Case("fill-mask-not-a-masked-lm", lambda w: ["fill-mask", "--model", w.tiny_classifier, "a [MASK] b"], 2,
