@@ -184,13 +184,10 @@ def train(
     accelerate launch --num_processes 2 -m bertctl train recipes/agnews.toml
     """
     from bertctl.recipe import load_recipe
-    from bertctl.runs import removes_new_empty_dirs
     from bertctl.training import train as run_training
 
     loaded = load_recipe(recipe, overrides)
-    # training makes the run dir before it reads the data: bad data must not leave an empty run dir behind
-    with removes_new_empty_dirs(output_dir if output_dir is not None else loaded.run_dir):
-        result = run_training(loaded, output_dir=output_dir, resume=resume, overwrite=overwrite, stop_after_steps=stop_after_steps)
+    result = run_training(loaded, output_dir=output_dir, resume=resume, overwrite=overwrite, stop_after_steps=stop_after_steps)
     from bertctl import reports
 
     reports.print_train_summary(result)
@@ -378,17 +375,15 @@ def pretrain(
     bertctl pretrain recipes/agnews.toml train.learning_rate=5e-5 --whole-word-masking --data news.txt
     then fine-tune from it: set model.name = "runs/agnews-mlm" in a recipe
     """
-    from bertctl.pretraining import PretrainOptions, default_output_dir, pretrain as run_pretraining, print_pretrain_summary
+    from bertctl.pretraining import PretrainOptions, pretrain as run_pretraining, print_pretrain_summary
     from bertctl.recipe import load_recipe
-    from bertctl.runs import removes_new_empty_dirs
 
     options = PretrainOptions(
         epochs=epochs, max_steps=max_steps, mlm_probability=mlm_probability, whole_word_masking=whole_word_masking,
         heldout_fraction=heldout_fraction, data=None if data is None else str(data), text_column=text_column,
     )
     loaded = load_recipe(recipe, overrides)
-    with removes_new_empty_dirs(output_dir if output_dir is not None else default_output_dir(loaded)):
-        result = run_pretraining(loaded, options, output_dir=output_dir, resume=resume, overwrite=overwrite, stop_after_steps=stop_after_steps)
+    result = run_pretraining(loaded, options, output_dir=output_dir, resume=resume, overwrite=overwrite, stop_after_steps=stop_after_steps)
     print_pretrain_summary(result)
 
 

@@ -473,13 +473,12 @@ def pretrain(
     after with identical masks; both go to metrics.json.
     """
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
 
     from bertctl import training as T
     from bertctl.modeling import load_tokenizer, resolve_model
-    from bertctl.runs import atomic_write_json, atomic_write_text
+    from bertctl.runs import atomic_write_json, atomic_write_text, writing
 
     options = options or PretrainOptions()
     options.check()
@@ -489,11 +488,7 @@ def pretrain(
     T.check_precision(recipe)
     if recipe.train.num_threads:
         torch.set_num_threads(recipe.train.num_threads)
-    accelerator = Accelerator(
-        mixed_precision=recipe.train.mixed_precision,
-        gradient_accumulation_steps=recipe.train.gradient_accumulation_steps,
-        project_dir=str(run_dir),
-    )
+    accelerator = T.build_accelerator(recipe, run_dir, trackers=False)
     main = accelerator.is_main_process
     if main:
         T.prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
@@ -551,8 +546,10 @@ def pretrain(
         # scored before `prepare`, on the unchanged model: the baseline the run is judged against
         before = evaluate_mlm(mlm.to(accelerator.device), heldout_batches, accelerator.device)
         if main:
-            atomic_write_text(run_dir / "recipe.toml", recipe.to_toml())
-            atomic_write_json(run_dir / OPTIONS_FILE, {"options": asdict(options), "heldout_before": before, "source": source})
+            T.create_run_dir(run_dir, overwrite=overwrite)
+            with writing("the recipe and options", run_dir):
+                atomic_write_text(run_dir / "recipe.toml", recipe.to_toml())
+                atomic_write_json(run_dir / OPTIONS_FILE, {"options": asdict(options), "heldout_before": before, "source": source})
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     if resume:
         checkpoint = T.latest_checkpoint(run_dir)
@@ -685,9 +682,10 @@ def pretrain(
         "device": accelerator.device.type,
         "mixed_precision": recipe.train.mixed_precision,
     }
-    save_masked_lm(accelerator, model, tokenizer, run_dir, pooler)
-    if main:
-        _finish(run_dir, recipe, metrics)
+    with writing("the pre-trained model", run_dir):
+        save_masked_lm(accelerator, model, tokenizer, run_dir, pooler)
+        if main:
+            _finish(run_dir, recipe, metrics)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return PretrainResult(run_dir, metrics, resumed_from)

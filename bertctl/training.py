@@ -223,8 +223,25 @@ class TrainResult:
 # run directory lifecycle
 
 
+def build_accelerator(recipe: Recipe, run_dir: Path, *, trackers: bool = True):
+    """An Accelerator with the recipe's precision and accumulation, on whatever `accelerate launch` set up."""
+    import torch
+    from accelerate import Accelerator
+
+    # accelerate picks gloo for CPU processes only when told it runs on the CPU; under torchrun-style launchers
+    # (`accelerate launch --multi_gpu`, `torchrun`) on a machine with no GPU nothing else tells it
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(
+        cpu=launched and not torch.cuda.is_available(),
+        mixed_precision=recipe.train.mixed_precision,
+        gradient_accumulation_steps=recipe.train.gradient_accumulation_steps,
+        log_with=(recipe.train.log_with or None) if trackers else None,
+        project_dir=str(run_dir),
+    )
+
+
 def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber a finished run or silently restart an unfinished one."""
+    """Refuse to clobber a finished run or silently restart an unfinished one; creates nothing (see create_run_dir)."""
     if resume and overwrite:
         raise RunError("--resume and --overwrite contradict each other", fix="pick one")
     if run_dir.exists() and not run_dir.is_dir():
@@ -245,13 +262,23 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
             f"{run_dir} holds an unfinished run",
             fix="continue it with --resume, or start over with --overwrite",
         )
-    if has_content and overwrite:
+
+
+def create_run_dir(run_dir: Path, *, overwrite: bool) -> None:
+    """Make (or, with --overwrite, empty) the run dir: only once data and model loaded, so bad input destroys nothing."""
+    from bertctl.runs import removes_new_empty_dirs
+
+    if overwrite and run_dir.is_dir() and any(run_dir.iterdir()):
         shutil.rmtree(run_dir)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        # a full disk still has room for a directory entry: if the probe fails, take the new dirs away again
+        with removes_new_empty_dirs(run_dir):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            probe = run_dir / ".write-test"
+            try:
+                probe.write_text("ok")  # bytes, not just an inode: an empty file still fits on a full disk
+            finally:
+                probe.unlink(missing_ok=True)
     except OSError as exc:
         raise RunError(f"cannot write to {run_dir}: {exc.strerror}", fix="choose a writable output dir (--output-dir DIR)") from None
 
@@ -442,7 +469,6 @@ def train(
     `stop_after_steps` checkpoints and stops once the run reaches that global step, as Ctrl-C would (tests use it).
     """
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from bertctl.data import tokenize_data
@@ -455,16 +481,7 @@ def train(
         torch.set_num_threads(recipe.train.num_threads)
     keep_freed_memory_in_process()
 
-    # accelerate picks gloo for CPU processes only when told it runs on the CPU; under torchrun-style launchers
-    # (`accelerate launch --multi_gpu`, `torchrun`) on a machine with no GPU nothing else tells it
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(
-        cpu=launched and not torch.cuda.is_available(),
-        mixed_precision=recipe.train.mixed_precision,
-        gradient_accumulation_steps=recipe.train.gradient_accumulation_steps,
-        log_with=recipe.train.log_with or None,
-        project_dir=str(run_dir),
-    )
+    accelerator = build_accelerator(recipe, run_dir)
     main = accelerator.is_main_process
     if main:
         prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
@@ -503,6 +520,7 @@ def train(
         if main:
             trim_log(run_dir / LOG_FILE, state.global_step)
     elif main:
+        create_run_dir(run_dir, overwrite=overwrite)
         with writing("the recipe", run_dir):
             atomic_write_text(run_dir / "recipe.toml", recipe.to_toml())
     if recipe.train.log_with:
