@@ -311,15 +311,32 @@ def _check_range(key: str, value: Any, meta: dict[str, Any]) -> Problem | None:
     if "min_items" in meta and len(value) < meta["min_items"]:
         return Problem(key, f"needs at least {meta['min_items']} entry, got {value!r}", "list what you want, or remove the key to use the default")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if "min" in meta and value < meta["min"]:
-            return Problem(key, f"must be >= {meta['min']}, got {value!r}")
-        if "max" in meta and value > meta["max"]:
-            return Problem(key, f"must be <= {meta['max']}, got {value!r}")
-        if "gt" in meta and not value > meta["gt"]:
-            return Problem(key, f"must be > {meta['gt']}, got {value!r}")
-        if "lt" in meta and not value < meta["lt"]:
-            return Problem(key, f"must be < {meta['lt']}, got {value!r}")
+        for check, holds, words in (
+            ("min", lambda v, b: v >= b, ">="),
+            ("max", lambda v, b: v <= b, "<="),
+            ("gt", lambda v, b: v > b, ">"),
+            ("lt", lambda v, b: v < b, "<"),
+        ):
+            if check in meta and not holds(value, meta[check]):
+                return Problem(key, f"must be {words} {meta[check]}, got {value!r}", f"set {key} to a value {words} {meta[check]}")
     return None
+
+
+def _type_fix(name: str, tp: Any, spec: dataclasses.Field) -> str:
+    """'write it like: epochs = 3', using the key's default as the example when it has one."""
+    default = spec.default if spec.default is not dataclasses.MISSING else (spec.default_factory() if spec.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+    if default in (None, [], {}):
+        kind = _type_name(tp).split(" or ")[0]
+        default = {"string": "text", "integer": 1, "number": 0.5, "true/false": True}.get(kind, ["a", "b"] if kind.startswith("list") else "text")
+    if isinstance(default, bool):
+        shown = str(default).lower()
+    elif isinstance(default, (int, float)):
+        shown = repr(default)
+    elif isinstance(default, list):
+        shown = "[" + ", ".join(f'"{v}"' for v in default) + "]"
+    else:
+        shown = f'"{default}"'
+    return f"write it like: {name} = {shown}"
 
 
 def _unknown_key(key: str, name: str, known: list[str]) -> Problem:
@@ -366,7 +383,7 @@ def _build(cls: type, raw: Any, prefix: str, problems: list[Problem], failed: se
                 coerced = _coerce(value, tp)
             except _Mismatch as exc:
                 extra = f" ({exc.detail})" if exc.detail else ""
-                problems.append(Problem(key, f"must be {_with_article(_type_name(tp))}, got {_show(value)}{extra}"))
+                problems.append(Problem(key, f"must be {_with_article(_type_name(tp))}, got {_show(value)}{extra}", _type_fix(name, tp, fields[name])))
                 failed.add(key)
                 continue
         problem = _check_range(key, coerced, dict(fields[name].metadata))
@@ -545,7 +562,7 @@ def _mark_overridden(problems: list[Problem], applied: dict[str, str]) -> list[P
             continue
         fix = p.fix
         value = text.split("=", 1)[1].strip()
-        if "must be" in p.message and value.startswith(("[", "{")) and not fix:
+        if "must be" in p.message and value.startswith(("[", "{")):
             fix = 'override values are TOML: quote strings inside lists and tables, e.g. data.labels=\'["a", "b"]\''
         out.append(Problem(p.key, f"{p.message} (from the command line: {text})", fix))
     return out
