@@ -767,12 +767,13 @@ def finish_run(run_dir: Path, recipe: Recipe, data, metrics: dict[str, Any]) -> 
             shutil.rmtree(target)
         os.replace(item, target)
     best.rmdir()
-    try:
-        from bertctl.plots import plot_curves
+    if (run_dir / LOG_FILE).is_file():  # a run shorter than log_every_steps, with no validation, logged nothing
+        try:
+            from bertctl.plots import plot_curves
 
-        plot_curves(run_dir / LOG_FILE, run_dir / "curves.png", recipe.train.metric_for_best)
-    except Exception as exc:  # a plot is a nicety: never fail a finished training over it
-        print(f"warning: could not draw curves.png: {exc}", file=sys.stderr)
+            plot_curves(run_dir / LOG_FILE, run_dir / "curves.png", recipe.train.metric_for_best)
+        except Exception as exc:  # a plot is a nicety: never fail a finished training over it
+            print(f"warning: could not draw curves.png: {exc}", file=sys.stderr)
     atomic_write_text(run_dir / "README.md", model_card(recipe, data, metrics))
     atomic_write_json(run_dir / FINISHED_MARKER, metrics)
     update_latest(run_dir)
