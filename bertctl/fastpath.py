@@ -20,6 +20,7 @@ Logits in eval mode equal the stock model's to float rounding (tests/test_fastpa
 
 from __future__ import annotations
 
+import functools
 import types
 
 DROP_LEVELS = 1 << 16  # dropout probability resolution: p is rounded to a multiple of 1/65536
@@ -63,7 +64,7 @@ def _padding_bias(attention_mask, dtype):
     return row.to(dtype)
 
 
-def _self_attention_forward(self, hidden_states, attention_mask=None, *args, cls_only: bool = False, **kwargs):
+def _self_attention_forward(self, hidden_states, attention_mask=None, *args, cls_only: bool = False, dropout=None, **kwargs):
     """BertSelfAttention.forward for an encoder: (output, None); with cls_only, output has one position."""
     import torch
     import torch.nn.functional as F
@@ -91,7 +92,7 @@ def _self_attention_forward(self, hidden_states, attention_mask=None, *args, cls
     bias = _padding_bias(attention_mask, scores.dtype)
     if bias is not None:
         scores = scores.add_(bias)
-    probs = fast_dropout(torch.softmax(scores, dim=-1), self.dropout.p, self.training)
+    probs = (dropout or fast_dropout)(torch.softmax(scores, dim=-1), self.dropout.p, self.training)
     out = torch.matmul(probs, value).transpose(1, 2).reshape(batch, query.shape[2], heads * size)
     return out, None
 
@@ -122,22 +123,31 @@ def fast_path_problem(model) -> str | None:
     return None
 
 
-def use_fast_path(model) -> list[str]:
-    """Patch `model` (in place, instance attributes only) to train faster; returns what was changed."""
+def use_fast_path(model, *, cls_only: bool = True, cheap_dropout: bool = True) -> list[str]:
+    """Patch `model` (in place, instance attributes only) to train faster; returns what was changed.
+
+    The keywords switch parts off for benchmarks/profile_train_step.py's ablations.
+    """
     import torch
 
     if fast_path_problem(model) is not None:
         return []
     layers = model.bert.encoder.layer
+    attention = _self_attention_forward if cheap_dropout else functools.partial(_self_attention_forward, dropout=torch.nn.functional.dropout)
     for layer in layers:
-        layer.attention.self.forward = types.MethodType(_self_attention_forward, layer.attention.self)
-    layers[-1].forward = types.MethodType(_cls_only_layer_forward, layers[-1])
-    dropouts = 0
-    for module in model.modules():
-        if type(module) is torch.nn.Dropout:
-            module.forward = types.MethodType(_fast_dropout_forward, module)
-            dropouts += 1
-    return ["fused-QKV attention", "last layer [CLS] only", f"fast dropout ({dropouts} modules + attention)"]
+        layer.attention.self.forward = types.MethodType(attention, layer.attention.self)
+    applied = ["one-GEMM QKV attention"]
+    if cls_only:
+        layers[-1].forward = types.MethodType(_cls_only_layer_forward, layers[-1])
+        applied.append("last layer [CLS] only")
+    if cheap_dropout:
+        dropouts = 0
+        for module in model.modules():
+            if type(module) is torch.nn.Dropout:
+                module.forward = types.MethodType(_fast_dropout_forward, module)
+                dropouts += 1
+        applied.append(f"cheap dropout masks ({dropouts} modules + attention)")
+    return applied
 
 
 def undo_fast_path(model) -> None:

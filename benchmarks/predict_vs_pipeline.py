@@ -1,0 +1,137 @@
+"""Batch prediction throughput: `transformers.pipeline("text-classification")` against bertctl's prediction path.
+
+    python benchmarks/predict_vs_pipeline.py                      # needs a trained run: runs/agnews (bertctl train recipes/agnews.toml)
+    python benchmarks/predict_vs_pipeline.py --run-dir runs/latest
+    python benchmarks/predict_vs_pipeline.py --quick              # trains a tiny run first (1 epoch, 300 rows) into a temp dir
+
+Modes, all on the 1,000 AG News dev texts (--quick: the first 300), in one process, interleaved round by round
+(best round reported), after one warm-up call each:
+  pipeline   pipeline("text-classification", model=RUN_DIR, batch_size=32), called with truncation=True and
+             max_length = the run's model.max_length, so it sees exactly the tokens bertctl sees
+  fp32       bertctl.prediction: load_for_inference(RUN_DIR) + predict_texts (texts sorted by length, batches of
+             64 padded to their own longest text); the path `bertctl predict --file` takes
+  int8       the same with quantize="int8" (dynamic int8 Linear layers)
+texts/s counts tokenization, forward passes and turning logits into labels; model loading is reported apart.
+"same labels" is the share of texts whose label equals the pipeline's; accuracy is against the gold labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import AGNEWS, AGNEWS_RECIPE, REPO, command_line, load_average, machine_summary, table  # noqa: E402
+
+QUICK_TEXTS = 300
+
+
+def train_tiny_run() -> Path:
+    from bertctl.recipe import load_recipe
+    from bertctl.training import train
+
+    recipe = load_recipe(AGNEWS_RECIPE, ["train.epochs=1", "data.limit.train=300", "data.limit.validation=100"])
+    out = Path(tempfile.mkdtemp(prefix="bench-predict-run-")) / "run"
+    print(f"# --quick: training a tiny run into {out} (1 epoch, 300 rows) ...", flush=True)
+    train(recipe, output_dir=out, progress=False)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", default="runs/agnews", help="a finished bertctl run (default runs/agnews)")
+    parser.add_argument("--quick", action="store_true", help=f"train a tiny run into a temp dir and use the first {QUICK_TEXTS} dev texts")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per mode (best kept)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the CPUs this process may use)")
+    args = parser.parse_args()
+
+    import pandas as pd
+
+    dev = pd.read_csv(AGNEWS / "dev.csv")
+    if args.quick:
+        dev = dev.head(QUICK_TEXTS)
+    texts, gold = dev["text"].astype(str).tolist(), dev["label"].astype(str).tolist()
+
+    run_dir = train_tiny_run() if args.quick else (REPO / args.run_dir if not Path(args.run_dir).is_absolute() else Path(args.run_dir))
+    if not (run_dir / "config.json").is_file():
+        raise SystemExit(f"{run_dir} is not a trained run: train one with `bertctl train recipes/agnews.toml`, pass --run-dir, or use --quick")
+
+    import torch
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    from bertctl import prediction
+
+    hf_logging.set_verbosity_error()
+    loads = {}
+    start = time.perf_counter()
+    fp32 = prediction.load_for_inference(str(run_dir), threads=args.threads)
+    loads["fp32"] = time.perf_counter() - start
+    start = time.perf_counter()
+    int8 = prediction.load_for_inference(str(run_dir), quantize="int8", threads=args.threads)
+    loads["int8"] = time.perf_counter() - start
+    max_length = fp32.max_length
+    start = time.perf_counter()
+    pipe = pipeline("text-classification", model=str(run_dir), batch_size=32, device="cpu")
+    loads["pipeline"] = time.perf_counter() - start
+
+    def run_pipeline(batch):
+        return [out["label"] for out in pipe(batch, truncation=True, max_length=max_length)]
+
+    def run_bertctl(classifier):
+        def call(batch):
+            return [p.label for p in prediction.predict_texts(classifier, batch).predictions]
+
+        return call
+
+    modes = {"pipeline": run_pipeline, "fp32": run_bertctl(fp32), "int8": run_bertctl(int8)}
+    machine = machine_summary()
+    print(f"# {command_line()}")
+    print(f"# {machine['cpu']}, {machine['cpus']} CPUs, {torch.get_num_threads()} torch threads, torch {machine['torch']}, "
+          f"transformers {machine['transformers']}; load average {machine['load_average']}")
+    print(f"# run dir {run_dir}; {len(texts)} dev texts; max_length {max_length}", flush=True)
+
+    for call in modes.values():
+        call(texts[:64])  # warm-up: thread pools, allocator, lazy imports
+    timings: dict[str, list[float]] = {m: [] for m in modes}
+    labels: dict[str, list[str]] = {}
+    for _ in range(args.rounds):
+        for mode, call in modes.items():
+            start = time.perf_counter()
+            labels[mode] = call(texts)
+            timings[mode].append(time.perf_counter() - start)
+
+    reference = labels["pipeline"]
+    summary = {}
+    for mode in modes:
+        best = min(timings[mode])
+        summary[mode] = {
+            "texts_per_s": len(texts) / best,
+            "best_s": best,
+            "all_s": timings[mode],
+            "same_labels_as_pipeline": sum(a == b for a, b in zip(labels[mode], reference)) / len(texts),
+            "accuracy": sum(a == b for a, b in zip(labels[mode], gold)) / len(texts),
+            "load_s": loads[mode],
+        }
+    for mode in modes:
+        summary[mode]["speedup_vs_pipeline"] = summary[mode]["texts_per_s"] / summary["pipeline"]["texts_per_s"]
+
+    names = {"pipeline": "transformers pipeline (batch 32)", "fp32": "bertctl fp32", "int8": "bertctl --quantize int8"}
+    rows = [
+        [names[m], s["texts_per_s"], f"{s['speedup_vs_pipeline']:.2f}x", f"{100 * s['same_labels_as_pipeline']:.1f}%", f"{s['accuracy']:.4f}", s["load_s"]]
+        for m, s in summary.items()
+    ]
+    print()
+    print(table(["mode", "texts/s", "vs pipeline", "same labels", "accuracy", "load s"], rows))
+    print(f"\nbest of {args.rounds} rounds; load average at end {load_average()}")
+    print(json.dumps({"benchmark": "predict_vs_pipeline", "command": command_line(), "machine": machine, "run_dir": str(run_dir),
+                      "texts": len(texts), "max_length": max_length, "threads": torch.get_num_threads(), "modes": summary}, default=str))
+
+
+if __name__ == "__main__":
+    main()
