@@ -570,7 +570,6 @@ def pretrain(
     bar.message(f"held-out before: MLM loss {before['mlm_loss']:.4f}, masked-token accuracy {before['mlm_accuracy']:.4f} ({before['masked_tokens']} masked tokens)")
 
     segment_start = time.perf_counter()
-    window_start, window_samples = time.perf_counter(), 0
 
     def checkpoint_now() -> None:
         nonlocal segment_start
@@ -593,48 +592,10 @@ def pretrain(
             state.epoch = epoch
             collator.set_epoch(epoch)
             model.train()
-            skip = state.step_in_epoch * recipe.train.gradient_accumulation_steps
-            loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
-            # accelerate re-seeds the batch sampler with its own count of iterations, which restarts at 0 after a
-            # resume: set the real epoch on the loader in use, and on the sampler itself for the skip loader
-            if hasattr(loader, "set_epoch"):
-                loader.set_epoch(epoch)
-            batches.set_epoch(epoch)
-            step_loss, step_micro = 0.0, 0
-            for batch in loader:
-                with accelerator.accumulate(model):
-                    outputs = model(**batch)
-                    accelerator.backward(outputs.loss)
-                    grad_norm = None
-                    if accelerator.sync_gradients and recipe.train.max_grad_norm > 0:
-                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), recipe.train.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                step_loss += float(outputs.loss.detach())
-                step_micro += 1
-                n_examples = len(batch["input_ids"]) * accelerator.num_processes
-                state.samples_seen += n_examples
-                state.tokens_seen += int(batch["attention_mask"].sum()) * accelerator.num_processes
-                window_samples += n_examples
-                if not accelerator.sync_gradients:
-                    continue
-                state.global_step += 1
-                state.step_in_epoch += 1
-                epoch_float = epoch + state.step_in_epoch / steps_per_epoch
-                now = time.perf_counter()
-                info = {
-                    "loss": step_loss / step_micro,
-                    "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                    "samples_per_s": window_samples / max(1e-9, now - window_start),
-                    "epoch": epoch_float,
-                }
-                step_loss, step_micro = 0.0, 0
+            for info in T.epoch_steps(accelerator, model, optimizer, scheduler, train_loader, state, recipe, epoch, steps_per_epoch):
                 bar.step(info, recipe.train.log_every_steps, state.global_step)
-                if state.global_step % recipe.train.log_every_steps == 0:
-                    log.write({"type": "train", "step": state.global_step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in info.items()}})
-                    window_start, window_samples = now, 0
+                T.record_step(log, accelerator, recipe, state, info)
+                epoch_float = info["epoch"]
                 done = state.global_step >= total_steps
                 if recipe.train.eval_every_steps and state.global_step % recipe.train.eval_every_steps == 0 and not done:
                     evaluate(epoch_float)

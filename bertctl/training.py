@@ -540,9 +540,7 @@ def train(
 
     metric = recipe.train.metric_for_best
     segment_start = time.perf_counter()
-    window_start, window_samples = time.perf_counter(), 0
     stop_reason = None
-    micro_per_step = recipe.train.gradient_accumulation_steps * accelerator.num_processes
 
     def run_evaluation(epoch_float: float) -> bool:
         """Evaluate, keep the best model, checkpoint; returns True when early stopping says stop."""
@@ -571,49 +569,10 @@ def train(
         for epoch in range(state.epoch, recipe.train.epochs):
             state.epoch = epoch
             model.train()
-            # on resume, skip the micro-batches this epoch already trained on; the order is the same by construction
-            loader = accelerator.skip_first_batches(train_loader, state.step_in_epoch * recipe.train.gradient_accumulation_steps) if state.step_in_epoch else train_loader
-            # accelerate's loaders count their own iterations and re-seed the batch sampler with that count
-            # when iterated, so the epoch must be set on the loader actually used (a skip loader starts at 0)
-            loader.set_epoch(epoch)
-            step_loss, step_micro = 0.0, 0
-            for batch in loader:
-                with accelerator.accumulate(model):
-                    outputs = model(**batch)
-                    accelerator.backward(outputs.loss)
-                    grad_norm = None
-                    if accelerator.sync_gradients and recipe.train.max_grad_norm > 0:
-                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), recipe.train.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                step_loss += float(outputs.loss.detach())
-                step_micro += 1
-                n_examples = len(batch["labels"]) * accelerator.num_processes
-                state.samples_seen += n_examples
-                state.tokens_seen += int(batch["attention_mask"].sum()) * accelerator.num_processes
-                window_samples += n_examples
-                if not accelerator.sync_gradients:
-                    continue
-
-                state.global_step += 1
-                state.step_in_epoch += 1
-                epoch_float = epoch + state.step_in_epoch / steps_per_epoch
-                now = time.perf_counter()
-                info = {
-                    "loss": step_loss / step_micro,
-                    "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                    "samples_per_s": window_samples / max(1e-9, now - window_start),
-                    "epoch": epoch_float,
-                }
-                step_loss, step_micro = 0.0, 0
+            for info in epoch_steps(accelerator, model, optimizer, scheduler, train_loader, state, recipe, epoch, steps_per_epoch):
                 bar.step(info, recipe.train.log_every_steps, state.global_step)
-                if state.global_step % recipe.train.log_every_steps == 0:
-                    log.write({"type": "train", "step": state.global_step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in info.items()}})
-                    if recipe.train.log_with:
-                        accelerator.log({f"train/{k}": v for k, v in info.items() if v is not None}, step=state.global_step)
-                    window_start, window_samples = now, 0
+                record_step(log, accelerator, recipe, state, info)
+                epoch_float = info["epoch"]
 
                 evaluate_now = recipe.train.eval_every_steps and state.global_step % recipe.train.eval_every_steps == 0
                 checkpoint_now = recipe.train.checkpoint_every_steps and state.global_step % recipe.train.checkpoint_every_steps == 0
@@ -682,6 +641,61 @@ def train(
 
 # ---------------------------------------------------------------------------------------------
 # writes
+
+
+def epoch_steps(accelerator, model, optimizer, scheduler, train_loader, state: TrainerState, recipe: Recipe, epoch: int, steps_per_epoch: int):
+    """One epoch of micro-batches under `accumulate`; yields what to log after each optimizer step.
+
+    Mid-epoch (on resume) it skips the micro-batches `state.step_in_epoch` says were done; the order is the same
+    by construction, so the run continues exactly where the checkpoint left it.
+    """
+    loader = accelerator.skip_first_batches(train_loader, state.step_in_epoch * recipe.train.gradient_accumulation_steps) if state.step_in_epoch else train_loader
+    # accelerate's loaders count their own iterations and re-seed the batch sampler with that count when
+    # iterated, so the epoch must be set on the loader actually used (a skip loader starts at 0)
+    loader.set_epoch(epoch)
+    step_loss, step_micro = 0.0, 0
+    window_start, window_samples = time.perf_counter(), 0
+    for batch in loader:
+        with accelerator.accumulate(model):
+            outputs = model(**batch)
+            accelerator.backward(outputs.loss)
+            grad_norm = None
+            if accelerator.sync_gradients and recipe.train.max_grad_norm > 0:
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), recipe.train.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        step_loss += float(outputs.loss.detach())
+        step_micro += 1
+        n_examples = len(batch["input_ids"]) * accelerator.num_processes
+        state.samples_seen += n_examples
+        state.tokens_seen += int(batch["attention_mask"].sum()) * accelerator.num_processes
+        window_samples += n_examples
+        if not accelerator.sync_gradients:
+            continue
+        state.global_step += 1
+        state.step_in_epoch += 1
+        now = time.perf_counter()
+        info = {
+            "loss": step_loss / step_micro,
+            "lr": scheduler.get_last_lr()[0],
+            "grad_norm": float(grad_norm) if grad_norm is not None else None,
+            "samples_per_s": window_samples / max(1e-9, now - window_start),
+            "epoch": epoch + state.step_in_epoch / steps_per_epoch,
+        }
+        step_loss, step_micro = 0.0, 0
+        if state.global_step % recipe.train.log_every_steps == 0:  # samples/s covers the last logging window
+            window_start, window_samples = now, 0
+        yield info
+
+
+def record_step(log: "RunLog", accelerator, recipe: Recipe, state: TrainerState, info: dict[str, Any]) -> None:
+    """Every `log_every_steps`: a train_log.jsonl line, and the same numbers to any accelerate tracker."""
+    if state.global_step % recipe.train.log_every_steps:
+        return
+    log.write({"type": "train", "step": state.global_step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in info.items()}})
+    if recipe.train.log_with:
+        accelerator.log({f"train/{k}": v for k, v in info.items() if v is not None}, step=state.global_step)
 
 
 def save_model(accelerator, model, tokenizer, target: Path) -> None:
