@@ -64,14 +64,18 @@ def _padding_bias(attention_mask, dtype):
     return row.to(dtype)
 
 
-def _self_attention_forward(self, hidden_states, attention_mask=None, *args, cls_only: bool = False, dropout=None, **kwargs):
+def _self_attention_forward(self, hidden_states, attention_mask=None, *args, cls_only: bool = False, dropout=None, fused_qkv: bool = True, **kwargs):
     """BertSelfAttention.forward for an encoder: (output, None); with cls_only, output has one position."""
     import torch
     import torch.nn.functional as F
 
     batch, length, _ = hidden_states.shape
     heads, size = self.num_attention_heads, self.attention_head_size
-    if cls_only:
+    if not fused_qkv:  # separate projections: works for any Linear, e.g. int8 dynamic-quantized ones
+        query = self.query(hidden_states[:, :1] if cls_only else hidden_states).view(batch, -1, heads, size).transpose(1, 2)
+        key = self.key(hidden_states).view(batch, length, heads, size)
+        value = self.value(hidden_states).view(batch, length, heads, size)
+    elif cls_only:
         query = self.query(hidden_states[:, :1]).view(batch, 1, heads, size).transpose(1, 2)
         kv = F.linear(
             hidden_states,
@@ -123,20 +127,24 @@ def fast_path_problem(model) -> str | None:
     return None
 
 
-def use_fast_path(model, *, cls_only: bool = True, cheap_dropout: bool = True) -> list[str]:
-    """Patch `model` (in place, instance attributes only) to train faster; returns what was changed.
+def use_fast_path(model, *, cls_only: bool = True, cheap_dropout: bool = True, fused_qkv: bool = True) -> list[str]:
+    """Patch `model` (in place, instance attributes only) to run faster; returns what was changed.
 
-    The keywords switch parts off for benchmarks/profile_train_step.py's ablations.
+    Inference can use it too (eval mode: no dropout, and [CLS]-only still saves most of the last layer);
+    pass fused_qkv=False when the Linear layers are not plain nn.Linear (e.g. int8 dynamic-quantized).
+    The other keywords switch parts off for benchmarks/profile_train_step.py's ablations.
     """
     import torch
 
     if fast_path_problem(model) is not None:
         return []
     layers = model.bert.encoder.layer
-    attention = _self_attention_forward if cheap_dropout else functools.partial(_self_attention_forward, dropout=torch.nn.functional.dropout)
+    attention = functools.partial(_self_attention_forward, fused_qkv=fused_qkv)
+    if not cheap_dropout:
+        attention = functools.partial(attention, dropout=torch.nn.functional.dropout)
     for layer in layers:
         layer.attention.self.forward = types.MethodType(attention, layer.attention.self)
-    applied = ["one-GEMM QKV attention"]
+    applied = ["one-GEMM QKV attention" if fused_qkv else "attention with a padding bias"]
     if cls_only:
         layers[-1].forward = types.MethodType(_cls_only_layer_forward, layers[-1])
         applied.append("last layer [CLS] only")

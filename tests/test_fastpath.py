@@ -29,12 +29,12 @@ def _padded_batch():
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids), "labels": torch.tensor([0, 2, 1, 2])}
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_fastpath_logits_and_gradients_equal_the_stock_model(attn):
+@pytest.mark.parametrize("attn,fused_qkv", [("sdpa", True), ("eager", True), ("sdpa", False)])
+def test_fastpath_logits_and_gradients_equal_the_stock_model(attn, fused_qkv):
     import torch
 
     stock, fast = _classifier(attn_implementation=attn), _classifier(attn_implementation=attn)
-    assert use_fast_path(fast)
+    assert use_fast_path(fast, fused_qkv=fused_qkv)
     batch = _padded_batch()
     stock.eval(), fast.eval()  # eval: no dropout, so both compute the same deterministic function
     with torch.no_grad():
@@ -99,3 +99,25 @@ def test_fastpath_dropout_gradient_uses_the_same_mask():
     out = fast_dropout(x, 0.5, True)
     out.sum().backward()
     assert torch.equal(x.grad == 0, out.detach() == 0)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_fastpath_runs_int8_quantized_models_without_fusing_qkv():
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    def int8(**fast):
+        model = quantize_dynamic(_classifier().eval(), {torch.nn.Linear}, dtype=torch.qint8)
+        if fast:
+            assert use_fast_path(model, fused_qkv=False, **fast)
+        return model
+
+    batch = _padded_batch()
+    with torch.no_grad():
+        fp32 = _classifier().eval()(**batch).logits
+        stock = int8()(**batch).logits
+        assert torch.equal(int8(cls_only=False)(**batch).logits, stock)
+        # int8 activations are quantized with each input's own range, so [CLS]-only inputs round differently:
+        # the change must stay within int8's own error against fp32
+        cls_only = int8(cls_only=True)(**batch).logits
+        assert (cls_only - stock).abs().max() <= 2 * (stock - fp32).abs().max() + 1e-6
