@@ -10,6 +10,7 @@ Ways (each in its own fresh Python process):
   b  tuned Trainer: no padding at tokenization, DataCollatorWithPadding (pad per batch),
      train_sampling_strategy="group_by_length"
   c  `bertctl train` (bertctl.training.train) on recipes/agnews.toml with the same data files and settings
+  s  (diagnostic, not in the default set) bertctl train with bertctl.fastpath switched off
 
 Shared settings (those of recipes/agnews.toml): MiniLM-L6 (bundled offline copy), lr 1e-4, batch 32, warmup 6%,
 linear decay, weight decay 0.01 (not on bias/LayerNorm), max_grad_norm 1.0, seed 42, max_length 128, AdamW
@@ -59,7 +60,12 @@ from common import (  # noqa: E402
 PROCESS_START = time.perf_counter()
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 SETTINGS = {"learning_rate": 1e-4, "batch_size": 32, "eval_batch_size": 128, "warmup_ratio": 0.06, "weight_decay": 0.01, "seed": 42, "max_length": 128}
-WAY_NAMES = {"a": "HF Trainer, stock (pad to 128)", "b": "HF Trainer, tuned (dynamic pad, grouped)", "c": "bertctl train"}
+WAY_NAMES = {
+    "a": "HF Trainer, stock (pad to 128)",
+    "b": "HF Trainer, tuned (dynamic pad, grouped)",
+    "c": "bertctl train",
+    "s": "bertctl train, fast path off",
+}
 QUICK_ROWS = (320, 200)
 
 
@@ -197,12 +203,16 @@ def trainer_worker(way: str, train_csv: str, dev_csv: str, epochs: int, threads:
     }
 
 
-def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | None) -> dict:
+def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | None, fast_path: bool = True) -> dict:
     import torch
 
+    import bertctl.fastpath
     import bertctl.modeling
     import bertctl.training as training
     from bertctl.recipe import load_recipe
+
+    if not fast_path:  # diagnostic way "s": the stock transformers forward (fused AdamW and the rest stay)
+        bertctl.fastpath.use_fast_path = lambda model, **kwargs: []
 
     overrides = [
         f'data.train="{train_csv}"',
@@ -281,7 +291,7 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
         sampler.set_epoch(epoch)
         fed += sum(max(lengths[i] for i in batch) * len(batch) for batch in sampler)
     return {
-        "way": "c",
+        "way": "c" if fast_path else "s",
         "train_examples": metrics["train_examples"],
         "epochs": epochs,
         "train_loop_s": last - first - inside,
@@ -307,7 +317,7 @@ def worker_main(args) -> None:
     elif args.worker in ("a", "b"):
         result = trainer_worker(args.worker, args.train, args.dev, args.epochs, args.threads)
     else:
-        result = bertctl_worker(args.train, args.dev, args.epochs, args.threads)
+        result = bertctl_worker(args.train, args.dev, args.epochs, args.threads, fast_path=args.worker == "c")
     result["peak_rss_mb"] = peak_rss_mb()
     result["worker_s"] = time.perf_counter() - PROCESS_START
     emit_result(result)
@@ -343,19 +353,22 @@ def derive(r: dict, peak: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_ROWS[0]} train / {QUICK_ROWS[1]} dev rows, 1 epoch")
-    parser.add_argument("--ways", default="abc", help="which contenders to run (subset of 'abc')")
+    parser.add_argument("--ways", default="abc", help="which contenders to run (subset of 'abc'; 's' adds bertctl with its fast path off)")
+    parser.add_argument("--seed", type=int, default=None, help="seed for every way (default 42, the recipe's)")
     parser.add_argument("--repeat", type=int, default=1, help="run the ways this many times, interleaved (a b c a b c ...); medians reported")
     parser.add_argument("--threads", type=int, default=None, help="torch threads in every worker (default: torch's default)")
     parser.add_argument("--epochs", type=int, default=None, help="override the epochs (default 2, --quick 1)")
-    parser.add_argument("--worker", choices=["a", "b", "c", "matmul"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["a", "b", "c", "s", "matmul"], help=argparse.SUPPRESS)
     parser.add_argument("--train", help=argparse.SUPPRESS)
     parser.add_argument("--dev", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.seed is not None:
+        SETTINGS["seed"] = args.seed
     if args.worker:
         worker_main(args)
         return
 
-    ways = [w for w in "abc" if w in args.ways]
+    ways = [w for w in "abcs" if w in args.ways]
     epochs = args.epochs or (1 if args.quick else 2)
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     if args.quick:
@@ -365,6 +378,7 @@ def main() -> None:
         train_csv, dev_csv = AGNEWS / "train.csv", AGNEWS / "dev.csv"
     script = Path(__file__).resolve()
     common_args = ["--train", str(train_csv), "--dev", str(dev_csv), "--epochs", str(epochs)] + (["--threads", str(args.threads)] if args.threads else [])
+    common_args += ["--seed", str(SETTINGS["seed"])]
 
     machine = machine_summary()
     if args.threads:
@@ -372,7 +386,7 @@ def main() -> None:
     print(f"# {command_line()}")
     print(f"# {machine['cpu']}, {machine['cpus']} CPUs, {machine['torch_threads']} torch threads, {machine['simd']}, "
           f"torch {machine['torch']}, transformers {machine['transformers']}; load average at start {machine['load_average']}")
-    print(f"# data: {train_csv} / {dev_csv}, {epochs} epoch(s); each way in its own process", flush=True)
+    print(f"# data: {train_csv} / {dev_csv}, {epochs} epoch(s), seed {SETTINGS['seed']}; each way in its own process", flush=True)
 
     peaks = [run_worker(script, ["--worker", "matmul", *common_args])["peak"]]
     runs: dict[str, list[dict]] = {w: [] for w in ways}
@@ -405,7 +419,7 @@ def main() -> None:
             "mfu": pick("mfu"),
             "runs": len(runs[way]),
         }
-        if way == "c":
+        if way in ("c", "s"):
             summary[way]["best_accuracy"] = raw("best_accuracy")
             summary[way]["in_loop_eval_and_saves_s"] = raw("in_loop_eval_and_saves_s")
 
@@ -420,14 +434,21 @@ def main() -> None:
     print(f"\nfp32 matmul peak: {peak:.0f} GFLOP/s ({machine['torch_threads']} threads; runs: {', '.join(f'{p:.0f}' for p in peaks)}); "
           f"load average at end {load_average()}")
     ratios = {}
-    for num, den in (("c", "a"), ("c", "b"), ("b", "a")):
+    for num, den in (("c", "a"), ("c", "b"), ("b", "a"), ("c", "s")):
         if num in summary and den in summary:
             ratios[f"{num}/{den}"] = summary[num]["samples_per_s"] / summary[den]["samples_per_s"]
     if ratios:
         print("samples/s ratios: " + ", ".join(f"{k} = {v:.2f}x" for k, v in ratios.items()))
+    for way in ("c", "s"):
+        if way in summary:
+            c = summary[way]
+            print(f"({way}) best-epoch accuracy {c['best_accuracy']:.4f}; in-loop evaluation/saves subtracted from its train loop: {c['in_loop_eval_and_saves_s']:.1f} s")
     if "c" in summary:
-        c = summary["c"]
-        print(f"bertctl best-epoch accuracy {c['best_accuracy']:.4f}; in-loop evaluation/saves subtracted from its train loop: {c['in_loop_eval_and_saves_s']:.1f} s")
+        # the fast path's last layer works on [CLS] only: of the per-token matmul FLOPs of the formula it runs
+        # 5 full layers + the last layer's K/V projections (4 of 24 H^2), i.e. (5 x 24 + 4) / (6 x 24)
+        layers = runs["c"][0]["layers"]
+        executed = ((layers - 1) * 24 + 4) / (layers * 24)
+        print(f"(c) runs ~{100 * executed:.0f}% of the formula's FLOPs ([CLS]-only last layer): hardware FLOP utilization ~{100 * executed * summary['c']['mfu']:.0f}%")
     print(json.dumps({"benchmark": "train_vs_trainer", "command": command_line(), "machine": machine, "epochs": epochs,
                       "matmul_peak_gflops": peak, "ways": summary, "ratios": ratios,
                       "runs": {w: runs[w] for w in ways}}, default=str))
