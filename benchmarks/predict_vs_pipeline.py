@@ -145,6 +145,10 @@ def main() -> None:
     print()
     print(table(["mode", "texts/s", "vs pipeline", "same labels", "accuracy", "model load s"], rows))
     print(f"\nbest of {args.rounds} rounds; load average at end {load_average()}")
+    if args.quick:
+        import shutil
+
+        shutil.rmtree(run_dir.parent, ignore_errors=True)
     print(json.dumps({"benchmark": "predict_vs_pipeline", "command": command_line(), "machine": machine, "run_dir": str(run_dir),
                       "texts": len(texts), "max_length": max_length, "threads": torch.get_num_threads(), "modes": summary}, default=str))
 

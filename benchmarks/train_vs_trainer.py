@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -187,6 +188,7 @@ def trainer_worker(way: str, train_csv: str, dev_csv: str, epochs: int, threads:
     start = time.perf_counter()
     scores = trainer.evaluate()
     eval_s = time.perf_counter() - start
+    shutil.rmtree(out, ignore_errors=True)
     return {
         "way": way,
         "train_examples": len(train_ds),
@@ -285,6 +287,10 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
 
     data = tokenize_data(recipe, load_tokenizer(recipe.model.name, base_dir=recipe.base_dir_path))
     lengths = [len(ids) for ids in data.splits["train"]["input_ids"]]
+    if os.environ.get("BENCH_KEEP_RUN"):
+        print(f"# run dir kept: {run_dir}", file=sys.stderr)
+    else:
+        shutil.rmtree(run_dir.parent, ignore_errors=True)  # ~600 MB of checkpoints per run
     sampler = training.LengthGroupedBatches(lengths, recipe.train.batch_size, recipe.train.seed, recipe.train.group_by_length)
     fed = 0
     for epoch in range(epochs):
@@ -399,6 +405,7 @@ def main() -> None:
                   f"accuracy {result['accuracy']:.4f}, load {load_average()}", flush=True)
     peaks.append(run_worker(script, ["--worker", "matmul", *common_args])["peak"])
     peak = max(peaks)
+    shutil.rmtree(tmp, ignore_errors=True)  # data subsets and the workers' tokenize caches
 
     summary = {}
     for way in ways:
