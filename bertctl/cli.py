@@ -291,6 +291,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per text on stdout: text, label, score, top_k")] = False,
     trust_pickle: TrustPickle = False,
     fill_mask: Annotated[bool, typer.Option("--fill-mask", help="TEXT has [MASK]s: list likely tokens with a masked-LM model (bertctl pretrain output)")] = False,
+    fast_path: Annotated[bool, typer.Option("--fast-path/--no-fast-path", help="CPU: compute only [CLS] in the last layer (same labels); --no-fast-path runs the stock transformers forward")] = True,
 ) -> None:
     """Label texts with a trained classifier; output keeps the input order.
 
@@ -311,7 +312,7 @@ def predict(
     inputs = prediction.read_inputs(
         texts or [], file=file, text_column=text_column, pair_column=text_pair_column, pair=pair
     )
-    classifier = prediction.load_for_inference(model, quantize=quantize, threads=threads, trust_pickle=trust_pickle)
+    classifier = prediction.load_for_inference(model, quantize=quantize, threads=threads, trust_pickle=trust_pickle, fast_path=fast_path)
     result = prediction.predict_texts(classifier, inputs, top_k=top_k, batch_size=batch_size)
     for note in prediction.notes(result):
         typer.echo(note, err=True)

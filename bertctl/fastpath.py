@@ -1,8 +1,12 @@
-"""A CPU training fast path for BERT sequence classifiers: the same model and math, less work per step.
+"""A CPU fast path for BERT sequence classifiers: the same model and math, less work per step.
 
     applied = use_fast_path(model)     # [] when the model isn't a plain BertForSequenceClassification
 
-`bertctl train` calls this on CPU (benchmarks/NOTES.md has the measurements). It changes how the forward pass
+`bertctl train` (unless `train.cpu_fast_path = false`) and `bertctl predict`/`eval` (unless
+`--no-fast-path`) call this on CPU; benchmarks/NOTES.md has the measurements. It replaces the forward methods
+of transformers' BertSelfAttention/BertLayer, so a transformers release that changes their signatures could
+break it: `fast_path_problem` refuses models it does not recognise, and tests/test_fastpath.py compares
+logits and gradients with the stock model on every CI run. It changes how the forward pass
 runs, never the weights, so the saved model is an ordinary `save_pretrained` dir. What it changes:
 
 - last layer, [CLS] only: a sequence classifier reads only position 0 of the last layer (the pooler takes

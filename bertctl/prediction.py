@@ -91,6 +91,7 @@ class Classifier:
     run_dir: Path | None  # set when the model is a local dir (a run dir or any save_pretrained dir)
     settings: RunSettings
     quantized: str | None = None
+    fast_path: list[str] = field(default_factory=list)  # what bertctl.fastpath changed (CPU only)
 
     @property
     def input_names(self) -> list[str]:
@@ -210,6 +211,7 @@ def load_for_inference(
     threads: int | None = None,
     max_length: int | None = None,
     trust_pickle: bool = False,
+    fast_path: bool = True,
 ) -> Classifier:
     """A classifier ready for `infer_logits`: eval mode, on GPU when there is one (CPU when quantized)."""
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
@@ -254,7 +256,13 @@ def load_for_inference(
     if quantize == "int8":
         loaded = _quantize_int8(loaded)
     loaded.to(device)
-    return Classifier(loaded, tokenizer, labels, limit, device, location, run_dir, settings, quantize)
+    applied = []
+    if fast_path and device == "cpu":
+        from bertctl.fastpath import use_fast_path
+
+        # a classifier reads only [CLS] of the last layer; labels equal the stock forward's (benchmarks/README.md)
+        applied = use_fast_path(loaded, fused_qkv=quantize is None)
+    return Classifier(loaded, tokenizer, labels, limit, device, location, run_dir, settings, quantize, applied)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -111,6 +111,7 @@ class TrainSection:
     checkpoint_every_steps: int = field(default=0, metadata=_meta("also checkpoint every N optimizer steps (0 = each evaluation)", min=0))
     group_by_length: bool = field(default=True, metadata=_meta("batch similar lengths together (less padding)"))
     num_threads: int = field(default=0, metadata=_meta("torch CPU threads (0 = torch's default)", min=0))
+    cpu_fast_path: bool = field(default=True, metadata=_meta("on CPU, run BERT's forward via bertctl.fastpath ([CLS]-only last layer, one-GEMM QKV, cheap dropout); false = stock transformers"))
     log_with: list[str] = field(default_factory=list, metadata=_meta("accelerate trackers, e.g. ['tensorboard']", each_choice=TRACKERS))
 
 

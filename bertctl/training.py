@@ -500,7 +500,7 @@ def train(
 
     # model after the seed, so the seed also fixes the new classifier head's init
     model = load_classifier(recipe.model.name, labels=data.labels, base_dir=recipe.base_dir_path)
-    fast_path = use_fast_path(model) if accelerator.device.type == "cpu" else []
+    fast_path = use_fast_path(model) if accelerator.device.type == "cpu" and recipe.train.cpu_fast_path else []
     optimizer = build_optimizer(model, recipe)
     steps_per_epoch = math.ceil(len(train_loader) / (recipe.train.gradient_accumulation_steps * accelerator.num_processes))
     total_steps = steps_per_epoch * recipe.train.epochs

@@ -113,12 +113,25 @@ def test_prediction_batched_logits_do_not_depend_on_batch_size(varied, texts):
     np.testing.assert_allclose(one, many, atol=1e-4)
 
 
+def test_prediction_fast_path_is_on_by_default_on_cpu_and_changes_no_answer(varied, texts, varied_classifier_dir):
+    stock = prediction.load_for_inference(varied_classifier_dir, device="cpu", fast_path=False)
+    assert "last layer [CLS] only" in varied.fast_path and stock.fast_path == []
+    encoded = prediction.encode(varied, texts)
+    fast_logits = prediction.infer_logits(varied.model, encoded.columns, batch_size=8)
+    stock_logits = prediction.infer_logits(stock.model, encoded.columns, batch_size=8)
+    assert np.ptp(stock_logits) > 0.5
+    np.testing.assert_allclose(fast_logits, stock_logits, atol=1e-4)
+    labels = [json_lines(invoke("predict", "--model", varied_classifier_dir, "--json", flag, *texts[:6]).stdout) for flag in ("--fast-path", "--no-fast-path")]
+    assert [p["label"] for p in labels[0]] == [p["label"] for p in labels[1]] and len(labels[0]) == 6
+
+
 def test_prediction_int8_quantize_runs_and_returns_valid_labels(tiny_classifier_dir, texts):
     import torch
 
     quantized = prediction.load_for_inference(tiny_classifier_dir, quantize="int8")
     linear_types = {type(m).__module__ for m in quantized.model.modules() if "Linear" in type(m).__name__}
     assert any("quantized" in module for module in linear_types)
+    assert quantized.fast_path and "one-GEMM QKV attention" not in quantized.fast_path  # int8 Linear layers can't be fused
     assert not any(isinstance(m, torch.nn.Linear) and type(m) is torch.nn.Linear for m in quantized.model.modules())
     result = prediction.predict_texts(quantized, texts[:10], top_k=2)
     assert all(p.label in AGNEWS_LABELS and 0.0 < p.score <= 1.0 for p in result.predictions)

@@ -174,6 +174,19 @@ def test_training_early_stopping_stops(small_recipe, tmp_path):
     assert metrics["stopped_early"] and metrics["global_steps"] < 60
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_training_cpu_fast_path_follows_the_recipe(small_recipe, tmp_path, monkeypatch, enabled):
+    import bertctl.fastpath
+
+    patched = []
+    real = bertctl.fastpath.use_fast_path
+    monkeypatch.setattr(bertctl.fastpath, "use_fast_path", lambda model, **kw: patched.append(type(model).__name__) or real(model, **kw))
+    recipe = load_recipe(small_recipe, ["train.epochs=1", f"train.cpu_fast_path={str(enabled).lower()}"])
+    metrics = train(recipe, output_dir=tmp_path / "run", progress=False).metrics
+    assert patched == (["BertForSequenceClassification"] if enabled else [])
+    assert 0.0 <= metrics["validation"]["accuracy"] <= 1.0 and metrics["global_steps"] == 10
+
+
 def test_training_batches_cover_every_example_once_and_group_lengths():
     import random
 
