@@ -9,10 +9,11 @@ Modes, all on the 1,000 AG News dev texts (--quick: the first 300), in one proce
   pipeline   pipeline("text-classification", model=RUN_DIR, batch_size=32), called with truncation=True and
              max_length = the run's model.max_length, so it sees exactly the tokens bertctl sees
   fp32       bertctl.prediction: load_for_inference(RUN_DIR) + predict_texts (texts sorted by length, batches of
-             64 padded to their own longest text); the path `bertctl predict --file` takes
-  int8       the same with quantize="int8" (dynamic int8 Linear layers)
-  + fastpath the fp32/int8 models with bertctl.fastpath.use_fast_path applied (last layer computes [CLS] only):
-             shown while bertctl.prediction doesn't apply it itself, to size that proposal
+             64 padded to their own longest text, last layer computing [CLS] only); the path of
+             `bertctl predict --file`
+  int8       the same with quantize="int8" (`--quantize int8`: dynamic int8 Linear layers)
+  stock      fp32/int8 with fast_path=False (`--no-fast-path`): the stock transformers forward, to show what
+             length-sorted batching alone brings and what the [CLS]-only last layer adds
 texts/s counts tokenization, forward passes and turning logits into labels; model loading (imports already
 done) is reported apart; process start-up is what cold_start.sh measures.
 "same labels" is the share of texts whose label equals the pipeline's; accuracy is against the gold labels.
@@ -72,24 +73,12 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     loads = {}
-    start = time.perf_counter()
-    fp32 = prediction.load_for_inference(str(run_dir), threads=args.threads)
-    loads["fp32"] = time.perf_counter() - start
-    start = time.perf_counter()
-    int8 = prediction.load_for_inference(str(run_dir), quantize="int8", threads=args.threads)
-    loads["int8"] = time.perf_counter() - start
-    max_length = fp32.max_length
-    # what bertctl.fastpath would add to prediction ([CLS]-only last layer, one-GEMM QKV): measured as extra
-    # modes while bertctl.prediction doesn't apply it itself
-    from bertctl.fastpath import use_fast_path
-
-    already = any("forward" in m.__dict__ for m in fp32.model.modules())
-    fast_modes = {}
-    if not already:
-        for name, quantize in (("fp32 + fastpath", None), ("int8 + fastpath", "int8")):
-            classifier = prediction.load_for_inference(str(run_dir), quantize=quantize, threads=args.threads)
-            if use_fast_path(classifier.model, fused_qkv=quantize is None):
-                fast_modes[name] = classifier
+    classifiers = {}
+    for mode, quantize, fast_path in (("fp32", None, True), ("int8", "int8", True), ("fp32 stock", None, False), ("int8 stock", "int8", False)):
+        start = time.perf_counter()
+        classifiers[mode] = prediction.load_for_inference(str(run_dir), quantize=quantize, threads=args.threads, fast_path=fast_path)
+        loads[mode] = time.perf_counter() - start
+    max_length = classifiers["fp32"].max_length
     start = time.perf_counter()
     pipe = pipeline("text-classification", model=str(run_dir), batch_size=32, device="cpu")
     loads["pipeline"] = time.perf_counter() - start
@@ -103,8 +92,7 @@ def main() -> None:
 
         return call
 
-    modes = {"pipeline": run_pipeline, "fp32": run_bertctl(fp32), "int8": run_bertctl(int8)}
-    modes.update({name: run_bertctl(classifier) for name, classifier in fast_modes.items()})
+    modes = {"pipeline": run_pipeline, **{mode: run_bertctl(classifier) for mode, classifier in classifiers.items()}}
     machine = machine_summary()
     print(f"# {command_line()}")
     print(f"# {machine['cpu']}, {machine['cpus']} CPUs, {torch.get_num_threads()} torch threads, torch {machine['torch']}, "
@@ -136,8 +124,8 @@ def main() -> None:
     for mode in modes:
         summary[mode]["speedup_vs_pipeline"] = summary[mode]["texts_per_s"] / summary["pipeline"]["texts_per_s"]
 
-    names = {"pipeline": "transformers pipeline (batch 32)", "fp32": "bertctl fp32", "int8": "bertctl --quantize int8",
-             "fp32 + fastpath": "bertctl fp32 + use_fast_path (proposed)", "int8 + fastpath": "bertctl int8 + use_fast_path (proposed)"}
+    names = {"pipeline": "transformers pipeline (batch 32)", "fp32": "bertctl predict (fp32)", "int8": "bertctl predict --quantize int8",
+             "fp32 stock": "bertctl predict --no-fast-path", "int8 stock": "bertctl predict --quantize int8 --no-fast-path"}
     rows = [
         [names[m], s["texts_per_s"], f"{s['speedup_vs_pipeline']:.2f}x", f"{100 * s['same_labels_as_pipeline']:.1f}%", f"{s['accuracy']:.4f}", s["load_s"]]
         for m, s in summary.items()

@@ -287,9 +287,8 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
 
     data = tokenize_data(recipe, load_tokenizer(recipe.model.name, base_dir=recipe.base_dir_path))
     lengths = [len(ids) for ids in data.splits["train"]["input_ids"]]
-    if os.environ.get("BENCH_KEEP_RUN"):
-        print(f"# run dir kept: {run_dir}", file=sys.stderr)
-    else:
+    kept = os.environ.get("BENCH_KEEP_RUN")
+    if not kept:
         shutil.rmtree(run_dir.parent, ignore_errors=True)  # ~600 MB of checkpoints per run
     sampler = training.LengthGroupedBatches(lengths, recipe.train.batch_size, recipe.train.seed, recipe.train.group_by_length)
     fed = 0
@@ -308,6 +307,7 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
         "best_accuracy": metrics["validation"]["accuracy"],
         "threads": torch.get_num_threads(),
         **_model_numbers(models[0]),
+        **({"kept_run_dir": str(run_dir)} if kept else {}),
     }
 
 
@@ -403,6 +403,8 @@ def main() -> None:
             runs[way].append(result)
             print(f"#   run {rep + 1}/{args.repeat} way {way}: train loop {result['train_loop_s']:.1f} s, "
                   f"accuracy {result['accuracy']:.4f}, load {load_average()}", flush=True)
+            if "kept_run_dir" in result:
+                print(f"#   run dir kept: {result['kept_run_dir']}", file=sys.stderr, flush=True)
     peaks.append(run_worker(script, ["--worker", "matmul", *common_args])["peak"])
     peak = max(peaks)
     shutil.rmtree(tmp, ignore_errors=True)  # data subsets and the workers' tokenize caches

@@ -163,19 +163,24 @@ def _read_json(text: str, path: Path, suffix: str) -> "pd.DataFrame":
     return pd.DataFrame.from_records(records)
 
 
+def read_file_bytes(path: Path, what: str, *, missing_fix: str) -> bytes:
+    """The bytes of a user's file, or a DataError that says why they can't be read."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found", fix=missing_fix)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not {what}", fix="name the file itself")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror})", fix="check the file's permissions") from None
+
+
 def read_table(path: Path) -> "pd.DataFrame":
     """One data file as a DataFrame of its raw values (strings for csv/tsv/txt), headers stripped."""
     import pandas as pd
 
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found", fix="check the path (relative paths resolve against the recipe's folder)")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a data file", fix="name the file itself")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror})", fix="check the file's permissions") from None
+    raw = read_file_bytes(path, "a data file", missing_fix="check the path (relative paths resolve against the recipe's folder)")
     if not raw.strip() or raw.strip() in (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"):
         raise DataError(f"{path}: the file is empty", fix="fill it with a header line and rows, or point the recipe at another file")
     suffix = path.suffix.lower()

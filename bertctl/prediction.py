@@ -447,14 +447,9 @@ def read_inputs(
             f"--text names a column, but {file} is read as plain text (one text per line)",
             fix=f"drop --text, or use a csv/tsv/jsonl/parquet file (suffixes: {', '.join(sorted(TABLE_SUFFIXES))})",
         )
-    if not file.exists():
-        raise DataError(f"{file}: file not found", fix="check the path; give texts one per line in a .txt file, or a csv/tsv/jsonl/parquet file with --text COL")
-    if file.is_dir():
-        raise DataError(f"{file}: is a directory, not a file of texts", fix="name the file itself")
-    try:
-        raw = file.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{file}: cannot be read ({exc.strerror})", fix="check the file's permissions") from None
+    from bertctl.data import read_file_bytes
+
+    raw = read_file_bytes(file, "a file of texts", missing_fix="check the path; give texts one per line in a .txt file, or a csv/tsv/jsonl/parquet file with --text COL")
     lines = _read_lines(raw, str(file))
     return Inputs([InputText(t, None, f"line {i + 1}") for i, t in enumerate(lines)], str(file))
 

@@ -83,6 +83,25 @@ def tiny_classifier_dir(tmp_path_factory, bundled_tokenizer_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def varied_classifier_dir(tiny_classifier_dir, tmp_path_factory) -> Path:
+    """The tiny classifier with larger random weights, so labels and scores differ between texts (at the default
+    init every text gets nearly the same probabilities, which would hide texts put in the wrong order)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("varied-classifier")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier_dir)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.normal_(0.0, 0.4)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_classifier_dir).save_pretrained(out)
+    return out
+
+
 def write_csv(path: Path, rows: list[dict], fieldnames: list[str] | None = None) -> Path:
     fieldnames = fieldnames or list(rows[0])
     with open(path, "w", newline="", encoding="utf-8") as fh:

@@ -46,25 +46,6 @@ def run_dir(tmp_path, tiny_classifier_dir) -> Path:
     return make_run(tmp_path, tiny_classifier_dir)
 
 
-@pytest.fixture(scope="module")
-def varied_classifier_dir(tiny_classifier_dir, tmp_path_factory) -> Path:
-    """The tiny classifier with larger random weights, so predictions differ between texts (at the default init
-    they are all the same class, which would hide a mix-up of examples)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("varied-classifier")
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier_dir)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() > 1:
-                param.normal_(0.0, 0.4)
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_classifier_dir).save_pretrained(out)
-    return out
-
-
 def reference_predictions(model_dir: Path, texts: list[str], max_length: int) -> np.ndarray:
     """Probabilities from one unpadded forward pass per text: no batching, no sorting, no shared code."""
     import torch

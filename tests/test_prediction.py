@@ -37,25 +37,6 @@ def classifier(tiny_classifier_dir):
 
 
 @pytest.fixture(scope="module")
-def varied_classifier_dir(tiny_classifier_dir, tmp_path_factory) -> Path:
-    """The tiny classifier with larger random weights: at the default init every text gets nearly the same
-    probabilities, which would let a test pass with texts in the wrong order. Here labels and scores vary."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("varied-classifier")
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier_dir)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() > 1:
-                param.normal_(0.0, 0.4)
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_classifier_dir).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def varied(varied_classifier_dir):
     return prediction.load_for_inference(varied_classifier_dir, device="cpu")
 
