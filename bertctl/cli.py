@@ -365,6 +365,7 @@ def pretrain(
     max_steps: Annotated[Optional[int], typer.Option(help="stop after this many optimizer steps")] = None,
     mlm_probability: Annotated[float, typer.Option(help="share of tokens selected for prediction")] = 0.15,
     whole_word_masking: Annotated[bool, typer.Option("--whole-word-masking", help="select whole words: a word's ## pieces are masked together")] = False,
+    next_sentence: Annotated[bool, typer.Option("--nsp", help="also train next-sentence prediction on texts cut at a sentence boundary (50% real next / 50% random)")] = False,
     heldout_fraction: Annotated[float, typer.Option(help="share of texts held out to score MLM loss/accuracy before and after")] = 0.1,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in the output dir")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace what the output dir holds")] = False,
@@ -382,6 +383,7 @@ def pretrain(
     options = PretrainOptions(
         epochs=epochs, max_steps=max_steps, mlm_probability=mlm_probability, whole_word_masking=whole_word_masking,
         heldout_fraction=heldout_fraction, data=None if data is None else str(data), text_column=text_column,
+        next_sentence=next_sentence,
     )
     loaded = load_recipe(recipe, overrides)
     result = run_pretraining(loaded, options, output_dir=output_dir, resume=resume, overwrite=overwrite, stop_after_steps=stop_after_steps)

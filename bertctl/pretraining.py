@@ -15,6 +15,10 @@ whole-word masking (a) silently drops the 80/10/10 replacement (it forces mask_r
 by character offsets, so "store." is one word with its period, and (c) needs offset mappings in every example.
 Masks also come from a generator seeded per example by (seed, epoch, example index), so a resumed run and the
 held-out evaluation see exactly the same masks without depending on the global RNG.
+
+With next-sentence prediction (`--nsp`, BertForPreTraining), each multi-sentence text is cut at a random sentence
+boundary into `[CLS] A [SEP] B [SEP]`: half the time B is the rest of the text (label 0, "is next"), half the time
+the rest of another text (label 1, "random"), drawn anew each epoch from the same per-example generator.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -119,6 +124,7 @@ class MaskingCollator:
         whole_word_masking: bool = False,
         seed: int = 0,
         pad_to_multiple_of: int | None = None,
+        pairs: "NextSentencePairs | None" = None,
     ):
         import torch
 
@@ -139,6 +145,7 @@ class MaskingCollator:
         tokens = tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
         self.is_continuation = torch.tensor([bool(t) and t.startswith("##") for t in tokens], dtype=torch.bool)
         self.generator = torch.Generator().manual_seed(seed)
+        self.pairs = pairs  # when set, examples are {"index": i} and become NSP pairs here
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -151,6 +158,15 @@ class MaskingCollator:
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, "torch.Tensor"]:
         import torch
 
+        next_sentence_labels = None
+        if self.pairs is not None:
+            built = []
+            for example in examples:
+                index = int(example["index"])
+                gen = torch.Generator().manual_seed(example_seed(self.seed, self.epoch, index) ^ NSP_SALT)
+                built.append(self.pairs.build(index, gen))
+            examples = [{"input_ids": ids, "token_type_ids": types, "index": e["index"]} for (ids, types, _), e in zip(built, examples)]
+            next_sentence_labels = torch.tensor([label for _, _, label in built], dtype=torch.long)
         batch = self.pad(examples)
         ids = batch["input_ids"]
         maskable = self.maskable(ids, batch["attention_mask"])
@@ -175,7 +191,86 @@ class MaskingCollator:
             inputs, labels = torch.cat(rows_in), torch.cat(rows_lab)
         batch["input_ids"] = inputs
         batch["labels"] = labels
+        if next_sentence_labels is not None:
+            batch["next_sentence_label"] = next_sentence_labels
         return batch
+
+
+# ---------------------------------------------------------------------------------------------
+# next-sentence prediction pairs
+
+# a sentence ends at . ! or ? (optionally closed by a quote or bracket) followed by space and a capital or digit;
+# "U.S. stocks" or "3.5 percent" do not split
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
+NSP_SALT = 0x4E5350  # separates the NSP draws from the masking draws of the same example
+
+
+def split_sentences(text: str) -> list[str]:
+    """A text's sentences (a heuristic good enough for NSP: it only needs plausible boundaries)."""
+    return [part for part in (p.strip() for p in _SENTENCE_END.split(text.strip())) if part]
+
+
+class NextSentencePairs:
+    """BERT's next-sentence examples from texts split into sentences (token ids without special tokens).
+
+    For text i with n >= 2 sentences: cut after sentence k (uniform in 1..n-1); A = sentences before the cut; with
+    probability 1/2 B = the sentences after it (label 0), else B = the sentences of another text from `pool`
+    starting at a random one (label 1). Texts with one sentence become `[CLS] A [SEP]` with label -100 (ignored by
+    the NSP loss; they still train the MLM). A and B are trimmed from their ends, longest first, to max_length.
+    """
+
+    def __init__(self, sentence_ids: list[list[list[int]]], pool: Sequence[int], *, cls_id: int, sep_id: int, max_length: int):
+        self.sentences = sentence_ids
+        self.pool = list(pool)
+        self.cls_id, self.sep_id, self.max_length = cls_id, sep_id, max_length
+
+    def length(self, index: int) -> int:
+        """The untrimmed length of text `index` as a pair (for length-grouped batching)."""
+        return min(self.max_length, sum(len(s) for s in self.sentences[index]) + 3)
+
+    def build(self, index: int, generator: "torch.Generator") -> tuple[list[int], list[int], int]:
+        """(input_ids, token_type_ids, next_sentence_label) for text `index`."""
+        import torch
+
+        def draw(high: int) -> int:
+            return int(torch.randint(high, (1,), generator=generator))
+
+        sentences = self.sentences[index]
+        if len(sentences) < 2:
+            first, second, label = [t for s in sentences for t in s], [], IGNORE_INDEX
+        else:
+            cut = 1 + draw(len(sentences) - 1)
+            first = [t for s in sentences[:cut] for t in s]
+            if float(torch.rand((), generator=generator)) < 0.5 or len(self.pool) < 2:
+                second, label = [t for s in sentences[cut:] for t in s], 0
+            else:
+                other = index
+                while other == index:
+                    other = self.pool[draw(len(self.pool))]
+                others = self.sentences[other]
+                second, label = [t for s in others[draw(len(others)) :] for t in s], 1
+        budget = self.max_length - (3 if second or label != IGNORE_INDEX else 2)
+        while len(first) + len(second) > budget:
+            if len(first) >= len(second):
+                first.pop()
+            else:
+                second.pop()
+        if label == IGNORE_INDEX:
+            return [self.cls_id, *first, self.sep_id], [0] * (len(first) + 2), label
+        ids = [self.cls_id, *first, self.sep_id, *second, self.sep_id]
+        return ids, [0] * (len(first) + 2) + [1] * (len(second) + 1), label
+
+
+def sentence_token_ids(tokenizer, texts: Sequence[str]) -> list[list[list[int]]]:
+    """Each text's sentences as WordPiece ids (no special tokens), tokenized in one batch."""
+    split = [split_sentences(t) or [t] for t in texts]
+    flat = [s for sentences in split for s in sentences]
+    ids = tokenizer(flat, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    out, at = [], 0
+    for sentences in split:
+        out.append(ids[at : at + len(sentences)])
+        at += len(sentences)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,10 +282,11 @@ def _checkpoint_has_mlm_head(missing_keys: Sequence[str]) -> bool:
     return not any(key.startswith("cls.predictions.transform") for key in missing_keys)
 
 
-def load_masked_lm(name: str, *, base_dir: Path | None = None, require_head: bool = True):
+def load_masked_lm(name: str, *, base_dir: Path | None = None, require_head: bool = True, next_sentence: bool = False):
     """(BertForMaskedLM-like model, tokenizer, head_was_in_checkpoint). Refuses a model without an MLM head when
-    `require_head`: its [MASK] predictions would come from a randomly initialised layer."""
-    from transformers import AutoModelForMaskedLM
+    `require_head`: its [MASK] predictions would come from a randomly initialised layer. With `next_sentence`, a
+    BertForPreTraining (MLM + NSP heads, and the pooler the NSP head reads)."""
+    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining
 
     from bertctl.attention import quiet_transformers
     from bertctl.modeling import check_weights_are_safe, load_tokenizer, resolve_model
@@ -200,7 +296,8 @@ def load_masked_lm(name: str, *, base_dir: Path | None = None, require_head: boo
         check_weights_are_safe(resolved.location)
     try:
         with quiet_transformers():
-            model, info = AutoModelForMaskedLM.from_pretrained(resolved.location, output_loading_info=True, use_safetensors=True, trust_remote_code=False)
+            auto = AutoModelForPreTraining if next_sentence else AutoModelForMaskedLM
+            model, info = auto.from_pretrained(resolved.location, output_loading_info=True, use_safetensors=True, trust_remote_code=False)
     except Exception as exc:
         raise ModelError(
             f"could not load {name!r} as a masked-language model: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
@@ -284,8 +381,9 @@ def print_fill_mask(console, result: FillMaskResult) -> None:
 # the MLM loss, computed where it counts
 
 
-def selected_logits(mlm, batch: dict[str, "torch.Tensor"]) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """(logits, labels) at the selected (label != -100) positions only.
+def pretraining_logits(model, batch: dict[str, "torch.Tensor"]) -> dict[str, tuple["torch.Tensor", "torch.Tensor"]]:
+    """{"mlm": (logits, labels) at the selected (label != -100) positions, "nsp": (logits, labels) per example
+    when the model has an NSP head and the batch NSP labels}.
 
     BertForMaskedLM projects every position onto the 30k-token vocabulary, though only ~15% carry a label; the
     projection and its softmax dominate a small model's step. Running the head on the selected positions gives
@@ -293,12 +391,22 @@ def selected_logits(mlm, batch: dict[str, "torch.Tensor"]) -> tuple["torch.Tenso
     """
     labels = batch["labels"]
     selected = labels != IGNORE_INDEX
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    head = getattr(mlm, "cls", None)
-    if head is None:
-        return mlm(**inputs).logits[selected], labels[selected]
-    hidden = mlm.base_model(**inputs).last_hidden_state
-    return head(hidden[selected]), labels[selected]
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "next_sentence_label")}
+    head = getattr(model, "cls", None)
+    predictions = getattr(head, "predictions", None)  # BertOnlyMLMHead and BertPreTrainingHeads both have one
+    if predictions is None:
+        return {"mlm": (model(**inputs).logits[selected], labels[selected])}
+    encoded = model.base_model(**inputs)
+    out = {"mlm": (predictions(encoded.last_hidden_state[selected]), labels[selected])}
+    next_sentence = getattr(head, "seq_relationship", None)
+    if next_sentence is not None and "next_sentence_label" in batch:
+        out["nsp"] = (next_sentence(encoded.pooler_output), batch["next_sentence_label"])
+    return out
+
+
+def selected_logits(mlm, batch: dict[str, "torch.Tensor"]) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """(logits, labels) at the selected (label != -100) positions only; see `pretraining_logits`."""
+    return pretraining_logits(mlm, batch)["mlm"]
 
 
 def selected_positions_mlm(mlm):
@@ -314,10 +422,17 @@ def selected_positions_mlm(mlm):
         def forward(self, **batch):
             from types import SimpleNamespace
 
-            logits, gold = selected_logits(self.mlm, batch)
-            if gold.numel() == 0:  # nothing selected in this batch: a zero loss that keeps the graph
-                return SimpleNamespace(loss=logits.sum() * 0.0, logits=logits)
-            return SimpleNamespace(loss=torch.nn.functional.cross_entropy(logits.float(), gold), logits=logits)
+            outputs = pretraining_logits(self.mlm, batch)
+            logits, gold = outputs["mlm"]
+            # an empty selection gives a zero loss that keeps the graph (every process must run backward)
+            loss = torch.nn.functional.cross_entropy(logits.float(), gold) if gold.numel() else logits.sum() * 0.0
+            if "nsp" in outputs:  # BERT's pre-training loss: MLM + NSP, unweighted
+                nsp_logits, nsp_gold = outputs["nsp"]
+                if bool((nsp_gold != IGNORE_INDEX).any()):
+                    loss = loss + torch.nn.functional.cross_entropy(nsp_logits.float(), nsp_gold, ignore_index=IGNORE_INDEX)
+                else:
+                    loss = loss + nsp_logits.sum() * 0.0
+            return SimpleNamespace(loss=loss, logits=logits)
 
     return SelectedPositionsMLM(mlm)
 
@@ -332,25 +447,31 @@ def evaluate_mlm(model, batches: list[dict[str, "torch.Tensor"]], device=None) -
 
     was_training = model.training
     model.eval()
-    loss_sum, correct, total = 0.0, 0, 0
+    sums = {"mlm": [0.0, 0, 0], "nsp": [0.0, 0, 0]}  # loss sum, correct, count
     with torch.inference_mode():
         for batch in batches:
             if device is not None:
                 batch = {k: v.to(device) for k, v in batch.items()}
-            picked, gold = selected_logits(model, batch)
-            if gold.numel() == 0:
-                continue
-            picked = picked.float()
-            loss_sum += float(torch.nn.functional.cross_entropy(picked, gold, reduction="sum"))
-            correct += int((picked.argmax(-1) == gold).sum())
-            total += int(gold.numel())
+            for task, (logits, gold) in pretraining_logits(model, batch).items():
+                keep = gold != IGNORE_INDEX
+                logits, gold = logits[keep].float(), gold[keep]
+                if gold.numel() == 0:
+                    continue
+                sums[task][0] += float(torch.nn.functional.cross_entropy(logits, gold, reduction="sum"))
+                sums[task][1] += int((logits.argmax(-1) == gold).sum())
+                sums[task][2] += int(gold.numel())
     if was_training:
         model.train()
-    return {
+    loss_sum, correct, total = sums["mlm"]
+    scores = {
         "mlm_loss": loss_sum / total if total else float("nan"),
         "mlm_accuracy": correct / total if total else float("nan"),
         "masked_tokens": total,
     }
+    loss_sum, correct, total = sums["nsp"]
+    if total:
+        scores.update({"nsp_loss": loss_sum / total, "nsp_accuracy": correct / total, "nsp_pairs": total})
+    return scores
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,6 +489,7 @@ class PretrainOptions:
     heldout_fraction: float = 0.1
     data: str | None = None  # unlabeled text file (csv/tsv/jsonl/parquet/txt) instead of the recipe's train texts
     text_column: str = "text"
+    next_sentence: bool = False  # also train BERT's next-sentence prediction (BertForPreTraining)
 
     def check(self) -> None:
         problems = []
@@ -447,13 +569,45 @@ def _pooler_tensors(location: str) -> dict[str, Any]:
 
 def _check_resume_options(run_dir: Path, options: PretrainOptions) -> dict[str, Any]:
     saved = json.loads((run_dir / OPTIONS_FILE).read_text(encoding="utf-8")) if (run_dir / OPTIONS_FILE).is_file() else {}
-    diffs = [f"{k}: saved {saved.get('options', {}).get(k)!r}, now {v!r}" for k, v in asdict(options).items() if saved.get("options", {}).get(k) != v]
+    # an option the saved file lacks was added later and had its default then
+    defaults = asdict(PretrainOptions())
+    was = {k: saved.get("options", {}).get(k, defaults[k]) for k in defaults}
+    diffs = [f"{k}: saved {was[k]!r}, now {v!r}" for k, v in asdict(options).items() if was[k] != v]
     if diffs:
         raise RunError(
             f"the pretrain options differ from those {run_dir} was started with:\n    " + "\n    ".join(diffs),
             fix="resume with the original options, or start over with --overwrite",
         )
     return saved
+
+
+def _scores_line(scores: dict[str, Any]) -> str:
+    line = f"MLM loss {scores['mlm_loss']:.4f}, masked-token accuracy {scores['mlm_accuracy']:.4f}"
+    if "nsp_accuracy" in scores:
+        line += f", NSP accuracy {scores['nsp_accuracy']:.4f}"
+    return line
+
+
+def _pairs_note(scores: dict[str, Any]) -> str:
+    return f", {scores['nsp_pairs']} sentence pairs" if "nsp_pairs" in scores else ""
+
+
+def next_sentence_pairs(tokenizer, texts, pairs, train_ids, heldout_ids, recipe: "Recipe", source: str) -> tuple[NextSentencePairs, NextSentencePairs]:
+    """NSP pair builders for the training and held-out texts (each draws its random B from its own side)."""
+    if pairs is not None:
+        raise BertctlError(
+            f"--nsp builds sentence pairs by cutting single texts, but {recipe.source} already feeds text pairs (data.text_pair)",
+            fix="drop --nsp, or pretrain on single texts with --data FILE",
+        )
+    sentence_ids = sentence_token_ids(tokenizer, texts)
+    several = [i for i in train_ids if len(sentence_ids[i]) >= 2]
+    if len(several) < 2:
+        raise DataError(
+            f"{source}: --nsp needs texts of two or more sentences, and {len(several)} of the {len(train_ids)} training texts have them",
+            fix="drop --nsp (MLM alone), or pretrain on text with sentence boundaries (--data FILE)",
+        )
+    settings = dict(cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, max_length=recipe.model.max_length)
+    return NextSentencePairs(sentence_ids, train_ids, **settings), NextSentencePairs(sentence_ids, heldout_ids, **settings)
 
 
 def pretrain(
@@ -515,16 +669,19 @@ def pretrain(
             fix=f"lower it: bertctl pretrain {recipe.source} train.batch_size={max(1, len(train_examples) // accelerator.num_processes)}",
         )
 
+    train_pairs = heldout_pairs = None
+    if options.next_sentence:
+        train_pairs, heldout_pairs = next_sentence_pairs(tokenizer, texts, pairs, train_ids, heldout_ids, recipe, source)
     collate_settings = dict(mlm_probability=options.mlm_probability, whole_word_masking=options.whole_word_masking)
-    collator = MaskingCollator(tokenizer, seed=recipe.train.seed, pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None, **collate_settings)
-    heldout_collator = MaskingCollator(tokenizer, seed=HELDOUT_MASK_SEED, **collate_settings)
+    collator = MaskingCollator(tokenizer, seed=recipe.train.seed, pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None, pairs=train_pairs, **collate_settings)
+    heldout_collator = MaskingCollator(tokenizer, seed=HELDOUT_MASK_SEED, pairs=heldout_pairs, **collate_settings)
     heldout_batches = [heldout_collator(heldout_examples[i : i + recipe.train.eval_batch_size]) for i in range(0, len(heldout_examples), recipe.train.eval_batch_size)]
     batches = T.LengthGroupedBatches([len(e["input_ids"]) for e in train_examples], recipe.train.batch_size, recipe.train.seed, recipe.train.group_by_length)
     # with no generator a DataLoader iterator draws its seed from the global RNG, shifting dropout (and resume)
     train_loader = DataLoader(train_examples, batch_sampler=batches, collate_fn=collator, generator=torch.Generator().manual_seed(recipe.train.seed))
 
     resolved = resolve_model(recipe.model.name, base_dir=recipe.base_dir_path)
-    model, _, had_head = load_masked_lm(recipe.model.name, base_dir=recipe.base_dir_path, require_head=False)
+    model, _, had_head = load_masked_lm(recipe.model.name, base_dir=recipe.base_dir_path, require_head=False, next_sentence=options.next_sentence)
     model.train()
     pooler = _pooler_tensors(resolved.location) if resolved.is_local else {}
     mlm = model
@@ -566,8 +723,9 @@ def pretrain(
     bar.message(
         f"{what}: {recipe.model.name} with {head}; {len(train_examples)} texts ({len(heldout_examples)} held out), "
         f"{total_steps} steps, {options.mlm_probability:.0%} masking{' (whole words)' if options.whole_word_masking else ''}"
+        + (" + next-sentence prediction" if options.next_sentence else "")
     )
-    bar.message(f"held-out before: MLM loss {before['mlm_loss']:.4f}, masked-token accuracy {before['mlm_accuracy']:.4f} ({before['masked_tokens']} masked tokens)")
+    bar.message(f"held-out before: {_scores_line(before)} ({before['masked_tokens']} masked tokens{_pairs_note(before)})")
 
     segment_start = time.perf_counter()
 
@@ -582,7 +740,7 @@ def pretrain(
         scores = evaluate_mlm(accelerator.unwrap_model(model).mlm, heldout_batches, accelerator.device)
         state.last_metrics = scores
         log.write({"type": "eval", "step": state.global_step, "epoch": round(epoch_float, 4), **scores})
-        bar.message(f"held-out step {state.global_step}: MLM loss {scores['mlm_loss']:.4f}, masked-token accuracy {scores['mlm_accuracy']:.4f}")
+        bar.message(f"held-out step {state.global_step}: {_scores_line(scores)}")
 
     done = state.global_step >= total_steps
     with T.StopRequested() as stop:
@@ -621,7 +779,7 @@ def pretrain(
     after = evaluate_mlm(accelerator.unwrap_model(model).mlm, heldout_batches, accelerator.device)
     state.train_seconds += time.perf_counter() - segment_start
     metrics = {
-        "task": "masked-lm",
+        "task": "masked-lm + next-sentence" if options.next_sentence else "masked-lm",
         "base_model": recipe.model.name,
         "fresh_mlm_head": not had_head,
         "heldout": {"before": before, "after": after, "mask_seed": HELDOUT_MASK_SEED},
@@ -631,6 +789,8 @@ def pretrain(
         "mlm_accuracy_after": after["mlm_accuracy"],
         "mlm_probability": options.mlm_probability,
         "whole_word_masking": options.whole_word_masking,
+        "next_sentence_prediction": options.next_sentence,
+        **({"nsp_accuracy_before": before.get("nsp_accuracy"), "nsp_accuracy_after": after.get("nsp_accuracy")} if options.next_sentence else {}),
         "texts_source": source,
         "train_examples": len(train_examples),
         "heldout_examples": len(heldout_examples),
@@ -708,6 +868,9 @@ def model_card(run_dir: Path, recipe: "Recipe", m: dict[str, Any]) -> str:
     t = recipe.train
     b, a = m["heldout"]["before"], m["heldout"]["after"]
     head = "a freshly initialised MLM head (the base checkpoint had none)" if m["fresh_mlm_head"] else "the base checkpoint's MLM head"
+    nsp = ""
+    if m.get("next_sentence_prediction"):
+        nsp = f"; next-sentence prediction (50% real next, 50% random), held-out NSP accuracy {b.get('nsp_accuracy', float('nan')):.4f} -> {a.get('nsp_accuracy', float('nan')):.4f}"
     return f"""---
 library_name: transformers
 pipeline_tag: fill-mask
@@ -725,7 +888,7 @@ starting from {head}, on {m['train_examples']} texts of {m['texts_source']}.
 | after | {a['mlm_loss']:.4f} | {a['mlm_accuracy']:.4f} |
 
 ## Settings
-{m['mlm_probability']:.0%} of tokens selected (80% [MASK], 10% random, 10% unchanged){', whole-word masking' if m['whole_word_masking'] else ''};
+{m['mlm_probability']:.0%} of tokens selected (80% [MASK], 10% random, 10% unchanged){', whole-word masking' if m['whole_word_masking'] else ''}{nsp};
 {m['global_steps']} steps, batch {t.batch_size} x {t.gradient_accumulation_steps} accumulation, lr {t.learning_rate}
 ({t.scheduler}, warmup {t.warmup_ratio}), weight decay {t.weight_decay}, max_length {recipe.model.max_length}, seed {t.seed};
 {m['wall_time_s']} s on {m['num_processes']} x {m['device']}.
@@ -746,7 +909,8 @@ def print_pretrain_summary(result: PretrainResult) -> None:
     print(
         f"\ndone: held-out MLM loss {b['mlm_loss']:.4f} -> {a['mlm_loss']:.4f}, masked-token accuracy {b['mlm_accuracy']:.4f} -> {a['mlm_accuracy']:.4f}"
         f" ({m['heldout_examples']} texts, same masks)\n"
-        f"      {m['global_steps']} steps in {m['wall_time_s']:.0f} s ({m['train_samples_per_s']:.1f} samples/s, {m['num_processes']} x {m['device']})\n"
+        + (f"      held-out NSP accuracy {b['nsp_accuracy']:.4f} -> {a['nsp_accuracy']:.4f} ({b['nsp_pairs']} sentence pairs)\n" if "nsp_accuracy" in b else "")
+        + f"      {m['global_steps']} steps in {m['wall_time_s']:.0f} s ({m['train_samples_per_s']:.1f} samples/s, {m['num_processes']} x {m['device']})\n"
         f"      saved to {result.run_dir}\n"
         f"next: set [model] name = \"{result.run_dir.resolve()}\" in a recipe and bertctl train it\n"
         f'      bertctl fill-mask --model {result.run_dir} "some text with [MASK]"',

@@ -12,12 +12,14 @@ from bertctl.cli import app
 from bertctl.pretraining import (
     IGNORE_INDEX,
     MaskingCollator,
+    NextSentencePairs,
     PretrainOptions,
     fill_mask,
     load_masked_lm,
     mask_tokens,
     selected_logits,
     split_heldout,
+    split_sentences,
 )
 from tests.conftest import agnews_rows, write_csv
 
@@ -343,3 +345,105 @@ def test_pretraining_predict_fill_mask_routes_to_fill_mask(tiny_mlm_dir):
     assert [c["token"] for c in json.loads(result.output)["masks"][0]["candidates"]] == ["store", "market"]
     result = runner.invoke(app, ["predict", "--fill-mask", "Stocks [MASK] sharply."])
     assert result.exit_code == 2 and "--model" in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# next-sentence prediction
+
+
+def test_pretraining_split_sentences_keeps_abbreviations_and_quotes():
+    assert split_sentences('He said "yes." Then U.S. stocks rose 3.5 percent. Oil fell! (Reuters) More.') == [
+        'He said "yes."', "Then U.S. stocks rose 3.5 percent.", "Oil fell!", "(Reuters) More.",
+    ]
+    assert split_sentences("one sentence only") == ["one sentence only"]
+
+
+def nsp_texts(n_multi: int = 300, n_single: int = 50) -> list[list[list[int]]]:
+    """Texts as sentence-token lists whose ids say where they come from: text i, sentence j -> 1000*i + 10*j + k."""
+    texts = []
+    for i in range(n_multi + n_single):
+        sentences = 1 if i >= n_multi else 2 + i % 4
+        texts.append([[1000 * i + 10 * j + k for k in range(1 + (i + j) % 5)] for j in range(sentences)])
+    return texts
+
+
+def test_pretraining_nsp_pairs_are_half_real_half_random_with_segments():
+    texts = nsp_texts()
+    pairs = NextSentencePairs(texts, range(len(texts)), cls_id=-1, sep_id=-2, max_length=64)
+    labels = []
+    for i in range(len(texts)):
+        for epoch in range(10):
+            ids, types, label = pairs.build(i, torch.Generator().manual_seed(epoch * 100_003 + i))
+            labels.append(label)
+            assert len(ids) == len(types) <= 64 and ids[0] == -1 and ids[-1] == -2
+            if len(texts[i]) == 1:  # one sentence: no NSP example, just [CLS] A [SEP]
+                assert label == IGNORE_INDEX and ids.count(-2) == 1 and set(types) == {0}
+                continue
+            sep = ids.index(-2)
+            first, second = ids[1:sep], ids[sep + 1 : -1]
+            assert types == [0] * (sep + 1) + [1] * (len(second) + 1)
+            assert first and second and {t // 1000 for t in first} == {i}
+            owners = {t // 1000 for t in second}
+            if label == 0:  # B continues A in the same text, from the next sentence on
+                assert owners == {i} and second[0] % 1000 // 10 == first[-1] % 1000 // 10 + 1
+            else:
+                assert label == 1 and len(owners) == 1 and owners != {i}
+    real = [label for label in labels if label != IGNORE_INDEX]
+    assert len(real) == 3000
+    assert abs(sum(1 for label in real if label == 0) / len(real) - 0.5) < 0.04  # 0.5 +- 4.4 sd
+
+
+def test_pretraining_nsp_pairs_are_trimmed_to_max_length_and_depend_on_the_generator_only():
+    texts = [[list(range(100, 160)), list(range(200, 240))], [list(range(300, 390)), [400, 401]], [[500, 501]]]
+    pairs = NextSentencePairs(texts, [0, 1], cls_id=1, sep_id=2, max_length=32)
+    for i in range(3):
+        for seed in range(20):
+            a = pairs.build(i, torch.Generator().manual_seed(seed))
+            assert len(a[0]) <= 32 and a == pairs.build(i, torch.Generator().manual_seed(seed))
+
+
+def test_pretraining_collator_builds_nsp_batches(tokenizer):
+    from bertctl.pretraining import sentence_token_ids
+
+    texts = ["Stocks fell sharply. Oil rose again.", "The cup final is tonight. Fans queue early.", "No second sentence here"]
+    ids = sentence_token_ids(tokenizer, texts)
+    assert [len(s) for s in ids] == [2, 2, 1]
+    pairs = NextSentencePairs(ids, [0, 1, 2], cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, max_length=64)
+    collator = MaskingCollator(tokenizer, seed=3, pairs=pairs)
+    batch = collator([{"index": i} for i in range(3)])
+    assert batch["next_sentence_label"].tolist()[2] == IGNORE_INDEX and set(batch["next_sentence_label"].tolist()[:2]) <= {0, 1}
+    assert batch["token_type_ids"][0].max() == 1 and batch["token_type_ids"][2].max() == 0
+    assert batch["input_ids"].shape == batch["labels"].shape
+    again = collator([{"index": i} for i in range(3)])
+    assert torch.equal(again["input_ids"], batch["input_ids"])  # same seed, epoch and index: same pairs and masks
+
+
+def test_pretraining_with_nsp_trains_both_heads_and_fine_tunes(small_recipe, tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, BertForPreTraining
+
+    rows = [r["text"] for r in agnews_rows("train", 200)]
+    text_file = tmp_path / "news.txt"
+    text_file.write_text("\n".join(f"{t} Second sentence {i} follows here." for i, t in enumerate(rows)) + "\n", encoding="utf-8")
+    out = tmp_path / "nsp"
+    result = runner.invoke(app, ["pretrain", str(small_recipe), "--data", str(text_file), "--nsp", "--max-steps", "6", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "NSP accuracy" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["next_sentence_prediction"] is True and metrics["task"] == "masked-lm + next-sentence"
+    before, after = metrics["heldout"]["before"], metrics["heldout"]["after"]
+    assert before["nsp_pairs"] == after["nsp_pairs"] == metrics["heldout_examples"] == 20
+    assert 0.0 <= after["nsp_accuracy"] <= 1.0 and after["mlm_loss"] < before["mlm_loss"]
+    _, info = BertForPreTraining.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"]  # MLM head, NSP head and pooler were all saved
+    _, info = AutoModelForMaskedLM.from_pretrained(out, output_loading_info=True)
+    assert not [k for k in info["missing_keys"] if k.startswith("cls.")]
+    _, info = AutoModelForSequenceClassification.from_pretrained(out, num_labels=4, output_loading_info=True)
+    assert sorted(info["missing_keys"]) == ["classifier.bias", "classifier.weight"]
+
+
+def test_pretraining_nsp_refuses_text_without_sentence_boundaries(small_recipe, tmp_path):
+    text_file = tmp_path / "short.txt"
+    text_file.write_text("\n".join(f"headline number {i}" for i in range(50)) + "\n", encoding="utf-8")
+    result = runner.invoke(app, ["pretrain", str(small_recipe), "--data", str(text_file), "--nsp", "--max-steps", "1", "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "two or more sentences" in result.output and "drop --nsp" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "x").exists()
