@@ -564,18 +564,38 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256((text + extra).encode()).hexdigest()[:16]
 
 
+def hub_fingerprints(recipe: Recipe) -> dict[str, str] | None:
+    """`datasets`' own fingerprint of each hub split the recipe names (they change when the downloaded data or
+    its version does); None when a split can't be loaded, so the caller skips the cache and load_data reports why."""
+    from datasets import load_dataset
+
+    out = {}
+    for split in SPLITS:
+        name = getattr(recipe.data, split)
+        if name is None:
+            continue
+        try:
+            out[split] = load_dataset(recipe.data.dataset, recipe.data.subset, split=name)._fingerprint
+        except Exception:
+            return None
+    return out
+
+
 def cache_key(recipe: Recipe, tokenizer) -> str | None:
     """A key that changes whenever the tokenized data would: file bytes, data settings, tokenizer, max_length."""
-    if recipe.uses_hub_dataset:
-        return None  # `datasets` caches the download itself; hub splits are tokenized afresh each run
     parts: dict[str, Any] = {
         "version": CACHE_VERSION,
         "data": recipe.to_dict()["data"],
         "seed": recipe.train.seed,
         "max_length": recipe.model.max_length,
         "tokenizer": tokenizer_fingerprint(tokenizer),
-        "files": {split: _hash_file(p) for split in SPLITS if (p := recipe.data_path(split)) is not None},
     }
+    if recipe.uses_hub_dataset:
+        parts["hub"] = hub_fingerprints(recipe)
+        if parts["hub"] is None:
+            return None
+    else:
+        parts["files"] = {split: _hash_file(p) for split in SPLITS if (p := recipe.data_path(split)) is not None}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -594,3 +594,23 @@ def test_data_hub_unknown_split_is_a_data_error(monkeypatch):
     with pytest.raises(DataError) as excinfo:
         load_data(load_recipe(REPO / "recipes" / "mrpc.toml"))
     assert "nyu-mll/glue/mrpc[validation]" in excinfo.value.message and "Unknown split" in excinfo.value.message
+
+
+def test_data_hub_splits_are_tokenized_once_and_cached_by_fingerprint(monkeypatch, bundled_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_tokenizer_dir)
+    recipe = load_recipe(REPO / "recipes" / "mrpc.toml")
+    fake_hub(monkeypatch, {"train": mrpc_split([0, 1, 1, 0, 1]), "validation": mrpc_split([1, 0])})
+    first = tokenize_data(recipe, tokenizer)
+    second = tokenize_data(recipe, tokenizer)
+    assert not first.from_cache and second.from_cache and second.cache_dir == first.cache_dir
+    assert second.splits["train"]["input_ids"] == first.splits["train"]["input_ids"]
+    # new data behind the same hub id (another revision): another fingerprint, so tokenized afresh
+    fake_hub(monkeypatch, {"train": mrpc_split([1, 1, 0, 0, 1, 0]), "validation": mrpc_split([1, 0])})
+    changed = tokenize_data(recipe, tokenizer)
+    assert not changed.from_cache and changed.cache_dir != first.cache_dir and len(changed.splits["train"]) == 6
+    # a split that can't be loaded skips the cache, and loading reports the problem
+    fake_hub(monkeypatch, {"train": mrpc_split([0, 1])})
+    with pytest.raises(DataError, match="validation"):
+        tokenize_data(recipe, tokenizer)
