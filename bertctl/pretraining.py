@@ -31,7 +31,7 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -224,10 +224,6 @@ class NextSentencePairs:
         self.pool = list(pool)
         self.cls_id, self.sep_id, self.max_length = cls_id, sep_id, max_length
 
-    def length(self, index: int) -> int:
-        """The untrimmed length of text `index` as a pair (for length-grouped batching)."""
-        return min(self.max_length, sum(len(s) for s in self.sentences[index]) + 3)
-
     def build(self, index: int, generator: "torch.Generator") -> tuple[list[int], list[int], int]:
         """(input_ids, token_type_ids, next_sentence_label) for text `index`."""
         import torch
@@ -249,7 +245,7 @@ class NextSentencePairs:
                     other = self.pool[draw(len(self.pool))]
                 others = self.sentences[other]
                 second, label = [t for s in others[draw(len(others)) :] for t in s], 1
-        budget = self.max_length - (3 if second or label != IGNORE_INDEX else 2)
+        budget = self.max_length - (2 if label == IGNORE_INDEX else 3)  # special tokens: [CLS] A [SEP] (B [SEP])
         while len(first) + len(second) > budget:
             if len(first) >= len(second):
                 first.pop()
@@ -404,14 +400,9 @@ def pretraining_logits(model, batch: dict[str, "torch.Tensor"]) -> dict[str, tup
     return out
 
 
-def selected_logits(mlm, batch: dict[str, "torch.Tensor"]) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """(logits, labels) at the selected (label != -100) positions only; see `pretraining_logits`."""
-    return pretraining_logits(mlm, batch)["mlm"]
-
-
 def selected_positions_mlm(mlm):
     """A module around `mlm` whose `forward(**batch).loss` is the MLM loss over the selected positions only
-    (see `selected_logits`); accelerate prepares the wrapper, so gradients still sync across processes."""
+    (see `pretraining_logits`); accelerate prepares the wrapper, so gradients still sync across processes."""
     import torch
 
     class SelectedPositionsMLM(torch.nn.Module):

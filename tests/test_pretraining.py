@@ -17,7 +17,7 @@ from bertctl.pretraining import (
     fill_mask,
     load_masked_lm,
     mask_tokens,
-    selected_logits,
+    pretraining_logits,
     split_heldout,
     split_sentences,
 )
@@ -176,7 +176,7 @@ def test_pretraining_selected_positions_loss_equals_full_mlm_loss(tiny_bert_dir,
     torch.manual_seed(0)
     model = BertForMaskedLM.from_pretrained(tiny_bert_dir).eval()
     batch = MaskingCollator(tokenizer, seed=1)(tokenized(tokenizer, [r["text"] for r in agnews_rows("train", 8)]))
-    logits, gold = selected_logits(model, batch)
+    logits, gold = pretraining_logits(model, batch)["mlm"]
     with torch.no_grad():
         full = model(**batch).loss
         ours = torch.nn.functional.cross_entropy(logits, gold)

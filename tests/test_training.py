@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bertctl.cli import app
-from bertctl.errors import BertctlError, RunError
+from bertctl.errors import RunError
 from bertctl.recipe import load_recipe
 from bertctl.training import Interrupted, LengthGroupedBatches, PadCollator, checkpoints, train
 
