@@ -14,7 +14,6 @@ written into a temp dir that replaces the output dir only when complete.
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
 import os
@@ -24,7 +23,7 @@ import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from bertctl.errors import BertctlError, DataError, ModelError
 
@@ -251,70 +250,6 @@ def sinusoidal_table(positions: int, dim: int) -> "np.ndarray":
 # running a model
 
 
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Hide transformers' load reports (e.g. a classifier head that AutoModel drops): they are expected here."""
-    from transformers.utils import logging
-
-    before = logging.get_verbosity()
-    bars = logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(before)
-        if bars:
-            logging.enable_progress_bar()
-
-
-def resolve_model_location(model: str | None, *, trust_pickle: bool = False) -> tuple[str, str]:
-    """(display name, loadable dir or id) for --model: a run dir, a model dir or id; default runs/latest."""
-    from bertctl.modeling import check_weights_are_safe, resolve_model
-    from bertctl.runs import resolve_run_dir
-
-    if model is None:
-        run_dir = resolve_run_dir(None)
-        check_weights_are_safe(run_dir, trust_pickle=trust_pickle)
-        return str(run_dir), str(run_dir)
-    resolved = resolve_model(model)
-    if resolved.is_local:
-        check_weights_are_safe(resolved.location, trust_pickle=trust_pickle)
-    return model, resolved.location
-
-
-def load_encoder(location: str, *, trust_pickle: bool = False):
-    """The BERT encoder of any BERT checkpoint (task heads dropped), with attention weights it can return.
-
-    SDPA, the default attention in transformers v5, computes no attention matrix: output_attentions
-    then yields nothing, so the eager implementation is asked for explicitly. Pickle weights load only
-    with `trust_pickle` (the user's --trust-pickle).
-    """
-    from transformers import AutoModel
-
-    try:
-        with quiet_transformers():
-            model = AutoModel.from_pretrained(
-                location, attn_implementation="eager", use_safetensors=None if trust_pickle else True, trust_remote_code=False
-            )
-    except Exception as exc:
-        raise ModelError(
-            f"could not load a BERT encoder from {location}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            fix="name a run dir, a save_pretrained model dir or a cached hub id",
-        ) from exc
-    model.eval()
-    return model
-
-
-def load_tokenizer_at(location: str):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(location, trust_remote_code=False)
-    except Exception as exc:
-        raise ModelError(f"no usable tokenizer in {location}: {type(exc).__name__}", fix="the model dir needs its tokenizer files (tokenizer.json or vocab.txt)") from exc
-
-
 def run_attention(model, tokenizer, texts: list[str], pairs: list[str] | None = None, max_length: int = DEFAULT_MAX_LENGTH):
     """(encoding, attentions) for a batch: attentions as numpy (batch, layers, heads, n, n)."""
     import numpy as np
@@ -475,7 +410,10 @@ def attention_command(
         out = Path("attention") / slugify(name)
     check_out_dir(out)
 
-    display, location = resolve_model_location(model, trust_pickle=trust_pickle)
+    from bertctl.modeling import load_encoder, load_tokenizer, resolve_model_dir
+
+    location, _ = resolve_model_dir(model)
+    display = model if model is not None else location
     encoder = load_encoder(location, trust_pickle=trust_pickle)
     config = encoder.config
     report = AttentionReport(display, out, config.num_hidden_layers, config.num_attention_heads)
@@ -483,7 +421,7 @@ def attention_command(
     heads = _select(None if head is None else [head], report.heads, "head")
     report.shown_layers, report.shown_heads = layers, heads
 
-    tokenizer = load_tokenizer_at(location) if (texts or data is not None) else None
+    tokenizer = load_tokenizer(location) if (texts or data is not None) else None
     if texts:
         encoding, maps = run_attention(encoder, tokenizer, [texts[0]], [texts[1]] if len(texts) == 2 else None, text_length)
         ids = encoding["input_ids"][0].tolist()

@@ -290,7 +290,6 @@ def predict(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write predictions to a .jsonl or .csv/.tsv file (atomically)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per text on stdout: text, label, score, top_k")] = False,
     trust_pickle: TrustPickle = False,
-    fill_mask: Annotated[bool, typer.Option("--fill-mask", help="TEXT has [MASK]s: list likely tokens with a masked-LM model (bertctl pretrain output)")] = False,
     fast_path: Annotated[bool, typer.Option("--fast-path/--no-fast-path", help="CPU: compute only [CLS] in the last layer (same labels); --no-fast-path runs the stock transformers forward")] = True,
 ) -> None:
     """Label texts with a trained classifier; output keeps the input order.
@@ -298,13 +297,7 @@ def predict(
     bertctl predict "Stocks fell as oil prices rose" "Late goal wins the cup"
     bertctl predict --model runs/agnews --file headlines.txt --top-k 2 --json
     cat headlines.txt | bertctl predict - --output predictions.jsonl
-    bertctl predict --fill-mask --model runs/agnews-mlm "The man went to the [MASK]."
     """
-    if fill_mask:
-        if not texts or len(texts) != 1 or model is None:
-            raise BertctlError("--fill-mask takes one text with [MASK] and --model", fix='bertctl predict --fill-mask --model runs/agnews-mlm "The man went to the [MASK]."')
-        show_fill_mask(model, texts[0], top_k if top_k > 1 else 5, as_json)
-        return
     from bertctl import prediction
 
     if output is not None:
@@ -340,11 +333,8 @@ def fill_mask_cli(
 
     bertctl fill-mask --model runs/agnews-mlm "Stocks [MASK] as oil prices rose."
     """
-    show_fill_mask(model, text, top_k, as_json)
-
-
-def show_fill_mask(model: str, text: str, top_k: int, as_json: bool) -> None:
-    from bertctl.pretraining import fill_mask, print_fill_mask
+    from bertctl.prediction import fill_mask
+    from bertctl.reports import print_fill_mask
 
     result = fill_mask(model, text, top_k)
     if as_json:

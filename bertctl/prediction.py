@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -133,42 +133,6 @@ def configure_cpu_threads(threads: int | None = None) -> int:
     return torch.get_num_threads()
 
 
-def _model_location(model: str | Path | None) -> tuple[str, Path | None]:
-    """A local dir (checked like a run dir) or a hub id resolved through bertctl.modeling."""
-    from bertctl.modeling import resolve_model
-    from bertctl.runs import resolve_run_dir
-
-    if model is None or Path(model).expanduser().exists():
-        run_dir = resolve_run_dir(Path(model).expanduser() if model is not None else None)
-        return str(run_dir), run_dir
-    resolved = resolve_model(str(model))
-    return resolved.location, (Path(resolved.location) if resolved.is_local else None)
-
-
-def check_is_sequence_classifier(location: str | Path) -> None:
-    """Refuse a model whose config says it has no classification head, before its weights are read."""
-    path = Path(location) / "config.json"
-    if not path.is_file():
-        return
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: not a readable JSON config ({exc})", fix="restore config.json from the run, or re-save the model with save_pretrained") from None
-    architectures = config.get("architectures") or []
-    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
-        raise ModelError(
-            f"{Path(location)} holds a {architectures[0]} (config.json 'architectures'), not a sequence classifier: "
-            "it has no trained classification head, so its predictions would be random",
-            fix=f"use a fine-tuned classifier (a `bertctl train` run dir), or fine-tune this one: set model.name = \"{Path(location)}\" in a recipe and run `bertctl train RECIPE`",
-        )
-
-
-def _labels_of(config) -> list[str]:
-    id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
-    n = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
-    return [id2label.get(i, f"LABEL_{i}") for i in range(n)]
-
-
 def model_max_length(tokenizer, config, recipe_max_length: int | None) -> int:
     """The run's model.max_length, else the tokenizer's limit, never past the model's position embeddings."""
     limit = getattr(config, "max_position_embeddings", None)
@@ -216,34 +180,18 @@ def load_for_inference(
     """A classifier ready for `infer_logits`: eval mode, on GPU when there is one (CPU when quantized)."""
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise BertctlError(f"--quantize {quantize!r} is not supported", fix=f"use one of: {', '.join(QUANTIZE_CHOICES)}")
-    location, run_dir = _model_location(model)
+    from bertctl.modeling import check_is_sequence_classifier, labels_of, load_classifier, load_tokenizer, resolve_model_dir
+
+    location, run_dir = resolve_model_dir(model)
     check_is_sequence_classifier(location)
     settings = read_run_settings(run_dir)
+    tokenizer = load_tokenizer(location)
+    loaded = load_classifier(location, trust_pickle=trust_pickle, trained=True)
 
     import torch
-    from transformers.utils import logging as hf_logging
 
-    from bertctl.modeling import load_classifier, load_tokenizer
-
-    # the weight-loading progress bar and load report are noise on a predict command's stderr; problems
-    # with the head are checked below from the loading info instead
-    hf_logging.disable_progress_bar()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        tokenizer = load_tokenizer(location)
-        loaded, info = load_classifier(location, trust_pickle=trust_pickle, output_loading_info=True)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    missing_head = sorted(k for k in info.get("missing_keys", ()) if k.split(".")[0] in {"classifier", "score", "pre_classifier"})
-    if missing_head:
-        raise ModelError(
-            f"{location} has no trained classification head (missing weights: {', '.join(missing_head)}); "
-            "its predictions would be random",
-            fix="use a fine-tuned classifier (a `bertctl train` run dir), or fine-tune this model with `bertctl train RECIPE`",
-        )
     config = loaded.config
-    labels = _labels_of(config)
+    labels = labels_of(config)
     limit = model_max_length(tokenizer, config, max_length or settings.max_length)
 
     if quantize is not None:
@@ -591,3 +539,61 @@ def notes(result: PredictResult) -> list[str]:
         s = "s" if result.truncated != 1 else ""
         out.append(f"note: {result.truncated} text{s} longer than {result.max_length} tokens truncated to the model's max_length ({result.max_length})")
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# filling [MASK] with a masked-language model (bertctl pretrain output)
+
+
+@dataclass
+class MaskPrediction:
+    position: int  # token index in the input ([CLS] = 0)
+    candidates: list[dict[str, Any]]  # {"token", "token_id", "probability"}, most likely first
+
+
+@dataclass
+class FillMaskResult:
+    text: str
+    tokens: list[str]
+    masks: list[MaskPrediction]
+    filled: str  # the text with every [MASK] replaced by its most likely token
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fill_mask(model, text: str, top_k: int = 5, *, tokenizer=None) -> FillMaskResult:
+    """The top-k tokens (with probabilities) for each [MASK] in `text`.
+
+    `model` is a name/dir (loaded with `load_masked_lm`, which refuses models without an MLM head) or an already
+    loaded masked-LM, in which case pass its `tokenizer`.
+    """
+    import torch
+
+    from bertctl.modeling import load_masked_lm
+
+    if isinstance(model, (str, Path)):
+        model, tokenizer, _ = load_masked_lm(str(model))
+    if tokenizer is None:
+        raise ValueError("pass the tokenizer with an already loaded model")
+    if top_k < 1:
+        raise BertctlError(f"--top-k must be at least 1, got {top_k}", fix="e.g. --top-k 5")
+    mask = tokenizer.mask_token
+    encoding = tokenizer(text, truncation=True, max_length=getattr(model.config, "max_position_embeddings", 512), return_tensors="pt")
+    ids = encoding["input_ids"][0]
+    positions = (ids == tokenizer.mask_token_id).nonzero().flatten().tolist()
+    if not positions:
+        raise BertctlError(f"the text has no {mask} token to fill: {text!r}", fix=f'write {mask} where a word should be predicted, e.g. "The man went to the {mask}."')
+    with torch.inference_mode():
+        logits = model(**encoding).logits[0]
+    probs = torch.softmax(logits[positions].float(), dim=-1)
+    top = torch.topk(probs, k=min(top_k, probs.shape[-1]), dim=-1)
+    masks = []
+    filled_ids = ids.clone()
+    for row, position in enumerate(positions):
+        token_ids = top.indices[row].tolist()
+        tokens = tokenizer.convert_ids_to_tokens(token_ids)
+        masks.append(MaskPrediction(position, [{"token": t, "token_id": i, "probability": float(p)} for t, i, p in zip(tokens, token_ids, top.values[row].tolist())]))
+        filled_ids[position] = token_ids[0]
+    filled = tokenizer.decode(filled_ids, skip_special_tokens=True)
+    return FillMaskResult(text, tokenizer.convert_ids_to_tokens(ids.tolist()), masks, filled)

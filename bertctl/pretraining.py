@@ -1,8 +1,7 @@
-"""BERT's own objective: masked-language-model masking, [MASK] filling, and continued MLM pre-training.
+"""BERT's own objective: masked-language-model masking and continued MLM pre-training.
 
     inputs, labels, selected = mask_tokens(ids, maskable, mask_token_id=103, vocab_size=30522)
     collate = MaskingCollator(tokenizer, whole_word_masking=True, seed=42)   # pads, then masks like BERT
-    fill_mask(load_masked_lm("runs/agnews-mlm"), "The man went to the [MASK].")
     pretrain(load_recipe("recipes/agnews.toml"), PretrainOptions(epochs=1))   # -> runs/agnews-mlm
 
 Masking follows Devlin et al. (2019) and Google's create_pretraining_data.py: 15% of the real (non-special,
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from bertctl.errors import BertctlError, DataError, ModelError, RunError
+from bertctl.modeling import load_masked_lm, quiet_transformers
 
 if TYPE_CHECKING:
     import torch
@@ -267,110 +267,6 @@ def sentence_token_ids(tokenizer, texts: Sequence[str]) -> list[list[list[int]]]
         out.append(ids[at : at + len(sentences)])
         at += len(sentences)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# loading a masked-language model, filling [MASK]
-
-
-def _checkpoint_has_mlm_head(missing_keys: Sequence[str]) -> bool:
-    # the decoder weight is tied to the word embeddings, so it is never "missing"; the transform layer is the head
-    return not any(key.startswith("cls.predictions.transform") for key in missing_keys)
-
-
-def load_masked_lm(name: str, *, base_dir: Path | None = None, require_head: bool = True, next_sentence: bool = False):
-    """(BertForMaskedLM-like model, tokenizer, head_was_in_checkpoint). Refuses a model without an MLM head when
-    `require_head`: its [MASK] predictions would come from a randomly initialised layer. With `next_sentence`, a
-    BertForPreTraining (MLM + NSP heads, and the pooler the NSP head reads)."""
-    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining
-
-    from bertctl.attention import quiet_transformers
-    from bertctl.modeling import check_weights_are_safe, load_tokenizer, resolve_model
-
-    resolved = resolve_model(name, base_dir=base_dir)
-    if resolved.is_local:
-        check_weights_are_safe(resolved.location)
-    try:
-        with quiet_transformers():
-            auto = AutoModelForPreTraining if next_sentence else AutoModelForMaskedLM
-            model, info = auto.from_pretrained(resolved.location, output_loading_info=True, use_safetensors=True, trust_remote_code=False)
-    except Exception as exc:
-        raise ModelError(
-            f"could not load {name!r} as a masked-language model: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-            fix="name a BERT model dir or id; `bertctl pretrain RECIPE` writes one with an MLM head",
-        ) from exc
-    has_head = _checkpoint_has_mlm_head(list(info.get("missing_keys", [])))
-    if require_head and not has_head:
-        raise ModelError(
-            f"{name} has no masked-language-model head (its checkpoint holds no cls.predictions weights), so its [MASK] predictions would be random",
-            fix="pretrain one first: `bertctl pretrain RECIPE` writes a model dir with an MLM head (e.g. runs/<recipe>-mlm); then bertctl fill-mask --model runs/<recipe>-mlm \"...\"",
-        )
-    model.eval()
-    return model, load_tokenizer(resolved.location), has_head
-
-
-@dataclass
-class MaskPrediction:
-    position: int  # token index in the input ([CLS] = 0)
-    candidates: list[dict[str, Any]]  # {"token", "token_id", "probability"}, most likely first
-
-
-@dataclass
-class FillMaskResult:
-    text: str
-    tokens: list[str]
-    masks: list[MaskPrediction]
-    filled: str  # the text with every [MASK] replaced by its most likely token
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def fill_mask(model, text: str, top_k: int = 5, *, tokenizer=None) -> FillMaskResult:
-    """The top-k tokens (with probabilities) for each [MASK] in `text`.
-
-    `model` is a name/dir (loaded with `load_masked_lm`, which refuses models without an MLM head) or an already
-    loaded masked-LM, in which case pass its `tokenizer`.
-    """
-    import torch
-
-    if isinstance(model, (str, Path)):
-        model, tokenizer, _ = load_masked_lm(str(model))
-    if tokenizer is None:
-        raise ValueError("pass the tokenizer with an already loaded model")
-    if top_k < 1:
-        raise BertctlError(f"--top-k must be at least 1, got {top_k}", fix="e.g. --top-k 5")
-    mask = tokenizer.mask_token
-    encoding = tokenizer(text, truncation=True, max_length=getattr(model.config, "max_position_embeddings", 512), return_tensors="pt")
-    ids = encoding["input_ids"][0]
-    positions = (ids == tokenizer.mask_token_id).nonzero().flatten().tolist()
-    if not positions:
-        raise BertctlError(f"the text has no {mask} token to fill: {text!r}", fix=f'write {mask} where a word should be predicted, e.g. "The man went to the {mask}."')
-    with torch.inference_mode():
-        logits = model(**encoding).logits[0]
-    probs = torch.softmax(logits[positions].float(), dim=-1)
-    top = torch.topk(probs, k=min(top_k, probs.shape[-1]), dim=-1)
-    masks = []
-    filled_ids = ids.clone()
-    for row, position in enumerate(positions):
-        token_ids = top.indices[row].tolist()
-        tokens = tokenizer.convert_ids_to_tokens(token_ids)
-        masks.append(MaskPrediction(position, [{"token": t, "token_id": i, "probability": float(p)} for t, i, p in zip(tokens, token_ids, top.values[row].tolist())]))
-        filled_ids[position] = token_ids[0]
-    filled = tokenizer.decode(filled_ids, skip_special_tokens=True)
-    return FillMaskResult(text, tokenizer.convert_ids_to_tokens(ids.tolist()), masks, filled)
-
-
-def print_fill_mask(console, result: FillMaskResult) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    for n, prediction in enumerate(result.masks, 1):
-        table = Table("rank", "token", "probability", box=None, title=f"{escape('[MASK]')} {n} of {len(result.masks)} (token {prediction.position})", title_justify="left")
-        for rank, candidate in enumerate(prediction.candidates, 1):
-            table.add_row(str(rank), escape(candidate["token"]), f"{candidate['probability']:.4f}")
-        console.print(table)
-    console.print(f"top-1 fill: {escape(result.filled)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -827,8 +723,6 @@ def save_masked_lm(accelerator, model, tokenizer, run_dir: Path, pooler: dict[st
         unwrapped = accelerator.unwrap_model(model).mlm
         state_dict = dict(unwrapped.state_dict())
         state_dict.update({k: v.to(next(iter(state_dict.values())).dtype) for k, v in pooler.items() if k not in state_dict})
-        from bertctl.attention import quiet_transformers
-
         with quiet_transformers():
             unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

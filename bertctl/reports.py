@@ -139,3 +139,15 @@ def print_predictions(console: "Console", result, top_k: int = 1) -> None:
             cells += [_plain(p.label), f"{p.score:.3f}"] + ([", ".join(f"{_plain(label)} {score:.3f}" for label, score in p.top_k[1:])] if top_k > 1 else [])
         table.add_row(*cells)
     console.print(table)
+
+
+def print_fill_mask(console, result: FillMaskResult) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    for n, prediction in enumerate(result.masks, 1):
+        table = Table("rank", "token", "probability", box=None, title=f"{escape('[MASK]')} {n} of {len(result.masks)} (token {prediction.position})", title_justify="left")
+        for rank, candidate in enumerate(prediction.candidates, 1):
+            table.add_row(str(rank), escape(candidate["token"]), f"{candidate['probability']:.4f}")
+        console.print(table)
+    console.print(f"top-1 fill: {escape(result.filled)}")

@@ -14,13 +14,13 @@ from bertctl.attention import (
     analyse_positions,
     head_statistics,
     is_punctuation,
-    load_encoder,
     run_attention,
     sinusoidal_table,
     spearman,
     token_kinds,
 )
 from bertctl.cli import app
+from bertctl.modeling import load_encoder
 from tests.conftest import agnews_rows, write_csv
 
 runner = CliRunner()

@@ -35,11 +35,52 @@ def test_modeling_unknown_hub_id_offline_names_what_was_tried(monkeypatch):
     assert "fix:" in message
 
 
-def test_modeling_hub_id_online_is_left_to_the_hub(monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    resolved = resolve_model("no-such-org/no-such-bert")  # resolution itself never touches the network
+@pytest.fixture
+def online(monkeypatch):
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    def point_hub_at(port: int) -> None:
+        from huggingface_hub import constants
+
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+
+    return point_hub_at
+
+
+def test_modeling_hub_id_online_is_left_to_the_hub(online):
+    import socket
+
+    with socket.socket() as listener:  # a stand-in hub on loopback: resolution only opens a connection
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        online(listener.getsockname()[1])
+        resolved = resolve_model("no-such-org/no-such-bert")
     assert resolved.source == "hub" and resolved.location == "no-such-org/no-such-bert"
+
+
+def test_modeling_unreachable_hub_fails_at_once(online):
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    online(port)
+    started = time.perf_counter()
+    with pytest.raises(ModelError) as err:
+        resolve_model("no-such-org/no-such-bert")
+    assert time.perf_counter() - started < 10  # not huggingface_hub's minute of retries
+    assert f"127.0.0.1:{port} did not answer" in str(err.value) and "check the path" in str(err.value)
+
+
+def test_modeling_mistyped_local_path_fails_at_once_with_a_suggestion(tmp_path, monkeypatch, online):
+    (tmp_path / "runs" / "reviews").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    online(9)  # never reached: "runs" exists here, so runs/reveiws is a path, not a hub id
+    with pytest.raises(ModelError) as err:
+        resolve_model("runs/reveiws")
+    assert "does not exist" in str(err.value) and "did you mean 'runs/reviews'?" in str(err.value)
 
 
 def test_modeling_missing_local_path_is_a_path_error(tmp_path):

@@ -14,13 +14,13 @@ from bertctl.pretraining import (
     MaskingCollator,
     NextSentencePairs,
     PretrainOptions,
-    fill_mask,
-    load_masked_lm,
     mask_tokens,
     pretraining_logits,
     split_heldout,
     split_sentences,
 )
+from bertctl.modeling import load_masked_lm
+from bertctl.prediction import fill_mask
 from tests.conftest import agnews_rows, write_csv
 
 runner = CliRunner()
@@ -337,14 +337,6 @@ def test_pretraining_on_a_text_file_with_whole_word_masking(small_recipe, tmp_pa
     csv_file = write_csv(tmp_path / "news.csv", [{"body": t} for t in lines])
     result = runner.invoke(app, ["pretrain", str(small_recipe), "--data", str(csv_file), "--max-steps", "1", "-o", str(tmp_path / "c")])
     assert result.exit_code == 2 and "body" in result.output
-
-
-def test_pretraining_predict_fill_mask_routes_to_fill_mask(tiny_mlm_dir):
-    result = runner.invoke(app, ["predict", "--fill-mask", "--model", str(tiny_mlm_dir), "Stocks [MASK] sharply.", "--top-k", "2", "--json"])
-    assert result.exit_code == 0, result.output
-    assert [c["token"] for c in json.loads(result.output)["masks"][0]["candidates"]] == ["store", "market"]
-    result = runner.invoke(app, ["predict", "--fill-mask", "Stocks [MASK] sharply."])
-    assert result.exit_code == 2 and "--model" in result.output
 
 
 # ---------------------------------------------------------------------------------------------
