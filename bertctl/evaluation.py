@@ -12,8 +12,6 @@ metrics are the local evaluate modules in bertctl.metrics (offline, numpy).
 from __future__ import annotations
 
 import datetime as _dt
-import difflib
-import math
 import os
 import tempfile
 import time
@@ -21,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from bertctl.errors import BertctlError, DataError, RunError
+from bertctl.errors import BertctlError, DataError, Problem, RunError
 from bertctl.recipe import METRICS, SPLITS
 
 if TYPE_CHECKING:
@@ -36,38 +34,30 @@ MAX_LABELS_SHOWN = 8
 # thresholds
 
 
-def _unknown_metric(name: str, where: str) -> BertctlError:
-    close = difflib.get_close_matches(name, list(METRICS), n=1, cutoff=0.5)
-    fix = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(METRICS)}"
-    return BertctlError(f"{where}: unknown metric {name!r}", fix=fix)
-
-
-def _check_threshold_value(name: str, value: float, where: str) -> None:
-    upper = 1.0 if METRICS[name] else math.inf
-    lower = -1.0 if name == "mcc" else 0.0
-    if not (math.isfinite(value) or value == math.inf) or not lower <= value <= upper:
-        span = f"between {lower:g} and {upper:g}" if upper != math.inf else f"a number >= {lower:g}"
-        raise BertctlError(f"{where}: {value} is outside the range of {name}", fix=f"use {span}")
-
-
 def parse_min_options(values: Sequence[str] | None) -> dict[str, float]:
-    """`--min accuracy=0.9 --min f1_macro=0.85` -> {"accuracy": 0.9, "f1_macro": 0.85}; exit-2 errors otherwise."""
+    """`--min accuracy=0.9 --min f1_macro=0.85` -> {"accuracy": 0.9, "f1_macro": 0.85}; one error listing every bad one."""
+    from bertctl.recipe import threshold_problem
+
     thresholds: dict[str, float] = {}
+    problems = []
     for text in values or []:
         where = f"--min {text}"
-        if text.count("=") != 1:
-            raise BertctlError(f"{where}: expected METRIC=VALUE", fix="e.g. --min accuracy=0.9 (log_loss and ece take a maximum: --min ece=0.05)")
-        name, raw = (part.strip() for part in text.split("="))
-        if not name or not raw:
-            raise BertctlError(f"{where}: expected METRIC=VALUE with both parts", fix="e.g. --min accuracy=0.9")
-        if name not in METRICS:
-            raise _unknown_metric(name, where)
+        name, _, raw = (part.strip() for part in text.partition("="))
+        if text.count("=") != 1 or not name or not raw:
+            problems.append(Problem(where, "expected METRIC=VALUE", "e.g. --min accuracy=0.9 (log_loss and ece take a maximum: --min ece=0.05)"))
+            continue
         try:
-            value = float(raw)
+            value: Any = float(raw)
         except ValueError:
-            raise BertctlError(f"{where}: {raw!r} is not a number", fix=f"e.g. --min {name}=0.9") from None
-        _check_threshold_value(name, value, where)
-        thresholds[name] = value
+            value = raw
+        problem = threshold_problem(where, name, value)
+        if problem is not None:
+            problems.append(problem)
+        else:
+            thresholds[name] = float(value)
+    if problems:
+        width = max(len(p.key) for p in problems)
+        raise BertctlError("bad --min option" + ("s" if len(problems) > 1 else "") + ":\n" + "\n".join(p.render(width) for p in problems))
     return thresholds
 
 
@@ -104,15 +94,15 @@ class ThresholdCheck:
 
 
 def merge_thresholds(recipe_thresholds: dict[str, Any] | None, cli_thresholds: dict[str, float] | None) -> dict[str, tuple[float, str]]:
-    """metric -> (threshold, source); a --min value replaces the recipe's for that metric only."""
+    """metric -> (threshold, source); a --min value replaces the recipe's for that metric only. A run's saved
+    recipe was validated when it ran, but may have been edited since: it is held to the same rule."""
+    from bertctl.recipe import threshold_problem
+
     merged: dict[str, tuple[float, str]] = {}
     for name, value in (recipe_thresholds or {}).items():
-        where = f"recipe.toml [eval.thresholds] {name}"
-        if name not in METRICS:
-            raise _unknown_metric(name, where)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BertctlError(f"{where}: {value!r} is not a number", fix=f"write {name} = 0.9 under [eval.thresholds]")
-        _check_threshold_value(name, float(value), where)
+        problem = threshold_problem(f"recipe.toml [eval.thresholds] {name}", name, value)
+        if problem is not None:
+            raise BertctlError(f"{problem.key}: {problem.message}", fix=problem.fix)
         merged[name] = (float(value), "recipe")
     for name, value in (cli_thresholds or {}).items():
         merged[name] = (float(value), "--min")

@@ -45,7 +45,7 @@ METRICS = {
     "log_loss": False,
     "ece": False,
 }
-# the values a metric can take, for checking eval.thresholds; (0, 1) unless listed
+# the values a metric can take, for checking thresholds; [0, 1] unless listed
 METRIC_RANGES = {"mcc": (-1.0, 1.0), "log_loss": (0.0, math.inf)}
 
 # accelerate's LoggerType values, listed here so validating a recipe doesn't import accelerate
@@ -300,14 +300,12 @@ def _check_range(key: str, value: Any, meta: dict[str, Any]) -> Problem | None:
     if isinstance(value, list) and any(isinstance(v, str) and not v.strip() for v in value):
         return Problem(key, f"has an empty entry: {_show(value)}", "remove the empty entry")
     if "choices" in meta and value not in meta["choices"]:
-        close = difflib.get_close_matches(str(value), meta["choices"], n=1)
-        fix = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(meta['choices'])}"
-        return Problem(key, f"must be one of {', '.join(map(repr, meta['choices']))}, got {value!r}", fix)
+        return Problem(key, f"must be one of {', '.join(map(repr, meta['choices']))}, got {value!r}", did_you_mean(str(value), meta["choices"]))
     if "each_choice" in meta:
         bad = [v for v in value if v not in meta["each_choice"]]
         if bad:
-            close = difflib.get_close_matches(str(bad[0]), meta["each_choice"], n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            guess = suggest(str(bad[0]), meta["each_choice"])
+            hint = f"did you mean {guess!r}? " if guess else ""
             return Problem(key, f"unknown {', '.join(map(repr, bad))}", f"{hint}choose from {', '.join(meta['each_choice'])}")
     if "min_items" in meta and len(value) < meta["min_items"]:
         return Problem(key, f"needs at least {meta['min_items']} entry, got {value!r}", "list what you want, or remove the key to use the default")
@@ -340,10 +338,45 @@ def _type_fix(name: str, tp: Any, spec: dataclasses.Field) -> str:
     return f"write it like: {name} = {shown}"
 
 
+def suggest(name: str, choices: list[str]) -> str | None:
+    """The choice a mistyped `name` most likely meant: a prefix (acc -> accuracy), then initials
+    (lr -> learning_rate), then the closest spelling (postive -> positive); None when nothing is close."""
+    name = name.strip()
+    lowered = name.lower()
+    if not lowered:
+        return None
+    prefixed = [c for c in choices if c.lower().startswith(lowered)]
+    if prefixed:
+        return min(prefixed, key=len)
+    initials = [c for c in choices if "_" in c and "".join(part[:1] for part in c.lower().split("_") if part) == lowered]
+    if initials:
+        return initials[0]
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, choices: list[str], otherwise: str | None = None) -> str:
+    guess = suggest(name, choices)
+    return f"did you mean {guess!r}?" if guess else (otherwise or f"choose from {', '.join(choices)}")
+
+
 def _unknown_key(key: str, name: str, known: list[str]) -> Problem:
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    fix = f"did you mean {close[0]!r}?" if close else f"known keys here: {', '.join(known)}"
-    return Problem(key, "unknown key", fix)
+    return Problem(key, "unknown key", did_you_mean(name, known, f"known keys here: {', '.join(known)}"))
+
+
+def threshold_problem(key: str, metric: str, value: Any) -> Problem | None:
+    """THE rule for a CI-gate threshold, whether it comes from [eval.thresholds] or `bertctl eval --min`:
+    a known metric and a number within that metric's range."""
+    if metric not in METRICS:
+        return Problem(key, f"unknown metric {metric!r}", did_you_mean(metric, list(METRICS)))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return Problem(key, f"{value!r} is not a number", f"give a number: {metric} = 0.9 under [eval.thresholds], or --min {metric}=0.9")
+    low, high = METRIC_RANGES.get(metric, (0.0, 1.0))
+    if not low <= value <= high:
+        span = f"between {low:g} and {high:g}" if math.isfinite(high) else f">= {low:g}"
+        kind = "minimum" if METRICS[metric] else "maximum"
+        return Problem(key, f"{value:g} is outside the metric's range", f"{metric} lies {span}: use a {kind} {span}")
+    return None
 
 
 def _build(cls: type, raw: Any, prefix: str, problems: list[Problem], failed: set[str]) -> Any:
@@ -455,15 +488,9 @@ def _check_recipe(recipe: Recipe, problems: list[Problem], failed: set[str] | No
     if recipe.eval.split == "validation" and not has_validation and ok("eval.split", "data.validation", "data.validation_fraction"):
         problems.append(Problem("eval.split", "is 'validation', but there is no validation data", "set data.validation (or data.validation_fraction), or eval.split = 'test'"))
     for metric, value in recipe.eval.thresholds.items():
-        key = f"eval.thresholds.{metric}"
-        if metric not in METRICS:
-            close = difflib.get_close_matches(metric, list(METRICS), n=1)
-            problems.append(Problem(key, "unknown metric", f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(METRICS)}"))
-            continue
-        low, high = METRIC_RANGES.get(metric, (0.0, 1.0))
-        if not low <= value <= high:
-            span = f"between {low:g} and {high:g}" if math.isfinite(high) else f">= {low:g}"
-            problems.append(Problem(key, f"{value} is outside the metric's range", f"use a value {span}"))
+        problem = threshold_problem(f"eval.thresholds.{metric}", metric, value)
+        if problem is not None:
+            problems.append(problem)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -179,7 +179,8 @@ def test_evaluation_gate_merges_recipe_thresholds_and_cli_wins(tmp_path, tiny_cl
         ("accuracy=high", "'high' is not a number"),
         ("acuracy=0.9", "did you mean 'accuracy'"),
         ("f1=0.9", "unknown metric 'f1'"),
-        ("accuracy=1.5", "outside the range"),
+        ("accuracy=1.5", "outside the metric's range"),
+        ("acc=0.9", "did you mean 'accuracy'"),  # a prefix wins over a closer spelling ('mcc')
     ],
 )
 def test_evaluation_bad_min_syntax_is_exit_2_before_loading_anything(flag, message, tmp_path):
@@ -316,3 +317,25 @@ def test_evaluation_end_to_end_on_a_trained_run(small_recipe, tmp_path):
 
     expected = pipeline("text-classification", model=str(run))("Stocks fell as oil prices rose")[0]["label"]
     assert json.loads(predicted.stdout)["label"] == expected
+
+
+@pytest.mark.parametrize("metric, value", [("ece", "1.5"), ("log_loss", "-0.1"), ("mcc", "-1.5"), ("accuracy", "nan")])
+def test_evaluation_min_and_recipe_thresholds_share_one_range_rule(metric, value, tmp_path):
+    from bertctl.errors import RecipeError
+    from bertctl.recipe import load_recipe
+
+    result = invoke("eval", tmp_path / "no-such-run", "--min", f"{metric}={value}")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[data]\ntrain = "t.csv"\n[eval.thresholds]\n{metric} = {value}\n')
+    (tmp_path / "t.csv").write_text("text,label\na,x\nb,y\n")
+    with pytest.raises(RecipeError) as recipe_error:
+        load_recipe(recipe)
+    assert result.exit_code == 2, result.output
+    assert "outside the metric's range" in result.stderr or "is not a number" in result.stderr
+    assert f"eval.thresholds.{metric}" in str(recipe_error.value)
+
+
+def test_evaluation_every_bad_min_is_reported_at_once(tmp_path):
+    result = invoke("eval", tmp_path / "no-such-run", "--min", "acc=0.9", "--min", "ece=1.5", "--min", "f1_macro=0.8")
+    assert result.exit_code == 2
+    assert "--min acc=0.9" in result.stderr and "--min ece=1.5" in result.stderr and "f1_macro" not in result.stderr

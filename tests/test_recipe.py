@@ -548,3 +548,14 @@ def test_recipe_describe_schema_covers_every_field_with_its_checks():
         for part in rest:
             assert hasattr(obj, part), key
             obj = getattr(obj, part)
+
+
+@pytest.mark.parametrize(
+    "override, suggestion",
+    [("train.lr=3e-5", "learning_rate"), ("train.epoch=2", "epochs"), ("train.warmup=0.1", "warmup_ratio"), ("data.lables=[]", "labels")],
+)
+def test_recipe_override_typo_suggests_the_key(tmp_path, override, suggestion):
+    with pytest.raises(RecipeError) as excinfo:
+        load_recipe(write_recipe(tmp_path, "[data]\ntrain = \"train.csv\"\n"), [override])
+    message = str(excinfo.value)
+    assert f"did you mean {suggestion!r}?" in message and "known keys here" not in message
