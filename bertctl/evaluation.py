@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from bertctl.errors import BertctlError, DataError, Problem, RunError
-from bertctl.recipe import METRICS, SPLITS
+from bertctl.recipe import METRICS, SPLITS, EvalSection
 
 if TYPE_CHECKING:
     from bertctl.metrics import ClassificationMetrics
@@ -334,9 +334,14 @@ def evaluate_run(
     if not loaded.references:
         raise DataError(f"{loaded.source}: no examples to evaluate", fix="point --data or the recipe's split at labelled rows")
     merged = merge_thresholds(recipe_thresholds, thresholds)
+    # eval.metrics decides what is reported; a gated metric is always reported beside its gate
+    wanted = (recipe.eval.metrics if recipe is not None else classifier.settings.metrics) or EvalSection().metrics
+    reported = [name for name in METRICS if name in wanted or name in merged]
     size = batch_size or (recipe.train.eval_batch_size if recipe is not None else classifier.settings.eval_batch_size) or DEFAULT_BATCH_SIZE
     logits = infer_logits(classifier.model, loaded.columns, batch_size=size, device=classifier.device, pad_token_id=pad_token_id(classifier))
     scores = classification_metrics(np.asarray(loaded.references), softmax(logits), classifier.labels)
+    checks = check_thresholds(scores.overall, merged)
+    scores.overall = {name: scores.overall[name] for name in reported}
     return EvalResult(
         run_dir=str(path),
         model=classifier.location,
@@ -346,7 +351,7 @@ def evaluate_run(
         max_length=classifier.max_length,
         truncated=loaded.truncated,
         metrics=scores,
-        checks=check_thresholds(scores.overall, merged),
+        checks=checks,
         seconds=time.perf_counter() - started,
         notes=loaded.notes,
     )
@@ -439,8 +444,8 @@ def write_eval_report(result: EvalResult, report: Path | None = None, *, plot: b
                 fd, name = tempfile.mkstemp(prefix=f".{png.name}.", suffix=".pending", dir=png.parent)
                 os.close(fd)
                 drawn = Path(name)
-                accuracy = result.metrics.overall["accuracy"]
-                title = f"{Path(result.run_dir).name}: {result.split or Path(result.source).name}, accuracy {accuracy:.3f}"
+                first, value = next(iter(result.metrics.overall.items()))
+                title = f"{Path(result.run_dir).name}: {result.split or Path(result.source).name}, {first} {value:.3f}"
                 plot_confusion_matrix(result.metrics.confusion_matrix, result.metrics.labels, drawn, title)
             atomic_write_json(path, result.to_dict())
             if drawn is not None:

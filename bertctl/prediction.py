@@ -49,6 +49,7 @@ class RunSettings:
     text_pair: str | None = None
     label: str | None = None
     thresholds: dict[str, Any] = field(default_factory=dict)
+    metrics: list[str] | None = None  # eval.metrics: what `bertctl eval` reports
     eval_batch_size: int | None = None
 
 
@@ -72,6 +73,7 @@ def read_run_settings(model_dir: Path | None) -> RunSettings:
         text_pair=get("data", "text_pair", str),
         label=get("data", "label", str),
         thresholds=thresholds if isinstance(thresholds, dict) else {},
+        metrics=[m for m in raw["eval"]["metrics"] if isinstance(m, str)] if isinstance(raw.get("eval"), dict) and isinstance(raw["eval"].get("metrics"), list) else None,
         eval_batch_size=get("train", "eval_batch_size", int),
     )
 

@@ -12,6 +12,7 @@ from sklearn import metrics as skm
 from typer.testing import CliRunner
 
 from bertctl.cli import app
+from bertctl.recipe import METRICS
 from bertctl.errors import BertctlError, DataError, RunError
 from bertctl.evaluation import evaluate_run, merge_thresholds, parse_min_options
 from conftest import AGNEWS_LABELS, agnews_rows, write_csv
@@ -19,7 +20,7 @@ from conftest import AGNEWS_LABELS, agnews_rows, write_csv
 runner = CliRunner()
 
 
-def make_run(tmp_path: Path, classifier_dir: Path, *, test: bool = True, thresholds: dict | None = None, name: str = "run") -> Path:
+def make_run(tmp_path: Path, classifier_dir: Path, *, test: bool = True, thresholds: dict | None = None, name: str = "run", metrics: tuple[str, ...] = tuple(METRICS)) -> Path:
     """A run dir as `bertctl train` leaves it: the model plus a resolved recipe.toml with absolute data paths."""
     run = tmp_path / "runs" / name
     shutil.copytree(classifier_dir, run)
@@ -33,6 +34,8 @@ def make_run(tmp_path: Path, classifier_dir: Path, *, test: bool = True, thresho
     if test:
         lines.append(f'test = "{write_csv(tmp_path / "test.csv", agnews_rows("dev", 60)[30:])}"')
     lines += ["[train]", "eval_batch_size = 7"]
+    if metrics:
+        lines += ["[eval]", "metrics = [" + ", ".join(f'"{m}"' for m in metrics) + "]"]
     if thresholds:
         lines.append("[eval.thresholds]")
         lines += [f"{k} = {v}" for k, v in thresholds.items()]
@@ -87,6 +90,15 @@ def test_evaluation_metrics_equal_sklearn_on_unbatched_model_outputs(varied_clas
     assert overall["log_loss"] == pytest.approx(skm.log_loss(refs, y_proba=probs, labels=range(4)), rel=1e-4)
     assert result.metrics.confusion_matrix == skm.confusion_matrix(refs, preds, labels=range(4)).tolist()
     assert [result.metrics.per_class[name]["support"] for name in AGNEWS_LABELS] == np.bincount(refs, minlength=4).tolist()
+
+
+def test_evaluation_reports_the_recipes_eval_metrics_and_the_gated_ones(tmp_path, tiny_classifier_dir):
+    run = make_run(tmp_path, tiny_classifier_dir, metrics=["f1_macro", "mcc"], thresholds={"ece": 0.9})
+    result = invoke("eval", run, "--json", "--no-plot")
+    assert result.exit_code == 0, result.output
+    assert list(json.loads(result.stdout)["metrics"]) == ["f1_macro", "mcc", "ece"]  # in the schema's order
+    shown = invoke("eval", run, "--no-plot").stdout
+    assert "mcc" in shown and "ece" in shown and "accuracy" not in shown and "log_loss" not in shown
 
 
 def test_evaluation_uses_the_prediction_batched_inference(run_dir, monkeypatch):
