@@ -32,16 +32,39 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+# shared arguments and options, defined once so every command spells, defaults and documents them alike;
+# metavar="" on flags: a flag takes no value, so its help shows none
 RecipeArg = Annotated[Path, typer.Argument(help="TOML recipe, e.g. recipes/agnews.toml", show_default=False)]
 Overrides = Annotated[
     Optional[list[str]],
-    typer.Argument(help="dotted overrides of recipe keys: train.epochs=1 data.limit.train=200", show_default=False),
+    typer.Argument(metavar="[KEY=VALUE]...", help="dotted overrides of recipe keys: train.epochs=1 data.limit.train=200", show_default=False),
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON only, on stdout")]
+ModelOption = Annotated[Optional[str], typer.Option("--model", "-m", metavar="DIR|ID", help="run dir, model dir or hub id (default runs/latest)", show_default=False)]
+TextColumn = Annotated[Optional[str], typer.Option("--text", metavar="COL", help="text column of the data file (default: the run's data.text, else 'text')", show_default=False)]
+TextPairColumn = Annotated[Optional[str], typer.Option("--text-pair", metavar="COL", help="second-text column of the data file, for sentence-pair models", show_default=False)]
+JsonFlag = Annotated[bool, typer.Option("--json", metavar="", help="print JSON only, on stdout")]
 TrustPickle = Annotated[
     bool,
-    typer.Option("--trust-pickle", help="also load pickle-only weights (pytorch_model.bin); unpickling can run code, so only for files you trust"),
+    typer.Option("--trust-pickle", metavar="", help="also load pickle-only weights (pytorch_model.bin); unpickling can run code, so only for files you trust"),
 ]
+OutputDir = Annotated[Optional[Path], typer.Option("--output-dir", "-o", metavar="DIR", help="run dir to write (default: the recipe's output.dir)", show_default=False)]
+Resume = Annotated[bool, typer.Option("--resume", metavar="", help="continue from the newest checkpoint in the run dir")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", metavar="", help="replace a finished or unfinished run in the run dir")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"bertctl {version('bertctl')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", metavar="", callback=_version, is_eager=True, help="print the version and exit")] = False,
+) -> None:
+    """Fine-tune, evaluate and serve BERT text classifiers from TOML recipes."""
 
 
 def fail(error: BertctlError) -> typer.Exit:
@@ -69,10 +92,15 @@ def echo_json(payload) -> None:
     typer.echo(json.dumps(payload, indent=None, ensure_ascii=False, default=str))
 
 
+# output that goes to a pipe or a CI log has no terminal width: rich would assume 80 columns and wrap or cut
+# every table, so it gets room to print each row on one line
+PIPE_WIDTH = 200
+
+
 def console():
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else PIPE_WIDTH)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,7 +111,7 @@ def console():
 def validate(
     recipe: RecipeArg,
     overrides: Overrides = None,
-    data: Annotated[bool, typer.Option(help="also read the data files: columns, empty texts, labels")] = True,
+    data: Annotated[bool, typer.Option("--data/--no-data", metavar="", help="also read the data files: columns, empty texts, labels")] = True,
 ) -> None:
     """Check a recipe (schema, types, ranges, files, columns, labels) without loading a model. Exit 2 if invalid."""
     from bertctl.recipe import load_recipe
@@ -109,6 +137,10 @@ def schema() -> None:
 
     from bertctl.recipe import describe_schema
 
+    if not sys.stdout.isatty():  # one key per line, tab-separated: greppable, never wrapped
+        for row in describe_schema():
+            typer.echo("\t".join(row))
+        return
     table = Table("key", "type", "default", "meaning", box=None)
     table.columns[0].no_wrap = True  # a wrapped dotted key can't be copied into a recipe
     for row in describe_schema():
@@ -120,8 +152,8 @@ def schema() -> None:
 @handles_errors
 def tokenize(
     args: Annotated[Optional[list[str]], typer.Argument(help="RECIPE [key=value ...], or with --model: TEXT [SECOND_TEXT]", show_default=False)] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="show how this model's tokenizer reads TEXT")] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="truncate TEXT like training would")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", metavar="DIR|ID", help="show how this model's tokenizer reads TEXT", show_default=False)] = None,
+    max_length: Annotated[Optional[int], typer.Option(metavar="N", help="truncate TEXT like training would", show_default=False)] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Tokenize a recipe's data and report lengths, truncation, [UNK]s and labels; or show one input's WordPieces.
@@ -197,15 +229,15 @@ def train(
 @handles_errors
 def attention(
     texts: Annotated[Optional[list[str]], typer.Argument(help="TEXT [SECOND_TEXT] whose attention maps to draw", show_default=False)] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="run dir, model dir or hub id (default runs/latest)")] = None,
-    layer: Annotated[Optional[int], typer.Option(help="only this layer (0-based); draws one PNG per head")] = None,
-    head: Annotated[Optional[int], typer.Option(help="only this head (0-based); draws one PNG per head")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="report dir (default attention/<slug of the text>)")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="average head statistics over a recipe's train texts or a data file")] = None,
-    text_column: Annotated[str, typer.Option("--text", help="text column of a --data file")] = "text",
-    limit: Annotated[int, typer.Option(help="texts sampled from --data")] = 100,
-    positions: Annotated[bool, typer.Option("--positions", help="plot the learned position embeddings")] = False,
-    max_length: Annotated[Optional[int], typer.Option(help="truncate texts to this many tokens (default 128); with --positions, analyse positions 0..N-1 (default all)")] = None,
+    model: ModelOption = None,
+    layer: Annotated[Optional[int], typer.Option(metavar="N", help="only this layer (0-based); draws one PNG per head", show_default=False)] = None,
+    head: Annotated[Optional[int], typer.Option(metavar="N", help="only this head (0-based); draws one PNG per head", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR", help="report dir (default attention/<slug of the text>)", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option(metavar="FILE", help="average head statistics over a recipe's train texts or a data file", show_default=False)] = None,
+    text_column: TextColumn = None,
+    limit: Annotated[int, typer.Option(metavar="N", help="texts sampled from --data")] = 100,
+    positions: Annotated[bool, typer.Option("--positions", metavar="", help="plot the learned position embeddings")] = False,
+    max_length: Annotated[Optional[int], typer.Option(metavar="N", help="truncate texts to this many tokens (default 128); with --positions, analyse positions 0..N-1 (default all)", show_default=False)] = None,
     as_json: JsonFlag = False,
     trust_pickle: TrustPickle = False,
 ) -> None:
@@ -219,7 +251,7 @@ def attention(
     from bertctl.attention import attention_command, print_attention_report
 
     report = attention_command(
-        model, texts or [], layer=layer, head=head, out=out, data=data, text_column=text_column,
+        model, texts or [], layer=layer, head=head, out=out, data=data, text_column=text_column or "text",
         limit=limit, positions=positions, max_length=max_length, trust_pickle=trust_pickle,
     )
     if as_json:
@@ -232,18 +264,18 @@ def attention(
 @handles_errors
 def eval_cli(
     run_dir: Annotated[Optional[Path], typer.Argument(help="run dir (default runs/latest)", show_default=False)] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="the recipe's split to score: test or validation (default: its eval.split)")] = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="score this labelled csv/tsv/jsonl/parquet file instead")] = None,
-    text: Annotated[Optional[str], typer.Option("--text", help="text column of --data (default: the recipe's data.text, else 'text')")] = None,
-    text_pair: Annotated[Optional[str], typer.Option("--text-pair", help="second-text column of --data, for sentence-pair models")] = None,
-    label: Annotated[Optional[str], typer.Option("--label", help="label column of --data (default: the recipe's data.label, else 'label')")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", metavar="SPLIT", help="the recipe's split to score: train, validation or test (default: its eval.split)", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", metavar="FILE", help="score this labelled csv/tsv/jsonl/parquet file instead (relative to the working dir)", show_default=False)] = None,
+    text: TextColumn = None,
+    text_pair: TextPairColumn = None,
+    label: Annotated[Optional[str], typer.Option("--label", metavar="COL", help="label column of --data (default: the recipe's data.label, else 'label')", show_default=False)] = None,
     minimums: Annotated[
-        Optional[list[str]], typer.Option("--min", help="gate: METRIC=VALUE, repeatable; a maximum for log_loss and ece; wins over the recipe's eval.thresholds")
+        Optional[list[str]], typer.Option("--min", metavar="METRIC=VALUE", help="gate, repeatable; a maximum for log_loss and ece; wins over the recipe's eval.thresholds", show_default=False)
     ] = None,
     as_json: JsonFlag = False,
-    report: Annotated[Optional[Path], typer.Option("--report", help="write the JSON report here (default RUN_DIR/eval.json)")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="examples per forward pass (default: the recipe's eval_batch_size)")] = None,
-    plot: Annotated[bool, typer.Option("--plot/--no-plot", help="also draw the confusion matrix as a PNG beside the report")] = True,
+    report: Annotated[Optional[Path], typer.Option("--report", metavar="FILE", help="write the JSON report here (default RUN_DIR/eval.json)", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, metavar="N", help="examples per forward pass (default: the recipe's eval_batch_size)", show_default=False)] = None,
+    plot: Annotated[bool, typer.Option("--plot/--no-plot", metavar="", help="also draw the confusion matrix as a PNG beside the report")] = True,
     trust_pickle: TrustPickle = False,
 ) -> None:
     """Score a trained model (accuracy, F1, MCC, log loss, calibration, confusion matrix) and gate CI on it.
@@ -278,19 +310,19 @@ def eval_cli(
 @handles_errors
 def predict(
     texts: Annotated[Optional[list[str]], typer.Argument(help="texts to classify; - reads them from stdin, one per line", show_default=False)] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="run dir, classifier dir or cached hub id (default runs/latest)")] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="texts from a file: .txt one per line, or csv/tsv/jsonl/parquet with --text COL")] = None,
-    text_column: Annotated[Optional[str], typer.Option("--text", help="text column of --file (default 'text')")] = None,
-    text_pair_column: Annotated[Optional[str], typer.Option("--text-pair", help="second-text column of --file, for sentence-pair models")] = None,
-    pair: Annotated[Optional[str], typer.Option("--pair", help="second text of a single TEXT, for sentence-pair models")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="also list the K most likely labels")] = 1,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="texts per forward pass")] = 64,
-    quantize: Annotated[Optional[str], typer.Option("--quantize", help="int8: dynamic int8 Linear layers, faster on CPU (scores shift slightly)")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: the CPUs this process may use)")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write predictions to a .jsonl or .csv/.tsv file (atomically)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per text on stdout: text, label, score, top_k")] = False,
+    model: ModelOption = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", metavar="FILE", help="texts from a file: .txt one per line, or csv/tsv/jsonl/parquet with --text COL", show_default=False)] = None,
+    text_column: TextColumn = None,
+    text_pair_column: TextPairColumn = None,
+    pair: Annotated[Optional[str], typer.Option("--pair", metavar="TEXT", help="second text of a single TEXT, for sentence-pair models", show_default=False)] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", metavar="K", help="also list the K most likely labels")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, metavar="N", help="texts per forward pass")] = 64,
+    quantize: Annotated[Optional[str], typer.Option("--quantize", metavar="int8", help="dynamic int8 Linear layers, faster on CPU (scores shift slightly)", show_default=False)] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, metavar="N", help="CPU threads (default: the CPUs this process may use)", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="write predictions to a .jsonl or .csv/.tsv file (atomically)", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="one JSON object per text on stdout: text, label, score, top_k")] = False,
     trust_pickle: TrustPickle = False,
-    fast_path: Annotated[bool, typer.Option("--fast-path/--no-fast-path", help="CPU: compute only [CLS] in the last layer (same labels); --no-fast-path runs the stock transformers forward")] = True,
+    fast_path: Annotated[bool, typer.Option("--fast-path/--no-fast-path", metavar="", help="CPU: compute only [CLS] in the last layer (same labels); --no-fast-path runs the stock transformers forward")] = True,
 ) -> None:
     """Label texts with a trained classifier; output keeps the input order.
 
@@ -325,8 +357,8 @@ def predict(
 @handles_errors
 def fill_mask_cli(
     text: Annotated[str, typer.Argument(help="text with one or more [MASK] tokens", show_default=False)],
-    model: Annotated[str, typer.Option("--model", "-m", help="a model dir with an MLM head, e.g. one written by bertctl pretrain")],
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="candidates listed per [MASK]")] = 5,
+    model: Annotated[str, typer.Option("--model", "-m", metavar="DIR|ID", help="a model dir with an MLM head, e.g. one written by bertctl pretrain", show_default=False)],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", metavar="K", help="candidates listed per [MASK]")] = 5,
     as_json: JsonFlag = False,
 ) -> None:
     """Predict the tokens behind each [MASK] with a masked-language model (BERT's pre-training task).
@@ -381,6 +413,10 @@ def pretrain(
 
 
 def main() -> None:
+    import os
+
+    if not sys.stdout.isatty():  # typer's help reads this when it first renders: same reason as PIPE_WIDTH
+        os.environ.setdefault("TERMINAL_WIDTH", "120")
     app()
 
 

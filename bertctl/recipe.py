@@ -658,10 +658,21 @@ def describe_schema() -> list[tuple[str, str, str, str]]:
                 walk(tp, key)
                 continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            rows.append((key, _type_name(tp), repr(default), _describe_checks(f.metadata)))
+            rows.append((key, _type_name(tp), _as_toml(default), _describe_checks(f.metadata)))
 
     walk(Recipe, "")
     return rows
+
+
+def _as_toml(value: Any) -> str:
+    """A default as a recipe would spell it; (unset) for keys that have no value unless given one."""
+    import json
+
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return json.dumps(value)
 
 
 def _describe_checks(meta: Any) -> str:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from bertctl.cli import app
@@ -172,3 +173,41 @@ def test_cli_foundation_python_m_bertctl_validate_exit_codes(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bertctl", "validate", str(tmp_path / "bad.toml")], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 2
     assert "must be >= 1, got 0" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_foundation_version():
+    from importlib.metadata import version
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"bertctl {version('bertctl')}"
+
+
+def test_cli_foundation_schema_on_a_pipe_is_one_key_per_line_with_unset():
+    result = invoke("schema")  # CliRunner's stdout is not a terminal, like a pipe
+    lines = result.stdout.splitlines()
+    assert [line.split("\t") for line in lines] == [list(row) for row in describe_schema()]
+    assert "data.dataset\tstring\t(unset)\t" in result.stdout and "None" not in result.stdout
+
+
+def test_cli_foundation_readme_key_table_is_the_schema():
+    import re
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme.split("### Every key", 1)[1].split("\n#", 1)[0]
+    rows = [re.match(r"\| `([^`]+)` \| (.*?) \| `?(.*?)`? \| (.*) \|$", line) for line in table.splitlines() if line.startswith("| `")]
+    assert [m.groups() for m in rows] == list(describe_schema()), "regenerate the README table from describe_schema()"
+
+
+@pytest.mark.slow
+def test_cli_foundation_help_on_a_pipe_is_not_cut_at_80_columns():
+    done = subprocess.run([sys.executable, "-m", "bertctl", "predict", "--help"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    import re
+
+    assert "…" not in done.stdout  # rich cuts a word that doesn't fit its column
+    flat = " ".join(re.sub("[│╭╮╰╯─]", " ", done.stdout).split())
+    assert "texts from a file: .txt one per line, or csv/tsv/jsonl/parquet with --text COL" in flat
+    flags = [line for line in done.stdout.splitlines() if any(f in line for f in ("--json", "--trust-pickle", "--fast-path"))]
+    assert flags and not any("<bool>" in line for line in flags)
+    split_help = subprocess.run([sys.executable, "-m", "bertctl", "eval", "--help"], capture_output=True, text=True, cwd=REPO, timeout=120).stdout
+    assert "train, validation or test" in split_help
