@@ -8,8 +8,8 @@ The statistics follow "What Does BERT Look At?" (Clark et al., 2019): for each l
 query token gives on average to [CLS], to [SEP], to punctuation, to itself, to the next and the previous token,
 and the entropy of its attention distribution. Padding never counts, neither as a query nor as a key.
 
-`write_attention_report` turns them into PNG heatmaps, an index.html to browse them and attention.json,
-written into a temp dir that replaces the output dir only when complete.
+`write_attention_report` turns them into PNG heatmaps (bertctl.plots), an index.html to browse them and
+attention.json, written into a temp dir that replaces the output dir only when complete.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from bertctl.errors import BertctlError, DataError, ModelError
 
 if TYPE_CHECKING:
     import numpy as np
-    from rich.console import Console
 
 # name -> what the terminal and the page call it
 STATISTICS = {
@@ -452,120 +451,6 @@ def attention_command(
 # writing PNGs + index.html + attention.json
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _label_axes(ax, tokens: list[str], fontsize: float) -> None:
-    ticks = range(len(tokens))
-    ax.set_xticks(list(ticks))
-    ax.set_yticks(list(ticks))
-    ax.set_xticklabels(tokens, rotation=90, fontsize=fontsize)
-    ax.set_yticklabels(tokens, fontsize=fontsize)
-
-
-def _token_fontsize(n: int) -> float:
-    return max(3.0, min(9.0, 220.0 / max(n, 1)))
-
-
-def plot_layer_grid(path: Path, maps: "np.ndarray", tokens: list[str], layer: int, heads: list[int]) -> None:
-    """One layer's heads side by side: rows = queries (attending), columns = keys (attended to)."""
-    import math
-
-    plt = _pyplot()
-    n = len(tokens)
-    cols = min(4, len(heads))
-    rows = math.ceil(len(heads) / cols)
-    cell = max(3.0, min(6.0, 0.18 * n + 1.5))
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows), squeeze=False)
-    fontsize = _token_fontsize(n) * 0.8
-    for ax in axes.flat[len(heads) :]:
-        ax.axis("off")
-    for ax, h in zip(axes.flat, heads):
-        ax.imshow(maps[layer, h], cmap="viridis", vmin=0.0, vmax=1.0, aspect="equal")
-        ax.set_title(f"layer {layer} head {h}", fontsize=10)
-        _label_axes(ax, tokens, fontsize)
-    fig.suptitle(f"layer {layer}: attention weights (row = query token, column = key token)", fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_head(path: Path, maps: "np.ndarray", tokens: list[str], layer: int, head: int) -> None:
-    plt = _pyplot()
-    n = len(tokens)
-    size = max(4.0, min(14.0, 0.28 * n + 2.0))
-    fig, ax = plt.subplots(figsize=(size + 1.0, size))
-    image = ax.imshow(maps[layer, head], cmap="viridis", vmin=0.0, vmax=1.0, aspect="equal")
-    _label_axes(ax, tokens, _token_fontsize(n))
-    ax.set_xlabel("key (attended to)")
-    ax.set_ylabel("query (attending)")
-    ax.set_title(f"layer {layer} head {head}")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_statistics(path: Path, stats: HeadStats, title: str) -> None:
-    """One layer-by-head heatmap per statistic, the value written in each cell."""
-    import math
-
-    import numpy as np
-
-    plt = _pyplot()
-    means = stats.means()
-    layers, heads = stats.shape
-    cols = 4
-    rows = math.ceil(len(STATISTICS) / cols)
-    width = max(3.2, 0.45 * heads + 1.4)
-    height = max(2.6, 0.42 * layers + 1.2)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
-    for ax in axes.flat[len(STATISTICS) :]:
-        ax.axis("off")
-    for ax, (name, label) in zip(axes.flat, STATISTICS.items()):
-        values = means[name]
-        top = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
-        vmax = max(top, 1e-9) if name == "entropy" else 1.0
-        image = ax.imshow(values, cmap="magma" if name == "entropy" else "viridis", vmin=0.0, vmax=vmax, aspect="auto")
-        ax.set_title(f"{label}" + (" (nats)" if name == "entropy" else " share"), fontsize=10)
-        ax.set_xlabel("head")
-        ax.set_ylabel("layer")
-        ax.set_xticks(range(heads))
-        ax.set_yticks(range(layers))
-        if layers * heads <= 16 * 16:
-            for (i, j), v in np.ndenumerate(values):
-                if v == v:
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < 0.6 * vmax else "black")
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_positions(path: Path, analysis: PositionAnalysis) -> None:
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1.2, 1]})
-    image = left.imshow(analysis.similarity, cmap="RdBu_r", vmin=-1.0, vmax=1.0)
-    left.set_title(f"cosine similarity of position embeddings 0..{analysis.positions - 1}")
-    left.set_xlabel("position j")
-    left.set_ylabel("position i")
-    fig.colorbar(image, ax=left, fraction=0.046, pad=0.04)
-    right.hist(analysis.norms, bins=min(40, max(5, analysis.positions // 4)), color="#4472c4")
-    right.set_title(f"L2 norms (mean {analysis.norm_mean:.3g}, coefficient of variation {analysis.norm_cv:.3f})")
-    right.set_xlabel("L2 norm")
-    right.set_ylabel("positions")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def _stats_table_html(stats: HeadStats) -> str:
     means = stats.means()
     layers, heads = stats.shape
@@ -646,13 +531,14 @@ def write_attention_report(report: AttentionReport, *, layers: list[int], heads:
 
 
 def _write_report_files(report: AttentionReport, out: Path, *, layers: list[int], heads: list[int], per_head: bool) -> None:
+    from bertctl import plots
     from bertctl.runs import replace_dir
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         report.images = {}
         if report.stats is not None:
-            plot_statistics(tmp / "statistics.png", report.stats, f"head statistics over {report.stats_source}")
+            plots.plot_head_statistics(tmp / "statistics.png", report.stats.means(), STATISTICS, f"head statistics over {report.stats_source}")
             report.images["statistics"] = ["statistics.png"]
         if report.text_maps is not None:
             names = []
@@ -660,15 +546,15 @@ def _write_report_files(report: AttentionReport, out: Path, *, layers: list[int]
                 if per_head:
                     for h in heads:
                         name = f"layer{lay:02d}_head{h:02d}.png"
-                        plot_head(tmp / name, report.text_maps.maps, report.text_maps.tokens, lay, h)
+                        plots.plot_attention_head(tmp / name, report.text_maps.maps, report.text_maps.tokens, lay, h)
                         names.append(name)
                 else:
                     name = f"layer{lay:02d}.png"
-                    plot_layer_grid(tmp / name, report.text_maps.maps, report.text_maps.tokens, lay, heads)
+                    plots.plot_attention_layer(tmp / name, report.text_maps.maps, report.text_maps.tokens, lay, heads)
                     names.append(name)
             report.images["maps"] = names
         if report.positions is not None:
-            plot_positions(tmp / "positions.png", report.positions)
+            plots.plot_positions(tmp / "positions.png", report.positions)
             report.images["positions"] = ["positions.png"]
         (tmp / "index.html").write_text(render_index_html(report), encoding="utf-8")
         (tmp / MARKER).write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -677,51 +563,3 @@ def _write_report_files(report: AttentionReport, out: Path, *, layers: list[int]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-# ---------------------------------------------------------------------------------------------
-# terminal output
-
-
-def print_attention_report(console: "Console", report: AttentionReport) -> None:
-    """Texts, tokens and paths are escaped: rich would read "[b]" in them as markup (and raise on "[/b]")."""
-    import numpy as np
-    from rich.markup import escape
-    from rich.table import Table
-
-    if report.text_maps is not None:
-        console.print(f"[bold]{escape(report.model)}[/bold]: {len(report.text_maps.tokens)} tokens: {escape(' '.join(report.text_maps.tokens))}")
-    if report.stats is not None:
-        means = report.stats.means()
-        table = Table("layer", "head", *[f"{label}" for label in STATISTICS.values()], box=None, title=f"head statistics over {escape(report.stats_source)}")
-        layers, heads = report.stats.shape
-        for lay in report.shown_layers or range(layers):
-            for h in report.shown_heads or range(heads):
-                table.add_row(str(lay), str(h), *[("-" if means[n][lay, h] != means[n][lay, h] else f"{means[n][lay, h]:.2f}") for n in STATISTICS])
-        console.print(table)
-        highlights = []
-        for name, label in STATISTICS.items():
-            values = means[name]
-            if not np.isfinite(values).any():
-                continue
-            pick = np.nanargmin(values) if name == "entropy" else np.nanargmax(values)
-            lay, h = np.unravel_index(pick, values.shape)
-            what = "most focused (lowest entropy)" if name == "entropy" else f"most on {label}"
-            highlights.append(f"{what}: layer {lay} head {h} ({values[lay, h]:.2f})")
-        console.print(escape("; ".join(highlights)))
-    if report.positions is not None:
-        print_position_analysis(console, report.positions)
-    console.print(f"wrote {escape(str(report.out_dir / 'index.html'))} ({sum(len(v) for v in report.images.values())} PNGs)")
-
-
-def print_position_analysis(console: "Console", p: PositionAnalysis) -> None:
-    import numpy as np
-
-    at = ", ".join(f"{d}: {s:.3f}" for d, s in p.similarity_at.items())
-    console.print(f"position embeddings: {p.positions} positions x {p.dim} dims")
-    equal = "near-equal" if p.norm_cv < 0.1 else "unequal"
-    console.print(f"  norms: mean {p.norm_mean:.3f}, std {p.norm_std:.3f}, coefficient of variation {p.norm_cv:.3f} ({equal}; sinusoidal: 0)")
-    console.print(f"  largest norm: position {p.largest_norm_position} ({p.norms[p.largest_norm_position]:.3f}); median {float(np.median(p.norms)):.3f}")
-    falls = "falls with distance" if p.distance_spearman < -0.5 else ("weakly falls with distance" if p.distance_spearman < -0.1 else "does not fall with distance")
-    console.print(f"  similarity vs distance |i-j|: Spearman rho {p.distance_spearman:.3f} (similarity {falls}; sinusoidal: strongly negative)")
-    console.print(f"  mean cosine similarity at distance {at}")

@@ -248,7 +248,8 @@ def attention(
     bertctl attention --model runs/agnews --data recipes/agnews.toml --limit 200
     bertctl attention --model sentence-transformers/all-MiniLM-L6-v2 --positions
     """
-    from bertctl.attention import attention_command, print_attention_report
+    from bertctl import reports
+    from bertctl.attention import attention_command
 
     report = attention_command(
         model, texts or [], layer=layer, head=head, out=out, data=data, text_column=text_column or "text",
@@ -257,7 +258,7 @@ def attention(
     if as_json:
         echo_json(report.to_dict())
     else:
-        print_attention_report(console(), report)
+        reports.print_attention_report(console(), report)
 
 
 @app.command("eval")

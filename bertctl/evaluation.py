@@ -361,48 +361,6 @@ def evaluate_run(
 # reports
 
 
-def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, title: str = "") -> Path:
-    """A PNG heat map with counts in the cells, rows = true label; written atomically (temp file + rename)."""
-    # the Agg canvas directly: no pyplot, so no GUI backend and no global backend switch
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    import numpy as np
-
-    counts = np.asarray(matrix, dtype=float)
-    n = len(labels)
-    side = max(4.0, 0.7 * n + 2.5)
-    fig = Figure(figsize=(side + 1.0, side), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    # colour by row share, so a rare class's errors are as visible as a frequent one's
-    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true label's examples")
-    ax.set_xticks(range(n), labels=labels, rotation=45, ha="right")
-    ax.set_yticks(range(n), labels=labels)
-    ax.set_xlabel("predicted label")
-    ax.set_ylabel("true label")
-    if title:
-        ax.set_title(title)
-    if n <= 30:
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", color="white" if shares[i, j] > 0.5 else "black", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def default_report_path(result: EvalResult) -> Path:
     return Path(result.run_dir) / REPORT_NAME
 
@@ -429,6 +387,7 @@ def write_eval_report(result: EvalResult, report: Path | None = None, *, plot: b
     The PNG is drawn into a temp file and moved into place only after eval.json is written, so a failed
     write (disk full, read-only) leaves the previous report and PNG as a matching pair, and no new files.
     """
+    from bertctl import plots
     from bertctl.runs import atomic_write_json, removes_new_empty_dirs
 
     path = Path(report) if report is not None else default_report_path(result)
@@ -446,7 +405,7 @@ def write_eval_report(result: EvalResult, report: Path | None = None, *, plot: b
                 drawn = Path(name)
                 first, value = next(iter(result.metrics.overall.items()))
                 title = f"{Path(result.run_dir).name}: {result.split or Path(result.source).name}, {first} {value:.3f}"
-                plot_confusion_matrix(result.metrics.confusion_matrix, result.metrics.labels, drawn, title)
+                plots.plot_confusion_matrix(result.metrics.confusion_matrix, result.metrics.labels, drawn, title)
             atomic_write_json(path, result.to_dict())
             if drawn is not None:
                 os.replace(drawn, png)

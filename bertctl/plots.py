@@ -1,22 +1,58 @@
-"""PNG figures of a run (matplotlib on the Agg backend, imported only when a figure is drawn)."""
+"""Every PNG bertctl draws, in one style: matplotlib's object API on the Agg canvas (no pyplot, so no GUI
+backend and no global state), imported only when a figure is drawn, and saved atomically (temp file + rename),
+so a reader never finds half a PNG.
+
+    plot_curves(run_dir / "train_log.jsonl", run_dir / "curves.png", "accuracy")
+    plot_confusion_matrix(matrix, labels, path, title)
+    plot_head_statistics(path, means, names, title) / plot_attention_layer(...) / plot_attention_head(...) / plot_positions(...)
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+DPI = 110
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def plot_curves(log_path: Path, out_path: Path, metric: str) -> Path:
     """Training loss and the validation metric against optimizer steps, from train_log.jsonl."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     records = [json.loads(line) for line in Path(log_path).read_text(encoding="utf-8").splitlines() if line.strip()]
     train = [r for r in records if r.get("type") == "train"]
     evals = [r for r in records if r.get("type") == "eval" and metric in r]
-    fig, ax_loss = plt.subplots(figsize=(7, 4), dpi=110)
+    fig = _figure(7, 4)
+    ax_loss = fig.add_subplot(1, 1, 1)
     ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue", label="training loss")
     ax_loss.set_xlabel("optimizer step")
     ax_loss.set_ylabel("training loss", color="tab:blue")
@@ -25,9 +61,117 @@ def plot_curves(log_path: Path, out_path: Path, metric: str) -> Path:
         ax_metric.plot([r["step"] for r in evals], [r[metric] for r in evals], "o-", color="tab:orange", label=f"validation {metric}")
         ax_metric.set_ylabel(f"validation {metric}", color="tab:orange")
     ax_loss.set_title("bertctl train")
-    fig.tight_layout()
-    tmp = out_path.with_name(f".{out_path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out_path)
-    return out_path
+    return _save(fig, out_path)
+
+
+def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, title: str = "") -> Path:
+    """A heat map with counts in the cells, rows = true label."""
+    import numpy as np
+
+    counts = np.asarray(matrix, dtype=float)
+    n = len(labels)
+    side = max(4.0, 0.7 * n + 2.5)
+    fig = _figure(side + 1.0, side)
+    ax = fig.add_subplot(1, 1, 1)
+    # colour by row share, so a rare class's errors are as visible as a frequent one's
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true label's examples")
+    ax.set_xticks(range(n), labels=labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels=labels)
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    if title:
+        ax.set_title(title)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", color="white" if shares[i, j] > 0.5 else "black", fontsize=9)
+    return _save(fig, path)
+
+
+def _label_token_axes(ax, tokens: list[str], fontsize: float) -> None:
+    ticks = list(range(len(tokens)))
+    ax.set_xticks(ticks, labels=tokens, rotation=90, fontsize=fontsize)
+    ax.set_yticks(ticks, labels=tokens, fontsize=fontsize)
+
+
+def _token_fontsize(n: int) -> float:
+    return max(3.0, min(9.0, 220.0 / max(n, 1)))
+
+
+def plot_attention_layer(path: Path, maps: "np.ndarray", tokens: list[str], layer: int, heads: list[int]) -> Path:
+    """One layer's heads side by side: rows = queries (attending), columns = keys (attended to)."""
+    n = len(tokens)
+    cols = min(4, len(heads))
+    rows = math.ceil(len(heads) / cols)
+    cell = max(3.0, min(6.0, 0.18 * n + 1.5))
+    fig = _figure(cell * cols, cell * rows)
+    for index, h in enumerate(heads):
+        ax = fig.add_subplot(rows, cols, index + 1)
+        ax.imshow(maps[layer, h], cmap="viridis", vmin=0.0, vmax=1.0, aspect="equal")
+        ax.set_title(f"layer {layer} head {h}", fontsize=10)
+        _label_token_axes(ax, tokens, _token_fontsize(n) * 0.8)
+    fig.suptitle(f"layer {layer}: attention weights (row = query token, column = key token)", fontsize=12)
+    return _save(fig, path)
+
+
+def plot_attention_head(path: Path, maps: "np.ndarray", tokens: list[str], layer: int, head: int) -> Path:
+    n = len(tokens)
+    size = max(4.0, min(14.0, 0.28 * n + 2.0))
+    fig = _figure(size + 1.0, size)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(maps[layer, head], cmap="viridis", vmin=0.0, vmax=1.0, aspect="equal")
+    _label_token_axes(ax, tokens, _token_fontsize(n))
+    ax.set_xlabel("key (attended to)")
+    ax.set_ylabel("query (attending)")
+    ax.set_title(f"layer {layer} head {head}")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return _save(fig, path)
+
+
+def plot_head_statistics(path: Path, means: dict[str, "np.ndarray"], names: dict[str, str], title: str) -> Path:
+    """One layer-by-head heatmap per statistic (`names`: key -> label), the value written in each cell."""
+    import numpy as np
+
+    layers, heads = next(iter(means.values())).shape
+    cols = 4
+    rows = math.ceil(len(names) / cols)
+    width = max(3.2, 0.45 * heads + 1.4)
+    height = max(2.6, 0.42 * layers + 1.2)
+    fig = _figure(width * cols, height * rows)
+    for index, (name, label) in enumerate(names.items()):
+        ax = fig.add_subplot(rows, cols, index + 1)
+        values = means[name]
+        top = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
+        vmax = max(top, 1e-9) if name == "entropy" else 1.0
+        image = ax.imshow(values, cmap="magma" if name == "entropy" else "viridis", vmin=0.0, vmax=vmax, aspect="auto")
+        ax.set_title(f"{label}" + (" (nats)" if name == "entropy" else " share"), fontsize=10)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_xticks(range(heads))
+        ax.set_yticks(range(layers))
+        if layers * heads <= 16 * 16:
+            for (i, j), v in np.ndenumerate(values):
+                if v == v:
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < 0.6 * vmax else "black")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(title, fontsize=12)
+    return _save(fig, path)
+
+
+def plot_positions(path: Path, analysis: Any) -> Path:
+    """Cosine similarity between position embeddings, and the histogram of their norms (attention.PositionAnalysis)."""
+    fig = _figure(13, 5.5)
+    grid = fig.add_gridspec(1, 2, width_ratios=[1.2, 1])
+    left, right = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    image = left.imshow(analysis.similarity, cmap="RdBu_r", vmin=-1.0, vmax=1.0)
+    left.set_title(f"cosine similarity of position embeddings 0..{analysis.positions - 1}")
+    left.set_xlabel("position j")
+    left.set_ylabel("position i")
+    fig.colorbar(image, ax=left, fraction=0.046, pad=0.04)
+    right.hist(analysis.norms, bins=min(40, max(5, analysis.positions // 4)), color="#4472c4")
+    right.set_title(f"L2 norms (mean {analysis.norm_mean:.3g}, coefficient of variation {analysis.norm_cv:.3f})")
+    right.set_xlabel("L2 norm")
+    right.set_ylabel("positions")
+    return _save(fig, path)

@@ -1,4 +1,4 @@
-"""Terminal rendering of the plain results the other modules return (tables, summaries)."""
+"""Every terminal table and summary: the plain results the other modules return, rendered for a person (rich)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from bertctl.attention import AttentionReport, PositionAnalysis
+    from bertctl.prediction import FillMaskResult
     from bertctl.tokenization import InputRow, TokenizeReport
 
 
@@ -151,3 +153,49 @@ def print_fill_mask(console, result: FillMaskResult) -> None:
             table.add_row(str(rank), escape(candidate["token"]), f"{candidate['probability']:.4f}")
         console.print(table)
     console.print(f"top-1 fill: {escape(result.filled)}")
+
+
+def print_attention_report(console: "Console", report: AttentionReport) -> None:
+    """Texts, tokens and paths are escaped: rich would read "[b]" in them as markup (and raise on "[/b]")."""
+    import numpy as np
+    from rich.markup import escape
+    from rich.table import Table
+
+    from bertctl.attention import STATISTICS
+
+    if report.text_maps is not None:
+        console.print(f"[bold]{escape(report.model)}[/bold]: {len(report.text_maps.tokens)} tokens: {escape(' '.join(report.text_maps.tokens))}")
+    if report.stats is not None:
+        means = report.stats.means()
+        table = Table("layer", "head", *[f"{label}" for label in STATISTICS.values()], box=None, title=f"head statistics over {escape(report.stats_source)}")
+        layers, heads = report.stats.shape
+        for lay in report.shown_layers or range(layers):
+            for h in report.shown_heads or range(heads):
+                table.add_row(str(lay), str(h), *[("-" if means[n][lay, h] != means[n][lay, h] else f"{means[n][lay, h]:.2f}") for n in STATISTICS])
+        console.print(table)
+        highlights = []
+        for name, label in STATISTICS.items():
+            values = means[name]
+            if not np.isfinite(values).any():
+                continue
+            pick = np.nanargmin(values) if name == "entropy" else np.nanargmax(values)
+            lay, h = np.unravel_index(pick, values.shape)
+            what = "most focused (lowest entropy)" if name == "entropy" else f"most on {label}"
+            highlights.append(f"{what}: layer {lay} head {h} ({values[lay, h]:.2f})")
+        console.print(escape("; ".join(highlights)))
+    if report.positions is not None:
+        print_position_analysis(console, report.positions)
+    console.print(f"wrote {escape(str(report.out_dir / 'index.html'))} ({sum(len(v) for v in report.images.values())} PNGs)")
+
+
+def print_position_analysis(console: "Console", p: PositionAnalysis) -> None:
+    import numpy as np
+
+    at = ", ".join(f"{d}: {s:.3f}" for d, s in p.similarity_at.items())
+    console.print(f"position embeddings: {p.positions} positions x {p.dim} dims")
+    equal = "near-equal" if p.norm_cv < 0.1 else "unequal"
+    console.print(f"  norms: mean {p.norm_mean:.3f}, std {p.norm_std:.3f}, coefficient of variation {p.norm_cv:.3f} ({equal}; sinusoidal: 0)")
+    console.print(f"  largest norm: position {p.largest_norm_position} ({p.norms[p.largest_norm_position]:.3f}); median {float(np.median(p.norms)):.3f}")
+    falls = "falls with distance" if p.distance_spearman < -0.5 else ("weakly falls with distance" if p.distance_spearman < -0.1 else "does not fall with distance")
+    console.print(f"  similarity vs distance |i-j|: Spearman rho {p.distance_spearman:.3f} (similarity {falls}; sinusoidal: strongly negative)")
+    console.print(f"  mean cosine similarity at distance {at}")
