@@ -146,6 +146,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_foundation_help_does_not_import_heavy_libraries():
     code = (
         "import sys\n"
@@ -161,6 +162,7 @@ def test_cli_foundation_help_does_not_import_heavy_libraries():
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_cli_foundation_python_m_bertctl_help():
     done = subprocess.run([sys.executable, "-m", "bertctl", "--help"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -168,6 +170,7 @@ def test_cli_foundation_python_m_bertctl_help():
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_cli_foundation_python_m_bertctl_validate_exit_codes(tmp_path):
     (tmp_path / "bad.toml").write_text("[train]\nepochs = 0\n", encoding="utf-8")
     done = subprocess.run([sys.executable, "-m", "bertctl", "validate", str(tmp_path / "bad.toml")], capture_output=True, text=True, cwd=REPO, timeout=120)
