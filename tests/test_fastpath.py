@@ -138,6 +138,7 @@ def test_fastpath_returns_the_full_models_attentions_and_hidden_states(attn):
     with torch.no_grad():
         want = stock(**batch, output_attentions=True, output_hidden_states=True)
         got = fast(**batch, output_attentions=True, output_hidden_states=True)
+        assert fast.bert(**batch).last_hidden_state.shape[1] == 1  # a plain call is back on the [CLS]-only path
         fast.config.output_hidden_states = True  # asked for through the config, as transformers allows
         from_config = fast(**batch)
     assert len(got.hidden_states) == len(from_config.hidden_states) == len(want.hidden_states) == 4
