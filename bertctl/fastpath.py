@@ -1,39 +1,46 @@
-"""A CPU fast path for BERT sequence classifiers: the same model and math, less work per step.
+"""A CPU fast path for BERT sequence classifiers: the same weights and function, less work per step.
 
-    applied = use_fast_path(model)     # [] when the model isn't a plain BertForSequenceClassification
+    applied = use_fast_path(model)     # [] when the model isn't a stock BertForSequenceClassification
 
-`bertctl train` (unless `train.cpu_fast_path = false`) and `bertctl predict`/`eval` (unless
-`--no-fast-path`) call this on CPU; benchmarks/NOTES.md has the measurements. It replaces the forward methods
-of transformers' BertSelfAttention/BertLayer, so a transformers release that changes their signatures could
-break it: `fast_path_problem` refuses models it does not recognise, and tests/test_fastpath.py compares
-logits and gradients with the stock model on every CI run. It changes how the forward pass
-runs, never the weights, so the saved model is an ordinary `save_pretrained` dir. What it changes:
+`bertctl train` (unless `train.cpu_fast_path = false`) and `bertctl predict`/`eval` (unless `--no-fast-path`)
+apply it on CPU; benchmarks/NOTES.md has the measurements. A CPU step is bound by matmuls and random draws,
+and the stock forward spends some of both on results a classifier never reads:
 
-- last layer, [CLS] only: a sequence classifier reads only position 0 of the last layer (the pooler takes
-  `hidden_states[:, 0]`), so that layer computes keys and values for every token but queries, attention output
-  and feed-forward for [CLS] alone. Logits and gradients are those of the full model (about 1/6 of the step's
-  matmul work disappears with a 6-layer model).
-- attention with an additive padding bias built once per layer from a (batch, 1, 1, keys) row of the mask,
-  Q/K/V projected by one matmul (one wider GEMM parallelises better than three narrow ones).
-- dropout masks from 16-bit slices of 64-bit random words instead of `bernoulli_` (which draws one random number
-  per element and was ~7% of a step): the same Bernoulli(1-p) keep mask with p rounded to 1/65536, drawn from
-  torch's default generator, so seeding and checkpointed RNG state (exact resume) work as before.
+- last layer, [CLS] only: the head reads position 0 of the last layer alone (the pooler takes
+  `hidden_states[:, 0]`), so that layer needs keys and values for every token but queries, attention output and
+  feed-forward for [CLS] only (about 1/6 of a 6-layer model's matmuls), with the full model's logits and
+  gradients. So `model.bert(...)` on a fast-path model returns a one-position `last_hidden_state`.
+- Q, K and V by one matmul (one wider GEMM parallelises better than three narrow ones), and an additive
+  (batch, 1, 1, keys) padding bias built once per forward: an encoder's padding mask is the same for every query.
+- dropout masks from 16-bit slices of 64-bit random words instead of `bernoulli_` (one random number per element,
+  ~7% of a step): the same Bernoulli(1-p) keep mask with p rounded to 1/65536, drawn from torch's default
+  generator, so seeding and the checkpointed RNG state (exact resume) work as before.
 
-Logits in eval mode equal the stock model's to float rounding (tests/test_fastpath.py holds that, and gradients).
+Explicit modules, so the model stays an ordinary one: `FastEncoder` takes the place of `bert.encoder` holding
+the very same `layer` list (state-dict names and `save_pretrained` output unchanged: stock transformers loads
+them), `CheapDropout` replaces `nn.Dropout` by module swap, and the attention kernel and its mask are registered
+through transformers' public `AttentionInterface`/`AttentionMaskInterface`. Nothing is assigned onto instances,
+so the model pickles and deep-copies. `FastEncoder` reads its layers' submodules by name (the state-dict names,
+stable across releases) rather than calling their `forward` (whose signatures change). A call that asks for
+attentions or hidden states runs the stock encoder on the same kernel, so those outputs are the full model's
+(attentions included, which stock sdpa doesn't return). `fast_path_problem` checks the structure this relies on.
 """
 
 from __future__ import annotations
 
-import functools
-import types
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.masking_utils import bidirectional_mask_function, eager_mask
+from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
+ATTENTION = "bertctl"  # the name the kernel below is registered under
 DROP_LEVELS = 1 << 16  # dropout probability resolution: p is rounded to a multiple of 1/65536
 
 
 def fast_dropout(x, p: float, training: bool):
     """`F.dropout(x, p, training)` with the keep mask drawn as 16-bit random integers (4 per 64-bit draw)."""
-    import torch
-
     if not training or p <= 0.0:
         return x
     if p >= 1.0:
@@ -49,120 +56,139 @@ def fast_dropout(x, p: float, training: bool):
     return x * keep
 
 
-def _fast_dropout_forward(self, x):
-    return fast_dropout(x, self.p, self.training)
+class CheapDropout(nn.Dropout):
+    """`nn.Dropout` with its keep mask from `fast_dropout`."""
+
+    def forward(self, input):
+        return fast_dropout(input, self.p, self.training)
 
 
-def _padding_bias(attention_mask, dtype):
-    """(batch, 1, 1, keys) additive bias from transformers' 4D mask (bool for sdpa, additive for eager), or None.
+def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """The attention kernel: (batch, queries, heads, size) output and the attention probabilities."""
+    scores = torch.matmul(query, key.transpose(2, 3)).mul_(query.shape[-1] ** -0.5 if scaling is None else scaling)
+    if attention_mask is not None and attention_mask.dtype == torch.bool:  # a caller's own 4D mask
+        scores = scores.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min)
+    elif attention_mask is not None:
+        scores = scores.add_(attention_mask)
+    probs = torch.softmax(scores, dim=-1)
+    if dropout:
+        probs = module.dropout(probs)  # the module's own dropout: CheapDropout once swapped
+    return torch.matmul(probs, value).transpose(1, 2), probs
 
-    A bidirectional encoder's padding mask has the same row for every query, so one row per example is enough.
-    """
-    import torch
 
-    if attention_mask is None:
+def padding_bias(batch_size, q_length, kv_length, *, attention_mask=None, mask_function=None, dtype=torch.float32, allow_is_bidirectional_skip=False, **kwargs):
+    """The kernel's mask: an additive (batch, 1, 1, keys) padding bias, or None when nothing is padded."""
+    if mask_function is not bidirectional_mask_function:  # a causal or custom pattern: the full 4D mask
+        return eager_mask(batch_size, q_length, kv_length, mask_function=mask_function, attention_mask=attention_mask, dtype=dtype, **kwargs)
+    if attention_mask is None or (allow_is_bidirectional_skip and bool(attention_mask.all())):
         return None
-    row = attention_mask[:, :, :1, :]
-    if row.dtype == torch.bool:
-        return torch.zeros(row.shape, dtype=dtype, device=row.device).masked_fill_(~row, torch.finfo(dtype).min)
-    return row.to(dtype)
+    keep = attention_mask[:, None, None, :]
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, torch.finfo(dtype).min)
 
 
-def _self_attention_forward(self, hidden_states, attention_mask=None, *args, cls_only: bool = False, dropout=None, fused_qkv: bool = True, **kwargs):
-    """BertSelfAttention.forward for an encoder: (output, None); with cls_only, output has one position."""
-    import torch
-    import torch.nn.functional as F
-
-    batch, length, _ = hidden_states.shape
-    heads, size = self.num_attention_heads, self.attention_head_size
-    if not fused_qkv:  # separate projections: works for any Linear, e.g. int8 dynamic-quantized ones
-        query = self.query(hidden_states[:, :1] if cls_only else hidden_states).view(batch, -1, heads, size).transpose(1, 2)
-        key = self.key(hidden_states).view(batch, length, heads, size)
-        value = self.value(hidden_states).view(batch, length, heads, size)
-    elif cls_only:
-        query = self.query(hidden_states[:, :1]).view(batch, 1, heads, size).transpose(1, 2)
-        kv = F.linear(
-            hidden_states,
-            torch.cat([self.key.weight, self.value.weight]),
-            torch.cat([self.key.bias, self.value.bias]),
-        ).view(batch, length, 2, heads, size)
-        key, value = kv.unbind(2)
-    else:
-        qkv = F.linear(
-            hidden_states,
-            torch.cat([self.query.weight, self.key.weight, self.value.weight]),
-            torch.cat([self.query.bias, self.key.bias, self.value.bias]),
-        ).view(batch, length, 3, heads, size)
-        query, key, value = qkv.unbind(2)
-        query = query.transpose(1, 2)
-    key, value = key.transpose(1, 2), value.transpose(1, 2)
-    scores = torch.matmul(query, key.transpose(2, 3)).mul_(self.scaling)
-    bias = _padding_bias(attention_mask, scores.dtype)
-    if bias is not None:
-        scores = scores.add_(bias)
-    probs = (dropout or fast_dropout)(torch.softmax(scores, dim=-1), self.dropout.p, self.training)
-    out = torch.matmul(probs, value).transpose(1, 2).reshape(batch, query.shape[2], heads * size)
-    return out, None
+AttentionInterface.register(ATTENTION, attention)
+AttentionMaskInterface.register(ATTENTION, padding_bias)
 
 
-def _cls_only_layer_forward(self, hidden_states, attention_mask=None, *args, **kwargs):
-    """BertLayer.forward whose output holds position 0 only: (batch, 1, hidden)."""
-    attended, _ = self.attention.self(hidden_states, attention_mask, cls_only=True)
-    attention_output = self.attention.output(attended, hidden_states[:, :1])
-    return self.feed_forward_chunk(attention_output)
+class FastEncoder(nn.Module):
+    """`bert.encoder` on the fast path: the same `layer` list, run from its submodules (see the module docstring)."""
+
+    def __init__(self, encoder, *, cls_only: bool, fused_qkv: bool):
+        super().__init__()
+        self.config = encoder.config
+        self.layer = encoder.layer  # the same modules, so the same state-dict names
+        self.stock = (encoder,)  # a tuple, not a submodule: no second set of names; runs requested outputs
+        self.stock_attention = encoder.config._attn_implementation  # for undo_fast_path
+        self.cls_only, self.fused_qkv = cls_only, fused_qkv
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        # the same precedence as transformers' capture_outputs; output_hidden_states may be an index (0) or a list
+        wanted = (kwargs.get(f"output_{k}", getattr(self.config, f"output_{k}", False)) for k in ("attentions", "hidden_states"))
+        if any(v is not None and v is not False for v in wanted) or any(layer.gradient_checkpointing for layer in self.layer):
+            return self.stock[0](hidden_states, attention_mask=attention_mask, **kwargs)
+        for i, layer in enumerate(self.layer):
+            hidden_states = self._layer(layer, hidden_states, attention_mask, cls_only=self.cls_only and i == len(self.layer) - 1)
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden_states)
+
+    def _layer(self, layer, hidden, bias, *, cls_only: bool):
+        """One BertLayer; with cls_only its output holds position 0 alone: (batch, 1, hidden)."""
+        heads = layer.attention.self
+        batch, length, _ = hidden.shape
+        shape = (batch, -1, heads.num_attention_heads, heads.attention_head_size)
+        queries = hidden[:, :1] if cls_only else hidden
+        projected = [heads.query(queries).view(shape)] if cls_only else []
+        projections = [heads.key, heads.value] if cls_only else [heads.query, heads.key, heads.value]
+        if self.fused_qkv:
+            weight, b = torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections])
+            projected += F.linear(hidden, weight, b).view(batch, length, len(projections), *shape[2:]).unbind(2)
+        else:  # any Linear, e.g. int8 dynamic-quantized ones
+            projected += [p(hidden).view(shape) for p in projections]
+        query, key, value = (t.transpose(1, 2) for t in projected)
+        context, _ = attention(heads, query, key, value, bias, scaling=heads.scaling, dropout=heads.dropout.p if heads.training else 0.0)
+        attended = layer.attention.output(context.reshape(batch, -1, shape[2] * shape[3]), queries)
+        return layer.output(layer.intermediate(attended), attended)
 
 
 def fast_path_problem(model) -> str | None:
-    """Why the fast path doesn't apply to `model` (None when it does)."""
-    if type(model).__name__ != "BertForSequenceClassification":
+    """Why the fast path doesn't apply to `model` (None when it does): checked by structure, not by name."""
+    from transformers.models.bert import modeling_bert as bert
+
+    if not isinstance(model, bert.BertForSequenceClassification):
         return f"{type(model).__name__} is not a BertForSequenceClassification"
-    config = model.config
-    if config.is_decoder or getattr(config, "add_cross_attention", False):
+    if model.config.is_decoder or getattr(model.config, "add_cross_attention", False):
         return "a decoder / cross-attention BERT"
-    if getattr(config, "chunk_size_feed_forward", 0):
-        return "chunked feed-forward"
-    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
-        return f"attention implementation {config._attn_implementation!r}"
-    if getattr(config, "position_embedding_type", "absolute") != "absolute":
-        return f"{config.position_embedding_type} position embeddings"
-    layers = getattr(getattr(getattr(model, "bert", None), "encoder", None), "layer", None)
-    if not layers or getattr(model.bert, "pooler", None) is None:
-        return "no encoder layers or no pooler"
+    # [CLS]-only is right only when the head reads nothing but position 0 the stock way
+    pooler = model.bert.pooler
+    for module, stock in ((model, bert.BertForSequenceClassification), (model.bert, bert.BertModel), (pooler, bert.BertPooler)):
+        if type(module).forward is not stock.forward:
+            return f"{type(module).__name__} has its own forward"
+    layers = getattr(model.bert.encoder, "layer", None)
+    if not layers:
+        return "no encoder layers"
+    for i, layer in enumerate(layers):
+        if type(layer) is not bert.BertLayer or type(layer.attention.self) is not bert.BertSelfAttention:
+            return f"encoder layer {i} is not a stock BertLayer"
+    patched = next((name for name, m in model.named_modules() if "forward" in vars(m)), None)
+    if patched is not None:
+        return f"{patched or 'the model'} has a forward set on the instance"
     return None
 
 
 def use_fast_path(model, *, cls_only: bool = True, cheap_dropout: bool = True, fused_qkv: bool = True) -> list[str]:
-    """Patch `model` (in place, instance attributes only) to run faster; returns what was changed.
+    """Put `model` (in place) on the fast path; returns what was applied ([] when it doesn't apply).
 
-    Inference can use it too (eval mode: no dropout, and [CLS]-only still saves most of the last layer);
-    pass fused_qkv=False when the Linear layers are not plain nn.Linear (e.g. int8 dynamic-quantized).
-    The other keywords switch parts off for benchmarks/profile_train_step.py's ablations.
+    Inference can use it too (eval mode: no dropout, and [CLS]-only still saves most of the last layer). Q, K
+    and V are fused only when they are plain nn.Linear (not, e.g., int8 dynamic-quantized ones). The keywords
+    switch parts off for benchmarks/profile_train_step.py's ablations; applying again replaces the settings.
     """
-    import torch
-
+    undo_fast_path(model)
     if fast_path_problem(model) is not None:
         return []
-    layers = model.bert.encoder.layer
-    attention = functools.partial(_self_attention_forward, fused_qkv=fused_qkv)
-    if not cheap_dropout:
-        attention = functools.partial(attention, dropout=torch.nn.functional.dropout)
-    for layer in layers:
-        layer.attention.self.forward = types.MethodType(attention, layer.attention.self)
+    encoder = model.bert.encoder
+    fused_qkv = fused_qkv and all(type(getattr(layer.attention.self, p)) is nn.Linear for layer in encoder.layer for p in ("query", "key", "value"))
+    model.bert.encoder = FastEncoder(encoder, cls_only=cls_only, fused_qkv=fused_qkv).train(encoder.training)
+    model.set_attn_implementation(ATTENTION)
     applied = ["one-GEMM QKV attention" if fused_qkv else "attention with a padding bias"]
     if cls_only:
-        layers[-1].forward = types.MethodType(_cls_only_layer_forward, layers[-1])
         applied.append("last layer [CLS] only")
     if cheap_dropout:
-        dropouts = 0
-        for module in model.modules():
-            if type(module) is torch.nn.Dropout:
-                module.forward = types.MethodType(_fast_dropout_forward, module)
-                dropouts += 1
-        applied.append(f"cheap dropout masks ({dropouts} modules + attention)")
+        swapped = _swap_dropout(model, nn.Dropout, CheapDropout)
+        applied.append(f"cheap dropout masks ({swapped} modules + attention)")
     return applied
 
 
 def undo_fast_path(model) -> None:
-    """Restore the stock forward methods (drop the instance attributes `use_fast_path` set)."""
-    for module in model.modules():
-        module.__dict__.pop("forward", None)
+    """Put the stock encoder, dropout modules and attention implementation back (a no-op off the fast path)."""
+    encoder = getattr(getattr(model, "bert", None), "encoder", None)
+    if isinstance(encoder, FastEncoder):
+        model.bert.encoder = encoder.stock[0].train(encoder.training)
+        model.set_attn_implementation(encoder.stock_attention)
+        _swap_dropout(model, CheapDropout, nn.Dropout)
+
+
+def _swap_dropout(model, old: type, new: type) -> int:
+    """Replace every `old` dropout module (exact type, not in-place) by a `new` one with the same p; returns how many."""
+    swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children() if type(child) is old and not child.inplace]
+    for parent, name, child in swaps:
+        setattr(parent, name, new(child.p).train(child.training))
+    return len(swaps)
