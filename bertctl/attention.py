@@ -407,26 +407,6 @@ def _select(values: list[int] | None, count: int, what: str) -> list[int]:
     return values
 
 
-def _sample_texts(source: Path, text_column: str, limit: int, seed: int = 0) -> tuple[list[str], list[str] | None, str]:
-    """Non-blank texts (and second texts, for pair recipes) of a recipe's train split or a data file: a seeded sample of `limit`."""
-    import random
-
-    if source.suffix.lower() == ".toml":
-        from bertctl.data import train_texts
-        from bertctl.recipe import load_recipe
-
-        texts, pairs, where = train_texts(load_recipe(source))
-    else:
-        from bertctl.inputs import read_texts
-
-        texts, pairs, where = read_texts(source, text_column), None, str(source)
-    keep = list(range(len(texts)))
-    if len(keep) > limit:
-        # a seeded sample rather than the first rows: files are often sorted by label
-        keep = sorted(random.Random(seed).sample(keep, limit))
-    return [texts[i] for i in keep], (None if pairs is None else [pairs[i] for i in keep]), where
-
-
 def attention_command(
     model: str | None,
     texts: list[str],
@@ -475,7 +455,14 @@ def attention_command(
         report.stats = head_statistics(maps[0], **token_kinds(tokenizer, ids))
         report.stats_source = "the text above"
     if data is not None:
-        many, pairs, where = _sample_texts(data, text_column, limit)
+        import random
+
+        from bertctl.data import unlabeled_texts
+
+        many, pairs, where = unlabeled_texts(data, text_column)
+        if len(many) > limit:  # a seeded sample rather than the first rows: files are often sorted by label
+            keep = sorted(random.Random(0).sample(range(len(many)), limit))
+            many, pairs = [many[i] for i in keep], (None if pairs is None else [pairs[i] for i in keep])
         total: HeadStats | None = None
         for start in range(0, len(many), batch_size):
             chunk_pairs = None if pairs is None else pairs[start : start + batch_size]

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bertctl.errors import DataError, Problem
-from bertctl.inputs import blank_text_problem, encode_labels, first_line, infer_labels, missing_column_problem, read_table
-from bertctl.recipe import SPLITS, Recipe
+from bertctl.errors import DataError, Problem, RecipeError
+from bertctl.inputs import blank_text_problem, column_problems, encode_labels, first_line, infer_labels, read_table, read_texts
+from bertctl.recipe import SPLITS, Recipe, load_recipe
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,11 +102,9 @@ def load_data(recipe: Recipe) -> LoadedData:
     problems: list[Problem] = []
     text_columns = [d.text] + ([d.text_pair] if d.text_pair else [])
     for split, frame in frames.items():
-        for key, column in (("data.text", d.text), ("data.text_pair", d.text_pair), ("data.label", d.label)):
-            if column is not None and column not in frame.columns:
-                problems.append(missing_column_problem(key, column, list(frame.columns), sources[split]))
+        problems += column_problems(list(frame.columns), {"data.text": d.text, "data.text_pair": d.text_pair, "data.label": d.label}, sources[split])
     if problems:
-        raise_problems(recipe, problems)
+        raise RecipeError(recipe.source, problems)
 
     labels = d.labels or declared or infer_labels(list(frames["train"][d.label]))
     # whose labels these are decides the advice for a value outside them
@@ -118,9 +116,7 @@ def load_data(recipe: Recipe) -> LoadedData:
     for split, frame in frames.items():
         path = None if recipe.uses_hub_dataset else Path(sources[split])
         frame = frame.reset_index(drop=True)
-        blank, problem = blank_text_problem(
-            frame, text_columns, f"data.{split}", sources[split], path, "fill in or remove those rows, or set data.drop_empty = true to skip them"
-        )
+        blank, problem = blank_text_problem(frame, text_columns, f"data.{split}", sources[split], path, "fill in or remove those rows, or set data.drop_empty = true to skip them")
         if blank and d.drop_empty:
             # dropping keeps the original index, so later problems still name the rows' places in the file
             frame = frame.drop(index=blank)
@@ -143,7 +139,7 @@ def load_data(recipe: Recipe) -> LoadedData:
             only = labels[next(iter(present))] if present else "(none)"
             problems.append(Problem("data.train", f"has a single class ({only!r}) in {sources['train']}: nothing to learn", "train on data with at least two classes"))
     if problems:
-        raise_problems(recipe, problems)
+        raise RecipeError(recipe.source, problems)
 
     splits = {split: Dataset.from_dict(cols) for split, cols in encoded.items()}
     splits, sources = _carve_validation(recipe, splits, sources)
@@ -154,8 +150,12 @@ def load_data(recipe: Recipe) -> LoadedData:
     return LoadedData(splits, list(labels), sources, dropped, is_pair=d.text_pair is not None)
 
 
-def train_texts(recipe: Recipe) -> tuple[list[str], list[str] | None, str]:
-    """A recipe's train texts (and second texts, for pairs), for uses that need no labels: attention, pretrain."""
+def unlabeled_texts(source: "Recipe | Path", column: str = "text") -> tuple[list[str], list[str] | None, str]:
+    """Texts for uses that need no labels (attention, pretrain), and where they came from: a recipe's train texts
+    (pairs kept as pairs) when `source` is a Recipe or a .toml, else the non-blank texts of a data file's `column`."""
+    if isinstance(source, Path) and source.suffix.lower() != ".toml":
+        return read_texts(source, column), None, str(source)
+    recipe = load_recipe(source) if isinstance(source, Path) else source
     data = load_data(recipe)
     train = data.splits["train"]
     return list(train["text"]), (list(train["text_pair"]) if data.is_pair else None), f"{data.sources['train']} (train texts of {recipe.source})"
@@ -177,12 +177,6 @@ def _carve_validation(recipe: Recipe, splits: dict[str, "Dataset"], sources: dic
     splits = {**splits, "train": parts["train"], "validation": parts["test"]}
     sources = {**sources, "validation": f"{sources['train']} ({fraction:.0%} held out, seed {recipe.train.seed})"}
     return splits, sources
-
-
-def raise_problems(recipe: Recipe, problems: list[Problem]) -> None:
-    from bertctl.errors import RecipeError
-
-    raise RecipeError(recipe.source, problems)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -220,11 +220,8 @@ def _recipe_split(run_dir: Path, classifier: "Classifier", split: str | None) ->
 
 
 def _model_ids(values: list, classifier: "Classifier", key: str, where: str, path: Path | None = None) -> list[int]:
-    """Labels -> the model's class ids, by the rule training uses (bertctl.inputs.encode_labels).
-
-    A label the model doesn't know is an error: scoring it as a new class would hide a label-set mismatch
-    between the data and the model.
-    """
+    """Labels -> the model's class ids by training's rule; one it doesn't know is an error (scoring it as a
+    new class would hide a label-set mismatch between the data and the model)."""
     from bertctl.inputs import encode_labels, problems_error
 
     fix = "use the model's label names, drop those rows, or evaluate a model trained with these labels"

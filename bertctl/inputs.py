@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import io
 import json
 import numbers
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 MAX_ROWS_SHOWN = 5
 STDIN_NAME = "<stdin>"
-TABLE_SUFFIXES = {".parquet", ".csv", ".tsv", ".jsonl", ".json", ".txt"}
 
 
 def first_line(exc: Exception) -> str:
@@ -86,7 +86,7 @@ def decode_text(raw: bytes, path: Path) -> str:
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise DataError(
             f"{path}: is UTF-16 text (it starts with a UTF-16 byte-order mark), not UTF-8",
-            fix=_iconv(path, "utf-16", "utf-8", "re-save it as UTF-8 (Excel: 'CSV UTF-8'), e.g."),
+            fix=_iconv(path, "utf-16", "utf-8", "re-save it as UTF-8 (Excel: 'CSV UTF-8')"),
         )
     try:
         text = raw.decode("utf-8")
@@ -95,7 +95,7 @@ def decode_text(raw: bytes, path: Path) -> str:
         bad = raw[exc.start : exc.start + 1].hex()
         raise DataError(
             f"{path}: not UTF-8 text (byte 0x{bad} on line {line}); it looks like Latin-1/Windows-1252",
-            fix=_iconv(path, "latin1", "utf-8", "re-save it as UTF-8, e.g."),
+            fix=_iconv(path, "latin1", "utf-8", "re-save it as UTF-8"),
         ) from None
     if text.startswith("\u00ef\u00bb\u00bf"):
         raise DataError(
@@ -214,7 +214,7 @@ def read_table(path: Path, *, missing_fix: str | None = None) -> "pd.DataFrame":
     if not raw.strip() or raw.strip() in (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"):
         raise DataError(f"{path}: the file is empty", fix="fill it with a header line and rows, or point the recipe at another file")
     suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
+    if suffix not in {".parquet", ".csv", ".tsv", ".jsonl", ".json", ".txt"}:
         raise DataError(f"{path}: unsupported file type {suffix or '(none)'!r}", fix="use csv, tsv, jsonl, parquet or txt")
     try:
         if suffix == ".parquet":
@@ -244,7 +244,8 @@ def read_table(path: Path, *, missing_fix: str | None = None) -> "pd.DataFrame":
 # naming rows
 
 
-def _record_lines(path: Path) -> list[int] | None:
+@functools.lru_cache(maxsize=1)  # the file being reported on; mtime and size make an edited file a new key
+def _record_lines(path: Path, mtime: float, size: int) -> list[int] | None:
     """The file line each row of read_table starts on (a csv/tsv header is line 1), or None when that can't be known."""
     try:
         text = decode_text(path.read_bytes(), path)
@@ -267,28 +268,18 @@ def _record_lines(path: Path) -> list[int] | None:
     return starts[1:]
 
 
-_LINES_CACHE: dict[tuple[str, float, int], list[int] | None] = {}
-
-
 def row_name(path: Path | None, index: int) -> str:
     """Where a person finds row `index` (0-based, as read_table numbers rows): the file line for csv/tsv (the
     header is line 1, quoted newlines counted) and txt, the record for json/jsonl, else the row."""
     suffix = path.suffix.lower() if path is not None else ""
     if suffix in {".jsonl", ".json"}:
         return f"record {index + 1}"
-    if suffix in {".csv", ".tsv", ".txt"}:
-        try:
-            stat = path.stat()
-        except (OSError, ValueError):
-            return f"row {index + 1}"
-        key = (str(path), stat.st_mtime, stat.st_size)
-        if key not in _LINES_CACHE:
-            _LINES_CACHE.clear()  # only the file being reported on is worth keeping
-            _LINES_CACHE[key] = _record_lines(path)
-        lines = _LINES_CACHE[key]
-        if lines is not None and index < len(lines):
-            return f"line {lines[index]}"
-    return f"row {index + 1}"
+    try:
+        stat = path.stat() if suffix in {".csv", ".tsv", ".txt"} else None
+    except (OSError, ValueError):
+        stat = None
+    lines = _record_lines(path, stat.st_mtime, stat.st_size) if stat is not None else None
+    return f"line {lines[index]}" if lines is not None and index < len(lines) else f"row {index + 1}"
 
 
 def rows_named(path: Path | None, rows: list[int]) -> str:
@@ -314,9 +305,7 @@ def is_blank(value: Any) -> bool:
 
 def cell_text(value: Any) -> str:
     """A cell as text: '' for None/NaN (never 'nan')."""
-    if is_blank(value) and not isinstance(value, str):
-        return ""
-    return value if isinstance(value, str) else str(value)
+    return value if isinstance(value, str) else ("" if is_blank(value) else str(value))
 
 
 def missing_column_problem(key: str, column: str, columns: list[str], where: str) -> Problem:
@@ -337,17 +326,20 @@ def missing_column_problem(key: str, column: str, columns: list[str], where: str
     return Problem(key, f"column {column!r} not in {where} (columns: {', '.join(columns)}){hint}", fix)
 
 
-def problems_error(problems: list[Problem]) -> DataError:
+def column_problems(columns: list[str], wanted: dict[str, str | None], where: str) -> list[Problem]:
+    """A problem for each column in `wanted` (key or flag -> column, None when unused) that is not in `columns`."""
+    return [missing_column_problem(key, name, columns, where) for key, name in wanted.items() if name is not None and name not in columns]
+
+
+def problems_error(problems: list[Problem], note: str = "") -> DataError:
     """Problems keyed by command-line flags, as one DataError (recipes report theirs as a RecipeError)."""
-    return DataError("\n".join(f"{p.key}: {p.message}" for p in problems), fix="; ".join(p.fix for p in problems if p.fix))
+    return DataError("\n".join(f"{p.key}: {p.message}" for p in problems) + note, fix="; ".join(p.fix for p in problems if p.fix))
 
 
 def require_columns(columns: list[str], wanted: dict[str, str | None], where: str, *, note: str = "") -> None:
-    """Every column in `wanted` (flag -> column, None for an unused flag) exists, else one DataError for all."""
-    problems = [missing_column_problem(flag, name, columns, where) for flag, name in wanted.items() if name is not None and name not in columns]
-    if problems:
-        error = problems_error(problems)
-        raise DataError(error.message + note, fix=error.fix)
+    """Every column in `wanted` exists, else one DataError naming them all (and `note`)."""
+    if problems := column_problems(columns, wanted, where):
+        raise problems_error(problems, note)
 
 
 def blank_text_problem(frame: "pd.DataFrame", columns: list[str], key: str, where: str, path: Path | None, fix: str) -> tuple[list[int], Problem | None]:
@@ -399,13 +391,10 @@ def infer_labels(values: list[Any]) -> list[str]:
 
 
 def _did_you_mean(unknown: list[str], labels: list[str]) -> str:
-    by_case = {name.strip().lower(): name for name in labels}
-    guesses = []
-    for name in unknown:
-        close = by_case.get(name.lower()) or next(iter(difflib.get_close_matches(name, labels, n=1, cutoff=0.6)), None)
-        if close is not None:
-            guesses.append(f"{close!r} for {name!r}")
-    return f"did you mean {', '.join(guesses)}? " if guesses else ""
+    by_case = {label.strip().lower(): label for label in labels}
+    guesses = [(by_case.get(name.lower()) or next(iter(difflib.get_close_matches(name, labels, n=1, cutoff=0.6)), None), name) for name in unknown]
+    shown = ", ".join(f"{guess!r} for {name!r}" for guess, name in guesses if guess is not None)
+    return f"did you mean {shown}? " if shown else ""
 
 
 def encode_labels(
@@ -421,10 +410,9 @@ def encode_labels(
 ) -> tuple[list[int], list[Problem]]:
     """Map label values (names, or integer ids 0..N-1) to class ids; one problem per kind of bad value.
 
-    When the label names are themselves integers ("1".."4"), a value is only ever matched by name:
-    reading 0 as class id 0 (name "1") would silently shift every class. `rows` are the values' row
-    numbers in the file at `path` (0-based) when some rows were dropped before; `owner` ("the recipe",
-    "the model") and `fix` say whose labels these are and what to do about an unknown one.
+    When the label names are themselves integers ("1".."4"), a value only ever matches by name: reading 0
+    as class id 0 (name "1") would silently shift every class. `rows`: the values' rows in the file at `path`
+    when some were dropped; `owner` ("the recipe", "the model") and `fix`: whose labels, what to do.
     """
     index = {name.strip(): i for i, name in enumerate(labels)}
     ids_allowed = any(_as_int(name) is None for name in labels)

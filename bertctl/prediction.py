@@ -358,47 +358,36 @@ class InputText:
     text: str
     pair: str | None
     where: str  # "text 2", "line 7", "record 3": how the user finds it
-    row: dict[str, Any] | None = None  # a table's row, all its columns: written out beside the prediction
+    row: dict[str, Any] | None = None  # a table's row, every column: written out beside the prediction
 
 
 @dataclass
 class Inputs:
     items: list[InputText]
     source: str  # "the command line", a file path, "stdin"
-    table: dict[str, list] | None = None  # a table file's columns, in order; its texts are picked by for_model
+    rows: list[dict[str, Any]] | None = None  # a table file's rows: its texts are picked by for_model
     text_column: str | None = None
     pair_column: str | None = None
 
     def for_model(self, settings: RunSettings) -> "Inputs":
         """A table's texts from --text/--text-pair, else from the run's data.text/data.text_pair (as eval reads them)."""
-        from bertctl import inputs
+        from bertctl.inputs import cell_text, require_columns, row_name
 
-        if self.table is None:
+        if self.rows is None:
             return self
-        text = self.text_column or settings.text or "text"
-        pair = self.pair_column or settings.text_pair
+        text, pair = self.text_column or settings.text or "text", self.pair_column or settings.text_pair
         note = "\n(unset, --text/--text-pair are the run's data.text/text_pair)" if settings.text or settings.text_pair else ""
-        inputs.require_columns(list(self.table), {"--text": text, "--text-pair": pair}, self.source, note=note)
-        path, names = Path(self.source), list(self.table)
-        items = [
-            InputText(
-                inputs.cell_text(self.table[text][i]),
-                inputs.cell_text(self.table[pair][i]) if pair else None,
-                inputs.row_name(path, i),
-                {name: _plain(self.table[name][i]) for name in names},
-            )
-            for i in range(len(self.table[text]))
-        ]
+        require_columns(list(self.rows[0]), {"--text": text, "--text-pair": pair}, self.source, note=note)
+        path = Path(self.source)
+        items = [InputText(cell_text(r[text]), cell_text(r[pair]) if pair else None, row_name(path, i), r) for i, r in enumerate(self.rows)]
         return Inputs(items, self.source)
 
 
 def _plain(value: Any) -> Any:
-    """A table cell as a JSON value: None for a missing one, numpy scalars and arrays as Python values."""
+    """A table cell as a JSON value: None when missing, a numpy array as a list."""
     from bertctl.inputs import is_blank
 
-    if not isinstance(value, str) and is_blank(value):
-        return None
-    return value.tolist() if hasattr(value, "tolist") else value
+    return None if not isinstance(value, str) and is_blank(value) else (value.tolist() if hasattr(value, "tolist") else value)
 
 
 def read_inputs(
@@ -438,7 +427,8 @@ def read_inputs(
         frame = inputs.read_table(file)
         # named columns are checked now, before the model loads; defaults need the run's recipe (for_model)
         inputs.require_columns(list(frame.columns), {"--text": text_column, "--text-pair": pair_column}, str(file))
-        return Inputs([], str(file), {name: frame[name].tolist() for name in frame.columns}, text_column, pair_column)
+        rows = [{name: _plain(value) for name, value in row.items()} for row in frame.to_dict("records")]
+        return Inputs([], str(file), rows, text_column, pair_column)
     if text_column is not None:
         raise BertctlError(
             f"--text names a column, but {file} is read as plain text (one text per line)",
@@ -570,11 +560,7 @@ def write_predictions(path: Path, result: PredictResult) -> None:
             has_pairs = any(p.pair is not None for p in predictions)
             columns = ["text"] + (["text_pair"] if has_pairs else [])
             rows = [[p.text] + ([p.pair or ""] if has_pairs else []) for p in predictions]
-        added = []
-        for name in ("label", "score", "error"):
-            while name in columns or name in added:
-                name = f"predicted_{name}"
-            added.append(name)
+        added = [name if name not in columns else f"predicted_{name}" for name in ("label", "score", "error")]
         buffer = io.StringIO()
         writer = csv.writer(buffer, delimiter="\t" if path.suffix.lower() == ".tsv" else ",", lineterminator="\n")
         writer.writerow(columns + added)

@@ -510,13 +510,9 @@ def default_output_dir(recipe: "Recipe") -> Path:
 
 def load_texts(recipe: "Recipe", options: PretrainOptions) -> tuple[list[str], list[str] | None, str]:
     """Unlabeled texts: the recipe's train texts (pairs kept as pairs), or the non-blank rows of --data."""
-    if options.data is None:
-        from bertctl.data import train_texts
+    from bertctl.data import unlabeled_texts
 
-        return train_texts(recipe)
-    from bertctl.inputs import read_texts
-
-    return read_texts(Path(options.data), options.text_column), None, str(options.data)
+    return unlabeled_texts(recipe if options.data is None else Path(options.data), options.text_column)
 
 
 def split_heldout(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -249,6 +249,11 @@ def test_prediction_file_columns_default_to_the_run_recipe(tiny_classifier_dir, 
     assert [r["text"] for r in json_lines(result.stdout)] == [r["headline"] for r in rows]
     missing = invoke("predict", "--model", run, "--file", write_csv(tmp_path / "other.csv", [{"text": "x"}]))
     assert missing.exit_code == 2 and "'headline'" in missing.stderr and "the run's data.text" in missing.stderr
+    (run / "recipe.toml").write_text('[model]\nmax_length = 64\n[data]\ntext = "premise"\ntext_pair = "hypothesis"\n')
+    pairs = [{"premise": "A man sleeps", "hypothesis": "Nobody is awake"}, {"premise": "A dog runs", "hypothesis": "An animal moves"}]
+    from_pairs = invoke("predict", "--model", run, "--json", "--file", write_csv(tmp_path / "pairs.csv", pairs))
+    assert from_pairs.exit_code == 0, from_pairs.output
+    assert [(r["text"], r["text_pair"]) for r in json_lines(from_pairs.stdout)] == [(p["premise"], p["hypothesis"]) for p in pairs]
 
 
 def test_prediction_cli_defaults_to_runs_latest(tiny_classifier_dir, tmp_path, monkeypatch):
