@@ -265,42 +265,6 @@ def run_attention(model, tokenizer, texts: list[str], pairs: list[str] | None = 
 
 
 # ---------------------------------------------------------------------------------------------
-# reading many texts for --data
-
-
-def read_texts(source: Path, *, text_column: str = "text", limit: int = 100, seed: int = 0) -> tuple[list[str], list[str] | None, str]:
-    """Texts (and second texts for pair recipes) from a recipe's train split or a data file; a seeded sample of `limit`."""
-    import random
-
-    from bertctl.data import missing_column_problem, read_table
-
-    if source.suffix.lower() == ".toml":
-        from bertctl.data import load_data
-        from bertctl.recipe import load_recipe
-
-        data = load_data(load_recipe(source))
-        train = data.splits["train"]
-        texts = list(train["text"])
-        pairs = list(train["text_pair"]) if data.is_pair else None
-        where = f"{source} (train: {data.sources['train']})"
-    else:
-        frame = read_table(source)
-        if text_column not in frame.columns:
-            problem = missing_column_problem("--text", text_column, list(frame.columns), str(source))
-            raise DataError(problem.message, fix=problem.fix)
-        texts = [str(t) for t in frame[text_column].tolist()]
-        pairs = None
-        where = str(source)
-    keep = [i for i, t in enumerate(texts) if t.strip() and (pairs is None or pairs[i].strip())]
-    if not keep:
-        raise DataError(f"{where}: no non-empty texts", fix="point --data at a file or recipe with text rows")
-    if len(keep) > limit:
-        # a seeded sample rather than the first rows: files are often sorted by label
-        keep = sorted(random.Random(seed).sample(keep, limit))
-    return [texts[i] for i in keep], (None if pairs is None else [pairs[i] for i in keep]), where
-
-
-# ---------------------------------------------------------------------------------------------
 # the report
 
 
@@ -428,7 +392,14 @@ def attention_command(
         report.stats = head_statistics(maps[0], **token_kinds(tokenizer, ids))
         report.stats_source = "the text above"
     if data is not None:
-        many, pairs, where = read_texts(data, text_column=text_column, limit=limit)
+        import random
+
+        from bertctl.data import unlabeled_texts
+
+        many, pairs, where = unlabeled_texts(data, text_column)
+        if len(many) > limit:  # a seeded sample rather than the first rows: files are often sorted by label
+            keep = sorted(random.Random(0).sample(range(len(many)), limit))
+            many, pairs = [many[i] for i in keep], (None if pairs is None else [pairs[i] for i in keep])
         total: HeadStats | None = None
         for start in range(0, len(many), batch_size):
             chunk_pairs = None if pairs is None else pairs[start : start + batch_size]

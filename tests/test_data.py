@@ -1,51 +1,18 @@
-"""Data loading: file formats, encodings, columns, row checks, labels, limits, held-out splits, tokenize cache."""
+"""A recipe's data: splits in every format, columns, row checks, labels, limits, held-out splits, tokenize cache.
+
+Reading one file (formats, encodings, parse errors) and the label rule on their own are in test_inputs.py."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from bertctl.data import (
-    cache_key,
-    decode_text,
-    encode_labels,
-    infer_labels,
-    load_data,
-    missing_column_problem,
-    read_table,
-    tokenize_data,
-)
+from bertctl.data import cache_key, load_data, tokenize_data
 from bertctl.errors import BertctlError, DataError, RecipeError
+from bertctl.inputs import infer_labels, read_table
 from bertctl.recipe import load_recipe
-
-ROWS = [
-    {"text": "stocks fell sharply", "label": "Business"},
-    {"text": "the team won the cup", "label": "Sports"},
-    {"text": "rain over the capital", "label": "World"},
-    {"text": "a new chip is faster", "label": "Sci/Tech"},
-]
-
-
-def write_rows(path: Path, rows: list[dict]) -> Path:
-    """rows in the format the suffix says, written the way common tools write them."""
-    import pandas as pd
-
-    frame = pd.DataFrame(rows)
-    suffix = path.suffix
-    if suffix == ".csv":
-        frame.to_csv(path, index=False)
-    elif suffix == ".tsv":
-        frame.to_csv(path, sep="\t", index=False)
-    elif suffix == ".jsonl":
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    elif suffix == ".parquet":
-        frame.to_parquet(path)
-    return path
-
+from conftest import ROWS, write_rows
 
 def recipe_for(tmp_path: Path, data: str, extra: str = "") -> Path:
     path = tmp_path / "r.toml"
@@ -78,18 +45,6 @@ def test_data_formats_load_into_text_and_label_ids(tmp_path, suffix):
     assert not loaded.is_pair
 
 
-def test_data_json_array_and_column_table(tmp_path):
-    (tmp_path / "a.json").write_text(json.dumps(ROWS), encoding="utf-8")
-    assert read_table(tmp_path / "a.json")["text"].tolist() == [r["text"] for r in ROWS]
-    (tmp_path / "b.json").write_text(json.dumps({"text": ["x", "y"], "label": [0, 1]}), encoding="utf-8")
-    assert read_table(tmp_path / "b.json")["label"].tolist() == [0, 1]
-
-
-def test_data_txt_is_one_text_per_line(tmp_path):
-    (tmp_path / "t.txt").write_text("first\n\nsecond\n", encoding="utf-8")
-    assert read_table(tmp_path / "t.txt")["text"].tolist() == ["first", "second"]
-
-
 def test_data_sentence_pair_columns(tmp_path):
     rows = [{"s1": f"a sentence {i}", "s2": f"another one {i}", "y": i % 2} for i in range(6)]
     write_rows(tmp_path / "pairs.csv", rows)
@@ -108,26 +63,6 @@ def test_data_csv_quoted_newline_and_comma_load_as_one_field(tmp_path):
     assert loaded.splits["train"]["text"] == ["line one\nline two, still one", "plain"]
 
 
-def test_data_tsv_stray_quotes_do_not_merge_rows(tmp_path):
-    # read as CSV quoting, the first quote would swallow the next lines into one text
-    (tmp_path / "s.tsv").write_bytes(b'text\tlabel\n"Hi, she said\ta\nplain "word\tb\n"quoted" and more\ta\n')
-    frame = read_table(tmp_path / "s.tsv")
-    assert frame["text"].tolist() == ['"Hi, she said', 'plain "word', '"quoted" and more']
-    assert frame["label"].tolist() == ["a", "b", "a"]
-
-
-def test_data_tsv_with_proper_quoting_is_unquoted(tmp_path):
-    write_rows(tmp_path / "p.tsv", [{"text": 'say "hi"\tnow', "label": "a"}, {"text": "multi\nline", "label": "b"}])
-    assert read_table(tmp_path / "p.tsv")["text"].tolist() == ['say "hi"\tnow', "multi\nline"]
-
-
-def test_data_unclosed_quote_in_csv_names_the_cause(tmp_path):
-    (tmp_path / "u.csv").write_text('text,label\n"never closed,a\nok,b\n', encoding="utf-8")
-    with pytest.raises(DataError) as excinfo:
-        read_table(tmp_path / "u.csv")
-    assert "never closes" in excinfo.value.fix
-
-
 # ---------------------------------------------------------------------------------------------
 # encodings
 
@@ -138,99 +73,6 @@ def test_data_utf8_bom_is_accepted_and_first_column_is_clean(tmp_path):
     assert list(frame.columns) == ["text", "label"]
     loaded = load(tmp_path, 'train = "bom.csv"')
     assert loaded.splits["train"]["text"] == ["hello", "world"]
-
-
-def test_data_double_decoded_bom_is_refused_with_a_fix(tmp_path):
-    garbled = "\ufefftext,label\nhello,a\n".encode("utf-8").decode("latin-1").encode("utf-8")
-    (tmp_path / "dbl.csv").write_bytes(garbled)
-    with pytest.raises(DataError) as excinfo:
-        read_table(tmp_path / "dbl.csv")
-    assert "'ï»¿'" in excinfo.value.message and "decoded twice" in excinfo.value.message
-    assert "re-export" in excinfo.value.fix
-
-
-def test_data_latin1_names_the_line_and_byte(tmp_path):
-    (tmp_path / "lat.csv").write_bytes("text,label\nhello,a\nworld,b\ncafé au lait,a\n".encode("latin-1"))
-    with pytest.raises(DataError) as excinfo:
-        read_table(tmp_path / "lat.csv")
-    assert "byte 0xe9 on line 4" in excinfo.value.message
-    assert "iconv -f latin1 -t utf-8" in excinfo.value.fix
-
-
-def test_data_utf16_is_named_as_such(tmp_path):
-    (tmp_path / "u16.csv").write_bytes("text,label\nhello,a\n".encode("utf-16"))
-    with pytest.raises(DataError) as excinfo:
-        read_table(tmp_path / "u16.csv")
-    assert "UTF-16" in excinfo.value.message
-
-
-def test_data_decode_text_strips_only_a_leading_bom():
-    assert decode_text("\ufeffa\ufeffb".encode(), Path("x.txt")) == "a\ufeffb"
-
-
-# ---------------------------------------------------------------------------------------------
-# file-level problems
-
-
-@pytest.mark.parametrize("content", [b"", b"\n\n  \n", b"\xef\xbb\xbf"])
-def test_data_empty_file(tmp_path, content):
-    (tmp_path / "e.csv").write_bytes(content)
-    with pytest.raises(DataError) as excinfo:
-        read_table(tmp_path / "e.csv")
-    assert "the file is empty" in excinfo.value.message
-
-
-@pytest.mark.parametrize("name, content", [("h.csv", "text,label\n"), ("h.tsv", "text\tlabel\n"), ("h.json", "[]")])
-def test_data_header_only_file(tmp_path, name, content):
-    (tmp_path / name).write_text(content, encoding="utf-8")
-    with pytest.raises(DataError) as excinfo:
-        read_table(tmp_path / name)
-    assert "no rows" in excinfo.value.message
-
-
-def test_data_missing_or_directory_file(tmp_path):
-    with pytest.raises(DataError, match="file not found"):
-        read_table(tmp_path / "nope.csv")
-    (tmp_path / "d.csv").mkdir()
-    with pytest.raises(DataError, match="is a directory"):
-        read_table(tmp_path / "d.csv")
-
-
-def test_data_bad_jsonl_line_is_named(tmp_path):
-    (tmp_path / "b.jsonl").write_text('{"text": "a", "label": 1}\n\n{"text": "b" "label": 1}\n', encoding="utf-8")
-    with pytest.raises(DataError, match="line 3 is not valid JSON"):
-        read_table(tmp_path / "b.jsonl")
-    (tmp_path / "l.jsonl").write_text('{"text": "a", "label": 1}\n["b", 1]\n', encoding="utf-8")
-    with pytest.raises(DataError, match="line 2 is a JSON list, not an object"):
-        read_table(tmp_path / "l.jsonl")
-
-
-def test_data_garbage_parquet(tmp_path):
-    (tmp_path / "g.parquet").write_bytes(b"this is not parquet at all")
-    with pytest.raises(DataError, match="cannot parse as parquet"):
-        read_table(tmp_path / "g.parquet")
-
-
-def test_data_repeated_column_names_after_trimming(tmp_path):
-    (tmp_path / "r.csv").write_text("text, text\na,b\n", encoding="utf-8")
-    with pytest.raises(DataError, match="repeated column names"):
-        read_table(tmp_path / "r.csv")
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
-@given(
-    suffix=st.sampled_from([".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt"]),
-    content=st.one_of(st.binary(max_size=120), st.text(max_size=120).map(lambda s: s.encode("utf-8", "surrogatepass"))),
-)
-def test_data_read_table_random_bytes_give_a_frame_or_a_data_error(tmp_path, suffix, content):
-    path = tmp_path / f"fuzz{suffix}"
-    path.write_bytes(content)
-    try:
-        frame = read_table(path)
-    except DataError:
-        return
-    assert len(frame) > 0
-    assert all(isinstance(c, str) and c == c.strip() for c in frame.columns)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,11 +121,6 @@ def test_data_tsv_content_in_a_csv_gets_the_delimiter_hint(tmp_path):
     with pytest.raises(DataError) as excinfo:
         read_table(tmp_path / "wrong2.csv")
     assert "looks like a TSV; rename it to .tsv" in excinfo.value.message
-
-
-def test_data_missing_column_problem_plain():
-    problem = missing_column_problem("--text", "txt", ["text", "label"], "f.csv")
-    assert problem.key == "--text" and "did you mean 'text'?" in problem.fix
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,6 +190,16 @@ def test_data_validation_labels_outside_inferred_train_labels(tmp_path):
     assert "'Health'" in problems(excinfo)["data.validation"]
 
 
+def test_data_validation_label_typo_without_data_labels_gets_a_did_you_mean(tmp_path):
+    write_rows(tmp_path / "t.csv", [{"text": f"review {i}", "label": ["positive", "negative"][i % 2]} for i in range(6)])
+    write_rows(tmp_path / "v.csv", [{"text": "fine", "label": "postive"}, {"text": "bad", "label": "negative"}])
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "t.csv"\nvalidation = "v.csv"')
+    found = problems(excinfo)["data.validation"]
+    assert "'postive' (line 2, 1 row)" in found and "did you mean 'positive' for 'postive'?" in found
+    assert "add them to data.labels" not in found  # the recipe has no such key to add to
+
+
 def test_data_integer_labels_outside_range(tmp_path):
     write_rows(tmp_path / "t.csv", [{"text": "a", "label": 0}, {"text": "b", "label": 1}, {"text": "c", "label": 4}, {"text": "d", "label": -1}])
     with pytest.raises(RecipeError) as excinfo:
@@ -369,13 +216,6 @@ def test_data_integer_labels_in_range_map_to_ids(tmp_path):
     # jsonl ids arrive as numbers (and 1.0 from tools that write floats)
     (tmp_path / "t.jsonl").write_text('{"text": "a", "label": 1.0}\n{"text": "b", "label": 0}\n', encoding="utf-8")
     assert load(tmp_path, 'train = "t.jsonl"\nlabels = ["x", "y"]').splits["train"]["label"] == [1, 0]
-
-
-def test_data_integer_named_labels_match_by_name_only():
-    # labels "1".."4" (1-based ids, as in the original AG News csv): 0 is not class id 0 but unknown
-    ids, found = encode_labels(["1", "4", 2, "0"], ["1", "2", "3", "4"], "data.label", "t.csv")
-    assert ids[:3] == [0, 3, 1]
-    assert len(found) == 1 and "'0'" in found[0].message
 
 
 def test_data_single_class_is_refused(tmp_path):
@@ -400,12 +240,6 @@ def test_data_labels_inferred_ints_numeric_names_sorted(tmp_path):
     loaded = load(tmp_path, 'train = "t.csv"')
     assert loaded.labels == ["1", "2", "10"]
     assert loaded.splits["train"]["label"] == [2, 1, 2, 0]
-
-
-def test_data_odd_label_values_do_not_crash():
-    ids, found = encode_labels(["²", "1.5", True, "a"], ["a", "b"], "data.label", "t.csv")
-    assert ids == [-1, -1, -1, 0]
-    assert "'²'" in found[0].message and "'1.5'" in found[0].message
 
 
 def test_data_label_names_are_matched_without_surrounding_spaces(tmp_path):

@@ -136,6 +136,31 @@ def test_evaluation_maps_labels_by_name_or_integer_id(run_dir, tmp_path):
     assert a.metrics.overall == pytest.approx(c.metrics.overall, rel=1e-5)
 
 
+def test_evaluation_integer_named_labels_match_by_name_only(tmp_path, tiny_classifier_dir):
+    # labels named "1".."4", as AG News' original csv has them: a 0 is no class, not class id 0 (named "1")
+    model = tmp_path / "one-based"
+    shutil.copytree(tiny_classifier_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    config["id2label"], config["label2id"] = {str(i): str(i + 1) for i in range(4)}, {str(i + 1): i for i in range(4)}
+    (model / "config.json").write_text(json.dumps(config))
+    rows = agnews_rows("dev", 40)
+    ids = [AGNEWS_LABELS.index(r["label"]) for r in rows]
+    assert set(ids) == {0, 1, 2, 3}
+    named = evaluate_run(model, data=write_csv(tmp_path / "named.csv", [{"text": r["text"], "label": i + 1} for r, i in zip(rows, ids)]))
+    assert [named.metrics.per_class[str(i + 1)]["support"] for i in range(4)] == np.bincount(ids, minlength=4).tolist()
+    with pytest.raises(DataError) as excinfo:
+        evaluate_run(model, data=write_csv(tmp_path / "zero-based.csv", [{"text": r["text"], "label": i} for r, i in zip(rows, ids)]))
+    assert "'0'" in excinfo.value.message and "by name, never as a class id" in excinfo.value.message
+
+
+def test_evaluation_missing_data_file_says_paths_resolve_against_the_working_directory(run_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as excinfo:
+        evaluate_run(run_dir, data=Path("data/nope.csv"))
+    assert "data/nope.csv: file not found" in excinfo.value.message
+    assert f"relative paths resolve against the working directory, {tmp_path}" in excinfo.value.fix and "recipe" not in excinfo.value.fix
+
+
 # ---------------------------------------------------------------------------------------------
 # the gate
 
@@ -256,7 +281,7 @@ def test_evaluation_unknown_labels_in_eval_data_are_listed(run_dir, tmp_path):
     result = invoke("eval", run_dir, "--data", path)
     assert result.exit_code == 2
     assert "'Politics'" in result.stderr and "'Weather'" in result.stderr and "does not know" in result.stderr
-    assert "row 3" in result.stderr and "World, Sports, Business, Sci/Tech" in result.stderr
+    assert "line 4" in result.stderr and "World, Sports, Business, Sci/Tech" in result.stderr
 
 
 def test_evaluation_missing_column_names_flag_and_suggestion(run_dir, tmp_path):
@@ -278,7 +303,7 @@ def test_evaluation_bad_data_files_are_exit_2(run_dir, tmp_path):
     assert invoke("eval", run_dir, "--data", empty).exit_code == 2
     blank_text = write_csv(tmp_path / "blank.csv", [{"text": "ok", "label": "World"}, {"text": " ", "label": "World"}])
     blank = invoke("eval", run_dir, "--data", blank_text)
-    assert blank.exit_code == 2 and "empty text" in blank.stderr and "row 2" in blank.stderr
+    assert blank.exit_code == 2 and "empty text" in blank.stderr and "line 3" in blank.stderr
 
 
 def test_evaluation_run_dir_without_model_or_recipe(tmp_path, tiny_classifier_dir):

@@ -215,8 +215,45 @@ def test_prediction_cli_file_columns_and_output_file(tiny_classifier_dir, tmp_pa
     as_csv = tmp_path / "pred.csv"
     assert invoke("predict", "--model", tiny_classifier_dir, "--file", source, "--text", "headline", "-o", as_csv).exit_code == 0
     header, *lines = as_csv.read_text().splitlines()
-    assert header == "text,label,score,error" and len(lines) == 12
+    assert header == "id,headline,label,score,error" and len(lines) == 12
     assert not list(tmp_path.glob(".pred*")) and not list(out.parent.glob(".pred*"))
+
+
+def test_prediction_table_output_keeps_every_input_column_beside_the_predictions(tiny_classifier_dir, tmp_path, classifier):
+    import csv
+
+    rows = [{"id": str(i), "headline": r["text"], "label": r["label"]} for i, r in enumerate(agnews_rows("dev", 6))]
+    rows[3]["headline"] = " "
+    source = write_csv(tmp_path / "gold.csv", rows)
+    out = tmp_path / "preds.csv"
+    result = invoke("predict", "--model", tiny_classifier_dir, "--file", source, "--text", "headline", "-o", out)
+    assert result.exit_code == 0, result.output
+    with open(out, newline="", encoding="utf-8") as fh:
+        written = list(csv.DictReader(fh))
+    assert list(written[0]) == ["id", "headline", "label", "predicted_label", "score", "error"]  # the gold label column stays as it was
+    assert [{k: w[k] for k in ("id", "headline", "label")} for w in written] == rows
+    expected = prediction.predict_texts(classifier, [r["headline"] for r in rows]).predictions
+    assert [w["predicted_label"] for w in written] == [p.label or "" for p in expected]
+    assert written[3]["error"] and not written[3]["score"] and all(not w["error"] for i, w in enumerate(written) if i != 3)
+    as_jsonl = invoke("predict", "--model", tiny_classifier_dir, "--file", source, "--text", "headline", "--json")
+    assert [r["input"] for r in json_lines(as_jsonl.stdout)] == rows and [r["text"] for r in json_lines(as_jsonl.stdout)] == [r["headline"] for r in rows]
+
+
+def test_prediction_file_columns_default_to_the_run_recipe(tiny_classifier_dir, tmp_path, classifier):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_classifier_dir, run)
+    (run / "recipe.toml").write_text('[model]\nmax_length = 64\n[data]\ntext = "headline"\n')
+    rows = [{"id": str(i), "headline": r["text"]} for i, r in enumerate(agnews_rows("dev", 5))]
+    result = invoke("predict", "--model", run, "--json", "--file", write_csv(tmp_path / "in.csv", rows))
+    assert result.exit_code == 0, result.output
+    assert [r["text"] for r in json_lines(result.stdout)] == [r["headline"] for r in rows]
+    missing = invoke("predict", "--model", run, "--file", write_csv(tmp_path / "other.csv", [{"text": "x"}]))
+    assert missing.exit_code == 2 and "'headline'" in missing.stderr and "the run's data.text" in missing.stderr
+    (run / "recipe.toml").write_text('[model]\nmax_length = 64\n[data]\ntext = "premise"\ntext_pair = "hypothesis"\n')
+    pairs = [{"premise": "A man sleeps", "hypothesis": "Nobody is awake"}, {"premise": "A dog runs", "hypothesis": "An animal moves"}]
+    from_pairs = invoke("predict", "--model", run, "--json", "--file", write_csv(tmp_path / "pairs.csv", pairs))
+    assert from_pairs.exit_code == 0, from_pairs.output
+    assert [(r["text"], r["text_pair"]) for r in json_lines(from_pairs.stdout)] == [(p["premise"], p["hypothesis"]) for p in pairs]
 
 
 def test_prediction_cli_defaults_to_runs_latest(tiny_classifier_dir, tmp_path, monkeypatch):

@@ -1,0 +1,462 @@
+"""The one input layer: read a user's table or texts, check them, name their rows, map their labels.
+
+    frame = read_table(Path("news.csv"))              # csv/tsv/jsonl/json/parquet/txt -> DataFrame of raw values
+    require_columns(list(frame.columns), {"--text": "headline", "--label": "topic"}, "news.csv")
+    ids, problems = encode_labels(frame["topic"].tolist(), ["World", "Sports"], "--label", "news.csv", path=path)
+    row_name(path, 3)                                 # "line 5": where a person finds row 3 (0-based) in the file
+
+A recipe's splits (`bertctl.data.load_data`), `eval --data`, `predict --file`, `attention --data` and `pretrain
+--data` all read through here, so a file reads, and its problems are reported, the same way in every command.
+pandas is imported inside functions: `bertctl predict "text"` never loads it.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import functools
+import io
+import json
+import numbers
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bertctl.errors import DataError, Problem
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MAX_ROWS_SHOWN = 5
+STDIN_NAME = "<stdin>"
+
+
+def first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+# ---------------------------------------------------------------------------------------------
+# bytes and text
+
+
+def read_file_bytes(path: Path, what: str, *, missing_fix: str | None = None) -> bytes:
+    """The bytes of a user's file, or a DataError that says why they can't be read."""
+    if not path.exists():
+        relative = "" if path.is_absolute() else f": relative paths resolve against the working directory, {Path.cwd()}"
+        raise DataError(f"{path}: file not found", fix=missing_fix or f"check the path{relative}")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not {what}", fix="name the file itself")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror})", fix="check the file's permissions") from None
+
+
+def _iconv(path: Path, source: str, target: str, why: str) -> str:
+    if str(path) == STDIN_NAME:  # `iconv ... <stdin> > fixed` would read a file named "<stdin>"
+        return f"convert the text on its way in: `iconv -f {source} -t {target} FILE | bertctl predict -`"
+    return f"{why}: `iconv -f {source} -t {target} {shlex.quote(str(path))} > fixed{path.suffix}`"
+
+
+def _double_decoded_fix(text: str, path: Path) -> str:
+    """The repair for UTF-8 that was read as Latin-1 (or Windows-1252) and saved as UTF-8 again.
+
+    Encoding the text back to that 8-bit code page gives the original bytes exactly when they are valid
+    UTF-8; cp1252 is tried second because it maps 0x80-0x9f to printable characters (’ became 'â€™').
+    """
+    for name, codec in (("latin1", "latin-1"), ("cp1252", "cp1252")):
+        try:
+            text.encode(codec).decode("utf-8")
+        except UnicodeError:
+            continue
+        return _iconv(path, "utf-8", name, "undo the second decoding, which restores the original text exactly") + ", or re-export the file from the original source"
+    return "re-export the file as plain UTF-8 (without a BOM) from the original source"
+
+
+def decode_text(raw: bytes, path: Path) -> str:
+    """UTF-8 text without a BOM, or a DataError that says on which line the bad bytes are and how to convert them."""
+    path = Path(path)
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(
+            f"{path}: is UTF-16 text (it starts with a UTF-16 byte-order mark), not UTF-8",
+            fix=_iconv(path, "utf-16", "utf-8", "re-save it as UTF-8 (Excel: 'CSV UTF-8')"),
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        bad = raw[exc.start : exc.start + 1].hex()
+        raise DataError(
+            f"{path}: not UTF-8 text (byte 0x{bad} on line {line}); it looks like Latin-1/Windows-1252",
+            fix=_iconv(path, "latin1", "utf-8", "re-save it as UTF-8"),
+        ) from None
+    if text.startswith("\u00ef\u00bb\u00bf"):
+        raise DataError(
+            f"{path}: the file starts with 'ï»¿', a UTF-8 byte-order mark that was decoded twice, so its text is garbled",
+            fix=_double_decoded_fix(text, path),
+        )
+    # Excel writes a BOM before the header; it is not part of the first column's name
+    return text.removeprefix("\ufeff")
+
+
+def read_lines(raw: bytes, path: Path | str) -> list[str]:
+    """Every line of a text file or stdin, blank ones included (each line is one input)."""
+    if not raw.strip():
+        raise DataError(f"{path}: no text to predict (the input is empty)", fix='give texts as arguments, one per line in a file, or on stdin: echo "text" | bertctl predict -')
+    return decode_text(raw, Path(path)).splitlines()
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+_QUOTED_FIELD = re.compile(r'"(?:[^"]|"")*"')
+
+
+def _tsv_quoting(text: str) -> int:
+    """How to read a TSV's double quotes: as CSV quoting, or as plain characters.
+
+    Many TSVs (GLUE among them) are line-oriented and contain stray quotes ('"Hi, she said'). Read as CSV
+    quoting, such a quote swallows the lines after it and rows merge silently. So when every line holds
+    the header's number of tabs and some field opens a quote it does not close on its own, the quotes are
+    characters. Files whose quoted fields span lines or hold tabs keep CSV quoting.
+    """
+    if '"' not in text:
+        return csv.QUOTE_MINIMAL
+    lines = [line for line in text.splitlines() if line.strip()]
+    tabs = lines[0].count("\t")
+    if any(line.count("\t") != tabs for line in lines):
+        return csv.QUOTE_MINIMAL
+    for line in lines:
+        for value in line.split("\t"):
+            if value.startswith('"') and not _QUOTED_FIELD.fullmatch(value):
+                return csv.QUOTE_NONE
+    return csv.QUOTE_MINIMAL
+
+
+def _delimiter_hint(text: str, suffix: str) -> str:
+    header = text.split("\n", 1)[0]
+    if suffix == ".csv" and "\t" in header and "," not in header:
+        return " The header is separated by tabs, not commas: the file looks like a TSV; rename it to .tsv."
+    if suffix == ".tsv" and "\t" not in header and "," in header:
+        return " The header is separated by commas, not tabs: the file looks like a CSV; rename it to .csv."
+    return ""
+
+
+def _read_delimited(text: str, path: Path, suffix: str) -> "pd.DataFrame":
+    import pandas as pd
+
+    try:
+        return pd.read_csv(
+            io.StringIO(text),
+            sep="\t" if suffix == ".tsv" else ",",
+            dtype=str,
+            keep_default_na=False,  # an empty cell stays "", reported as an empty text
+            na_values=[],
+            quoting=_tsv_quoting(text) if suffix == ".tsv" else csv.QUOTE_MINIMAL,
+        )
+    except pd.errors.ParserError as exc:
+        message = first_line(exc)
+        fix = "quote fields that contain the delimiter or a newline, and check every row has the header's column count"
+        if "EOF inside string" in message:
+            fix = 'a field opens a double quote that never closes: close it, or double quotes inside a quoted field ("")'
+        raise DataError(f"{path}: cannot parse as {suffix.lstrip('.')}: {message}.{_delimiter_hint(text, suffix)}", fix=fix) from None
+
+
+def _read_json(text: str, path: Path, suffix: str) -> "pd.DataFrame":
+    """JSON Lines (one object per line), or for .json also one array of objects / one table of columns."""
+    import pandas as pd
+
+    if suffix == ".json":
+        try:
+            whole = json.loads(text)
+        except ValueError:
+            whole = None  # maybe JSON Lines under a .json name
+        if isinstance(whole, list) and all(isinstance(r, dict) for r in whole):
+            return pd.DataFrame.from_records(whole)
+        if isinstance(whole, dict) and all(isinstance(v, list) for v in whole.values()):
+            try:
+                return pd.DataFrame(whole)
+            except ValueError as exc:
+                raise DataError(f"{path}: cannot use its columns: {first_line(exc)}", fix="give every column the same number of values") from None
+        if whole is not None and not isinstance(whole, dict):
+            raise DataError(f"{path}: holds a JSON {type(whole).__name__}, not records", fix="write a list of objects, or one object per line (JSON Lines)")
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise DataError(f"{path}: line {number} is not valid JSON ({exc})", fix="write one JSON object per line (JSON Lines)") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number} is a JSON {type(record).__name__}, not an object", fix='write one object per line, e.g. {"text": "...", "label": "..."}')
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def read_table(path: Path, *, missing_fix: str | None = None) -> "pd.DataFrame":
+    """One data file as a DataFrame of its raw values (strings for csv/tsv/txt), headers stripped.
+
+    A .txt is one text per non-blank line, in a column named `text`. `missing_fix` replaces the default
+    advice for a path that does not exist (relative paths resolve against the working directory).
+    """
+    import pandas as pd
+
+    path = Path(path)
+    raw = read_file_bytes(path, "a data file", missing_fix=missing_fix)
+    if not raw.strip() or raw.strip() in (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(f"{path}: the file is empty", fix="fill it with a header line and rows, or point the recipe at another file")
+    suffix = path.suffix.lower()
+    if suffix not in {".parquet", ".csv", ".tsv", ".jsonl", ".json", ".txt"}:
+        raise DataError(f"{path}: unsupported file type {suffix or '(none)'!r}", fix="use csv, tsv, jsonl, parquet or txt")
+    try:
+        if suffix == ".parquet":
+            frame = pd.read_parquet(io.BytesIO(raw))
+        else:
+            text = decode_text(raw, path)
+            if suffix in {".csv", ".tsv"}:
+                frame = _read_delimited(text, path, suffix)
+            elif suffix in {".jsonl", ".json"}:
+                frame = _read_json(text, path, suffix)
+            else:
+                frame = pd.DataFrame({"text": [line for line in text.splitlines() if line.strip()]})
+    except DataError:
+        raise
+    except Exception as exc:  # pandas/pyarrow raise many types for a malformed file; all mean the same here
+        raise DataError(f"{path}: cannot parse as {suffix.lstrip('.')}: {first_line(exc)}", fix="check the file's format matches its extension") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if repeated:
+        raise DataError(f"{path}: repeated column names {repeated} (after trimming spaces)", fix="give every column its own name")
+    if len(frame) == 0:
+        raise DataError(f"{path}: has a header but no rows", fix="add data rows")
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# naming rows
+
+
+@functools.lru_cache(maxsize=1)  # the file being reported on; mtime and size make an edited file a new key
+def _record_lines(path: Path, mtime: float, size: int) -> list[int] | None:
+    """The file line each row of read_table starts on (a csv/tsv header is line 1), or None when that can't be known."""
+    try:
+        text = decode_text(path.read_bytes(), path)
+    except (OSError, DataError):
+        return None
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return [i for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",", quoting=_tsv_quoting(text) if suffix == ".tsv" else csv.QUOTE_MINIMAL)
+    starts = []
+    try:
+        while True:
+            start = reader.line_num + 1
+            if next(reader):  # pandas skips blank lines, so they are not records
+                starts.append(start)
+    except StopIteration:
+        pass
+    except csv.Error:
+        return None
+    return starts[1:]
+
+
+def row_name(path: Path | None, index: int) -> str:
+    """Where a person finds row `index` (0-based, as read_table numbers rows): the file line for csv/tsv (the
+    header is line 1, quoted newlines counted) and txt, the record for json/jsonl, else the row."""
+    suffix = path.suffix.lower() if path is not None else ""
+    if suffix in {".jsonl", ".json"}:
+        return f"record {index + 1}"
+    try:
+        stat = path.stat() if suffix in {".csv", ".tsv", ".txt"} else None
+    except (OSError, ValueError):
+        stat = None
+    lines = _record_lines(path, stat.st_mtime, stat.st_size) if stat is not None else None
+    return f"line {lines[index]}" if lines is not None and index < len(lines) else f"row {index + 1}"
+
+
+def rows_named(path: Path | None, rows: list[int]) -> str:
+    return ", ".join(row_name(path, r) for r in rows[:MAX_ROWS_SHOWN]) + (" ..." if len(rows) > MAX_ROWS_SHOWN else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# columns and texts
+
+
+def is_blank(value: Any) -> bool:
+    """None, NaN (or pandas' NA), or a string of whitespace: no text (or no label) at all."""
+    if isinstance(value, str):
+        return value.strip() == ""
+    if value is None or (isinstance(value, float) and value != value):
+        return True
+    pd = sys.modules.get("pandas")  # other missing markers only come from frames pandas read
+    try:
+        return pd is not None and pd.api.types.is_scalar(value) and bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def cell_text(value: Any) -> str:
+    """A cell as text: '' for None/NaN (never 'nan')."""
+    return value if isinstance(value, str) else ("" if is_blank(value) else str(value))
+
+
+def missing_column_problem(key: str, column: str, columns: list[str], where: str) -> Problem:
+    """`column` (named by recipe key or flag `key`) is not among `columns`: a did-you-mean and delimiter hints."""
+    close = difflib.get_close_matches(column, columns, n=1, cutoff=0.5)
+    lowered = {c.lower().strip("# "): c for c in columns}
+    guess = close[0] if close else lowered.get(column.lower().strip("# "))
+    set_it = f"pass {key} {shlex.quote(guess)}" if key.startswith("--") else f"set {key} = {guess!r}"
+    fix = f"did you mean {guess!r}? {set_it}" if guess else f"set {key} to one of the file's columns"
+    hint = ""
+    if len(columns) == 1:
+        if "\t" in columns[0]:
+            hint = " (the header is one column holding tabs: the file is tab-separated; name it .tsv)"
+            fix = "rename the file to .tsv (or re-save it comma-separated)"
+        elif "," in columns[0] or ";" in columns[0]:
+            hint = " (the header is one column holding commas/semicolons: is the delimiter right for the file's extension?)"
+            fix = "use a .csv for comma-separated data and a .tsv for tab-separated data"
+    return Problem(key, f"column {column!r} not in {where} (columns: {', '.join(columns)}){hint}", fix)
+
+
+def column_problems(columns: list[str], wanted: dict[str, str | None], where: str) -> list[Problem]:
+    """A problem for each column in `wanted` (key or flag -> column, None when unused) that is not in `columns`."""
+    return [missing_column_problem(key, name, columns, where) for key, name in wanted.items() if name is not None and name not in columns]
+
+
+def problems_error(problems: list[Problem], note: str = "") -> DataError:
+    """Problems keyed by command-line flags, as one DataError (recipes report theirs as a RecipeError)."""
+    return DataError("\n".join(f"{p.key}: {p.message}" for p in problems) + note, fix="; ".join(p.fix for p in problems if p.fix))
+
+
+def require_columns(columns: list[str], wanted: dict[str, str | None], where: str, *, note: str = "") -> None:
+    """Every column in `wanted` exists, else one DataError naming them all (and `note`)."""
+    if problems := column_problems(columns, wanted, where):
+        raise problems_error(problems, note)
+
+
+def blank_text_problem(frame: "pd.DataFrame", columns: list[str], key: str, where: str, path: Path | None, fix: str) -> tuple[list[int], Problem | None]:
+    """The index labels of rows whose text (in any of `columns`) is empty, whitespace or NaN, and the problem to report."""
+    values = zip(*(frame[c].tolist() for c in columns))
+    bad = [int(i) for i, row in zip(frame.index, values) if any(map(is_blank, row))]
+    if not bad:
+        return [], None
+    return bad, Problem(key, f"{_count(len(bad), 'row')} with an empty or NaN text in {where}: {rows_named(path, bad)}", fix)
+
+
+def read_texts(path: Path, column: str = "text") -> list[str]:
+    """The non-blank texts of one column of a data file (of a .txt: its lines), for unlabeled uses."""
+    frame = read_table(path)
+    require_columns(list(frame.columns), {"--text": column}, str(path))
+    texts = [t for t in map(cell_text, frame[column].tolist()) if not is_blank(t)]
+    if not texts:
+        raise DataError(f"{path}: no non-empty texts in column {column!r}", fix="point --data at a file with text rows")
+    return texts
+
+
+# ---------------------------------------------------------------------------------------------
+# labels: one rule for training, validation and eval
+
+
+def _as_int(value: Any) -> int | None:
+    import numpy as np
+
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, numbers.Integral):  # numpy integers too
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"-?[0-9]+(\.0*)?", text):  # ASCII digits only: int('²') fails
+            return int(text.split(".")[0])
+    return None
+
+
+def infer_labels(values: list[Any]) -> list[str]:
+    """Class names from training values: integer ids keep their numeric order, names sort alphabetically."""
+    distinct = {v if not isinstance(v, str) else v.strip() for v in values if not is_blank(v)}
+    ints = {_as_int(v) for v in distinct}
+    if None not in ints:
+        return [str(i) for i in sorted(ints)]  # type: ignore[type-var]
+    return sorted({str(v).strip() for v in distinct})
+
+
+def _did_you_mean(unknown: list[str], labels: list[str]) -> str:
+    by_case = {label.strip().lower(): label for label in labels}
+    guesses = [(by_case.get(name.lower()) or next(iter(difflib.get_close_matches(name, labels, n=1, cutoff=0.6)), None), name) for name in unknown]
+    shown = ", ".join(f"{guess!r} for {name!r}" for guess, name in guesses if guess is not None)
+    return f"did you mean {shown}? " if shown else ""
+
+
+def encode_labels(
+    values: list[Any],
+    labels: list[str],
+    key: str,
+    where: str,
+    rows: list[int] | None = None,
+    *,
+    path: Path | None = None,
+    owner: str = "the recipe",
+    fix: str = "add them to data.labels, or fix those rows",
+) -> tuple[list[int], list[Problem]]:
+    """Map label values (names, or integer ids 0..N-1) to class ids; one problem per kind of bad value.
+
+    When the label names are themselves integers ("1".."4"), a value only ever matches by name: reading 0
+    as class id 0 (name "1") would silently shift every class. `rows`: the values' rows in the file at `path`
+    when some were dropped; `owner` ("the recipe", "the model") and `fix`: whose labels, what to do.
+    """
+    index = {name.strip(): i for i, name in enumerate(labels)}
+    ids_allowed = any(_as_int(name) is None for name in labels)
+    rows = list(range(len(values))) if rows is None else rows
+    ids: list[int] = []
+    unknown: dict[str, list[int]] = {}
+    out_of_range: dict[int, list[int]] = {}
+    empty: list[int] = []
+    for row, value in zip(rows, values):
+        as_int = None if is_blank(value) else _as_int(value)
+        name = str(as_int) if as_int is not None and not ids_allowed else str(value).strip()
+        if is_blank(value):
+            empty.append(row)
+        elif name in index:
+            ids.append(index[name])
+            continue
+        elif as_int is not None and ids_allowed:
+            if 0 <= as_int < len(labels):
+                ids.append(as_int)
+                continue
+            out_of_range.setdefault(as_int, []).append(row)
+        else:
+            unknown.setdefault(name, []).append(row)
+        ids.append(-1)
+
+    def shown(groups: dict) -> str:
+        text = ", ".join(f"{v!r} ({row_name(path, r[0])}, {_count(len(r), 'row')})" for v, r in list(groups.items())[:MAX_ROWS_SHOWN])
+        return text + (f" and {len(groups) - MAX_ROWS_SHOWN} more" if len(groups) > MAX_ROWS_SHOWN else "")
+
+    problems = []
+    known = ", ".join(labels)
+    if unknown:
+        by_name = "" if ids_allowed else "; they are integers, so a value matches one by name, never as a class id"
+        message = f"labels {owner} does not know: {shown(unknown)} in {where} ({owner}'s labels: {known}{by_name})"
+        problems.append(Problem(key, message, _did_you_mean(list(unknown), labels) + fix))
+    if out_of_range:
+        problems.append(
+            Problem(
+                key,
+                f"integer labels outside 0..{len(labels) - 1}: {shown(out_of_range)} in {where}",
+                f"integer labels are class ids into {owner}'s labels ({len(labels)} classes: {known}); "
+                "-1 usually marks an unlabeled (test) split: evaluate on a labeled split",
+            )
+        )
+    if empty:
+        problems.append(Problem(key, f"{_count(len(empty), 'row')} with an empty label in {where}: {rows_named(path, empty)}", "fill in or remove those rows"))
+    return ids, problems
