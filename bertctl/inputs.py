@@ -391,9 +391,9 @@ def infer_labels(values: list[Any]) -> list[str]:
 
 
 def _did_you_mean(unknown: list[str], labels: list[str]) -> str:
-    by_case = {label.strip().lower(): label for label in labels}
-    guesses = [(by_case.get(name.lower()) or next(iter(difflib.get_close_matches(name, labels, n=1, cutoff=0.6)), None), name) for name in unknown]
-    shown = ", ".join(f"{guess!r} for {name!r}" for guess, name in guesses if guess is not None)
+    from bertctl.recipe import suggest
+
+    shown = ", ".join(f"{guess!r} for {name!r}" for name in unknown if (guess := suggest(name, labels)) is not None)
     return f"did you mean {shown}? " if shown else ""
 
 

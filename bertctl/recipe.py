@@ -339,12 +339,15 @@ def _type_fix(name: str, tp: Any, spec: dataclasses.Field) -> str:
 
 
 def suggest(name: str, choices: list[str]) -> str | None:
-    """The choice a mistyped `name` most likely meant: a prefix (acc -> accuracy), then initials
+    """The choice a mistyped `name` most likely meant: the same but for case, a prefix (acc -> accuracy), then initials
     (lr -> learning_rate), then the closest spelling (postive -> positive); None when nothing is close."""
     name = name.strip()
     lowered = name.lower()
     if not lowered:
         return None
+    same_but_case = [c for c in choices if c.strip().lower() == lowered]
+    if same_but_case:
+        return same_but_case[0]
     prefixed = [c for c in choices if c.lower().startswith(lowered)]
     if prefixed:
         return min(prefixed, key=len)
