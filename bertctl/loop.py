@@ -30,46 +30,36 @@ from bertctl.runs import (
 
 
 class Task:
-    """What differs between fine-tuning and pre-training; the loop asks for it in this order."""
+    """What differs between fine-tuning and pre-training, in the order the loop asks for it."""
 
-    command = "train"  # the bertctl command, for the resume hint
-    noun = "training"
+    command, noun = "train", "training"  # the bertctl command (for the resume hint), and what messages call it
     run_dir: Path  # where the run goes unless --output-dir says otherwise
-    metric: str | None = None  # validation metric that picks the best model; None: the last model is the result
-    curve_metric = "accuracy"  # plotted beside the loss in curves.png
-    updates_latest = True  # runs/latest points at classifiers only
-    resume_ignores: frozenset[str] = frozenset()  # recipe keys, or 'section.' prefixes, the task does not read
     epochs: int
-    max_steps: int | None = None
+    max_steps: int | None = None  # wins over epochs
+    metric: str | None = None  # validation metric that picks the best model; None: the last model is the result
+    curve_metric = "accuracy"  # curves.png plots it beside the loss
+    updates_latest = True  # runs/latest points at classifiers only
+    resume_ignores: frozenset[str] = frozenset()  # recipe keys, or 'section.' prefixes, the task doesn't read
     tokenizer: Any = None  # saved with the model
 
-    def load(self, accelerator):
-        """Read and tokenize the data; return the train DataLoader (from `train_loader`), unprepared."""
-        raise NotImplementedError
+    # read and tokenize the data; return the train DataLoader (build_train_loader), unprepared
+    def load(self, accelerator): ...
 
-    def build_model(self, accelerator):
-        """The model to train, whose forward(**batch) returns the loss; called after the seed is set."""
-        raise NotImplementedError
+    # the model, built after the seed; its forward(**batch).loss is what training minimises
+    def build_model(self, accelerator): ...
 
-    def evaluate(self, model, accelerator) -> dict[str, Any] | None:
-        """Validation scores (all of them, kept in metrics.json), or None when there is nothing to score."""
-        return None
+    # every validation score (metrics.json keeps them all), or None when there is nothing to score
+    def evaluate(self, model, accelerator) -> dict[str, Any] | None: ...
 
+    # the scores an eval line and the progress message show
     def logged(self, scores: dict[str, Any]) -> dict[str, Any]:
-        """The scores an eval line and the progress message show."""
         return scores
 
-    def describe(self) -> str:
-        """What the start message says about data and model."""
-        return ""
+    def describe(self) -> str: ...  # the start message's words on data and model
 
-    def metrics(self, state: "TrainerState") -> dict[str, Any]:
-        """The task's part of metrics.json."""
-        return {}
+    def metrics(self, state: TrainerState) -> dict[str, Any]: ...  # the task's part of metrics.json
 
-    def card(self, metrics: dict[str, Any], run_dir: Path) -> str:
-        """The model card (README.md) of the finished run."""
-        raise NotImplementedError
+    def card(self, metrics: dict[str, Any], run_dir: Path) -> str: ...  # README.md of the finished run
 
 
 @dataclass
@@ -181,7 +171,7 @@ def run_loop(
         scores = task.evaluate(model, accelerator)
         if scores is None:
             return False
-        state.last_metrics, shown = scores, task.logged(scores)
+        state.last_metrics, logged = scores, task.logged(scores)
         improved = task.metric is not None and is_better(task.metric, scores, state.best_metrics)
         if improved:
             state.best_value, state.best_step, state.best_epoch = scores[task.metric], state.global_step, epoch_float
@@ -189,11 +179,11 @@ def run_loop(
             save_model(accelerator, model, task.tokenizer, run_dir / BEST)
         else:
             state.evals_without_gain += 1
-        log.write({"type": "eval", "step": state.global_step, "epoch": round(epoch_float, 4), **shown})
+        log.write({"type": "eval", "step": state.global_step, "epoch": round(epoch_float, 4), **logged})
         if recipe.train.log_with:
-            accelerator.log({f"eval/{k}": v for k, v in shown.items() if isinstance(v, (int, float))}, step=state.global_step)
+            accelerator.log({f"eval/{k}": v for k, v in logged.items() if isinstance(v, (int, float))}, step=state.global_step)
         best = "" if task.metric is None else "  (best)" if improved else f"  (best {task.metric} {state.best_value:.4f} at step {state.best_step})"
-        bar.message(f"eval step {state.global_step}: {format_scores(shown)}{best}")
+        bar.message(f"eval step {state.global_step}: {format_scores(logged)}{best}")
         patience = recipe.train.early_stopping_patience if task.metric else 0
         return bool(patience) and state.evals_without_gain >= patience
 
@@ -233,7 +223,7 @@ def run_loop(
                 if state.step_in_epoch >= steps_per_epoch:
                     continue  # the epoch's last step: the loader finishes its epoch, the boundary below evaluates
                 if state.global_step >= total_steps:
-                    break  # train.max_steps, mid-epoch
+                    break  # max_steps reached inside the epoch
                 evaluate_now = every_eval and state.global_step % every_eval == 0
                 stop_early = bool(evaluate_now) and evaluate(info["epoch"])
                 if evaluate_now or (every_checkpoint and state.global_step % every_checkpoint == 0) or stop_asked():

@@ -296,17 +296,10 @@ class MaskedLM(Task):
         return model_card(run_dir, self.recipe, metrics)
 
 
-def pretrain(
-    recipe: "Recipe",
-    *,
-    output_dir: str | Path | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    stop_after_steps: int | None = None,
-) -> RunResult:
-    """Continue MLM pre-training of `recipe.model` as `recipe.pretrain` says; write a model dir with an MLM head."""
-    return run_loop(MaskedLM(recipe), recipe, output_dir=output_dir, resume=resume, overwrite=overwrite, progress=progress, stop_after_steps=stop_after_steps)
+def pretrain(recipe: "Recipe", **options: Any) -> RunResult:
+    """Continue MLM pre-training of `recipe.model` as `recipe.pretrain` says; write a model dir with an MLM head.
+    Options are run_loop's: output_dir, resume, overwrite, progress, stop_after_steps (see bertctl.loop.run_loop)."""
+    return run_loop(MaskedLM(recipe), recipe, **options)
 
 
 def model_card(run_dir: Path, recipe: "Recipe", m: dict[str, Any]) -> str:

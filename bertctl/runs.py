@@ -2,7 +2,7 @@
 
 A run dir is a HuggingFace model dir (`save_pretrained` output, `id2label` with real names) plus:
 
-    recipe.toml       the resolved recipe (absolute data paths)
+    recipe.toml       the resolved recipe (absolute data paths), rewritten on resume
     metrics.json      written last: its presence means the run finished
     train_log.jsonl   one JSON object per logging step / evaluation
     checkpoints/      accelerate `save_state` folders, newest K kept

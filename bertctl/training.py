@@ -10,7 +10,6 @@ train.metric_for_best (ties: lower log_loss) is the run's result.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from bertctl.loop import PadCollator, RunResult, Task, build_train_loader, check_trainable, run_loop
@@ -69,7 +68,7 @@ class Classification(Task):
         self.epochs = recipe.train.epochs
         self.metric = self.curve_metric = recipe.train.metric_for_best
         # what eval lines show: the recipe's eval.metrics, the metric that picks the best model, and the tie-break
-        self.shown = list(dict.fromkeys([*recipe.eval.metrics, self.metric, "log_loss"]))
+        self.logged_keys = list(dict.fromkeys([*recipe.eval.metrics, self.metric, "log_loss"]))
         self.fast_path: list[str] = []
 
     def load(self, accelerator):
@@ -100,7 +99,7 @@ class Classification(Task):
         return None if self.eval_loader is None else evaluate_loader(model, self.eval_loader, accelerator, self.data.labels)
 
     def logged(self, scores):
-        return {k: scores[k] for k in self.shown}
+        return {k: scores[k] for k in self.logged_keys}
 
     def describe(self) -> str:
         fast = f"; CPU fast path: {', '.join(self.fast_path)}" if self.fast_path else ""
@@ -124,17 +123,10 @@ class Classification(Task):
         return model_card(self.recipe, self.data, metrics)
 
 
-def train(
-    recipe: Recipe,
-    *,
-    output_dir: str | Path | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    stop_after_steps: int | None = None,
-) -> RunResult:
-    """Fine-tune `recipe.model` on `recipe.data` and write a finished run dir (see bertctl.loop.run_loop)."""
-    return run_loop(Classification(recipe), recipe, output_dir=output_dir, resume=resume, overwrite=overwrite, progress=progress, stop_after_steps=stop_after_steps)
+def train(recipe: Recipe, **options: Any) -> RunResult:
+    """Fine-tune `recipe.model` on `recipe.data` and write a finished run dir. Options are run_loop's: output_dir,
+    resume, overwrite, progress, stop_after_steps (see bertctl.loop.run_loop)."""
+    return run_loop(Classification(recipe), recipe, **options)
 
 
 def model_card(recipe: Recipe, data, metrics: dict[str, Any]) -> str:
