@@ -185,10 +185,11 @@ class Recipe:
         out: dict[str, Any] = {}
         for section in _schema_fields(Recipe):
             out[section.name] = _drop_none(dataclasses.asdict(getattr(self, section.name)))
-        for split in SPLITS:
-            path = self.data_path(split)
-            if path is not None:
-                out["data"][split] = str(path.resolve())
+        if not self.uses_hub_dataset:
+            for split in SPLITS:
+                path = self.data_path(split)
+                if path is not None:
+                    out["data"][split] = str(path.resolve())
         if self.pretrain.data is not None:
             out["pretrain"]["data"] = str(self.data_path("pretrain").resolve())
         local_model = self._local_model_dir()
@@ -445,7 +446,9 @@ def _check_recipe(recipe: Recipe, problems: list[Problem], failed: set[str] | No
     if d.dataset is None and ok("data.dataset"):
         if d.train is None and ok("data.train"):
             problems.append(Problem("data.train", "missing: no training data", "set data.train to a csv/tsv/jsonl/parquet file, or data.dataset to a hub dataset"))
-        problems += [p for split in SPLITS if ok(f"data.{split}") and (p := _data_file_problem(f"data.{split}", recipe.data_path(split)))]
+        for split in SPLITS:
+            if ok(f"data.{split}") and (problem := _data_file_problem(f"data.{split}", recipe.data_path(split))):
+                problems.append(problem)
         if d.subset is not None and ok("data.subset"):
             problems.append(Problem("data.subset", f"is set ({d.subset!r}) but data.dataset is not", "set data.dataset to the hub dataset the subset belongs to, or remove data.subset"))
     elif d.dataset is not None and d.train is None and ok("data.train"):
