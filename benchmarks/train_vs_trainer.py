@@ -209,6 +209,7 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
     import torch
 
     import bertctl.fastpath
+    import bertctl.loop as loop
     import bertctl.modeling
     import bertctl.training as training
     from bertctl.recipe import load_recipe
@@ -247,8 +248,8 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
         return wrapper
 
     training.evaluate_loader = timed(training.evaluate_loader)
-    training.save_model = timed(training.save_model)
-    training.save_checkpoint = timed(training.save_checkpoint)
+    loop.save_model = timed(loop.save_model)
+    loop.save_checkpoint = timed(loop.save_checkpoint)
 
     steps: dict[str, float] = {}
     models = []
@@ -266,14 +267,14 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
         return model
 
     bertctl.modeling.load_classifier = load_and_clock
-    original_build_optimizer = training.build_optimizer
+    original_build_optimizer = loop.build_optimizer
 
     def build_and_clock(model, recipe):
         optimizer = original_build_optimizer(model, recipe)
         optimizer.register_step_post_hook(lambda *a: steps.__setitem__("last", time.perf_counter()))
         return optimizer
 
-    training.build_optimizer = build_and_clock
+    loop.build_optimizer = build_and_clock
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-bertctl-")) / "run"
     result = training.train(recipe, output_dir=run_dir, progress=False)
@@ -290,7 +291,7 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
     kept = os.environ.get("BENCH_KEEP_RUN")
     if not kept:
         shutil.rmtree(run_dir.parent, ignore_errors=True)  # ~600 MB of checkpoints per run
-    sampler = training.LengthGroupedBatches(lengths, recipe.train.batch_size, recipe.train.seed, recipe.train.group_by_length)
+    sampler = loop.LengthGroupedBatches(lengths, recipe.train.batch_size, recipe.train.seed, recipe.train.group_by_length)
     fed = 0
     for epoch in range(epochs):
         sampler.set_epoch(epoch)

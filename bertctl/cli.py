@@ -207,7 +207,6 @@ def train(
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="run dir (default: the recipe's output.dir)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in the run dir")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a finished or unfinished run in the run dir")] = False,
-    stop_after_steps: Annotated[Optional[int], typer.Option("--stop-after-steps", hidden=True)] = None,
 ) -> None:
     """Fine-tune a BERT classifier from a TOML recipe (Accelerate loop; resumable; HF-native run dir).
 
@@ -219,7 +218,7 @@ def train(
     from bertctl.training import train as run_training
 
     loaded = load_recipe(recipe, overrides)
-    result = run_training(loaded, output_dir=output_dir, resume=resume, overwrite=overwrite, stop_after_steps=stop_after_steps)
+    result = run_training(loaded, output_dir=output_dir, resume=resume, overwrite=overwrite)
     from bertctl import reports
 
     reports.print_train_summary(result)
@@ -382,34 +381,37 @@ def pretrain(
     recipe: RecipeArg,
     overrides: Overrides = None,
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="model dir to write (default: the recipe's output.dir + '-mlm')")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="unlabeled texts (txt one per line, or csv/tsv/jsonl/parquet with --text) instead of the recipe's train texts")] = None,
-    text_column: Annotated[str, typer.Option("--text", help="text column of --data")] = "text",
-    epochs: Annotated[Optional[int], typer.Option(help="passes over the texts (default: the recipe's train.epochs)")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="stop after this many optimizer steps")] = None,
-    mlm_probability: Annotated[float, typer.Option(help="share of tokens selected for prediction")] = 0.15,
-    whole_word_masking: Annotated[bool, typer.Option("--whole-word-masking", help="select whole words: a word's ## pieces are masked together")] = False,
-    next_sentence: Annotated[bool, typer.Option("--nsp", help="also train next-sentence prediction on texts cut at a sentence boundary (50% real next / 50% random)")] = False,
-    heldout_fraction: Annotated[float, typer.Option(help="share of texts held out to score MLM loss/accuracy before and after")] = 0.1,
+    data: Annotated[Optional[Path], typer.Option(help="pretrain.data: unlabeled texts (txt one per line, or csv/tsv/jsonl/parquet with --text) instead of the recipe's train texts")] = None,
+    text_column: Annotated[Optional[str], typer.Option("--text", help="pretrain.text: text column of --data (default 'text')")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="pretrain.epochs: passes over the texts (default: the recipe's train.epochs)")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="pretrain.max_steps: stop after this many optimizer steps")] = None,
+    mlm_probability: Annotated[Optional[float], typer.Option(help="pretrain.mlm_probability: share of tokens selected for prediction (default 0.15)")] = None,
+    whole_word_masking: Annotated[bool, typer.Option("--whole-word-masking", help="pretrain.whole_word_masking=true: a word's ## pieces are masked together")] = False,
+    next_sentence: Annotated[bool, typer.Option("--nsp", help="pretrain.nsp=true: also train next-sentence prediction on texts cut at a sentence boundary")] = False,
+    heldout_fraction: Annotated[Optional[float], typer.Option(help="pretrain.heldout_fraction: share of texts held out to score MLM loss/accuracy before and after (default 0.1)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in the output dir")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace what the output dir holds")] = False,
-    stop_after_steps: Annotated[Optional[int], typer.Option("--stop-after-steps", hidden=True)] = None,
 ) -> None:
     """Continue BERT's masked-language-model pre-training on in-domain text; writes a model dir a recipe can fine-tune.
+
+    The flags set keys of the recipe's pretrain table, as overrides such as pretrain.nsp=true do.
 
     bertctl pretrain recipes/agnews.toml --epochs 1
     bertctl pretrain recipes/agnews.toml train.learning_rate=5e-5 --whole-word-masking --data news.txt
     then fine-tune from it: set model.name = "runs/agnews-mlm" in a recipe
     """
-    from bertctl.pretraining import PretrainOptions, pretrain as run_pretraining, print_pretrain_summary
+    from bertctl.pretraining import pretrain as run_pretraining, print_pretrain_summary
     from bertctl.recipe import load_recipe
 
-    options = PretrainOptions(
-        epochs=epochs, max_steps=max_steps, mlm_probability=mlm_probability, whole_word_masking=whole_word_masking,
-        heldout_fraction=heldout_fraction, data=None if data is None else str(data), text_column=text_column,
-        next_sentence=next_sentence,
-    )
-    loaded = load_recipe(recipe, overrides)
-    result = run_pretraining(loaded, options, output_dir=output_dir, resume=resume, overwrite=overwrite, stop_after_steps=stop_after_steps)
+    flags = {
+        # a path on the command line is relative to the working dir; in a recipe, to the recipe's folder
+        "data": None if data is None else json.dumps(str(data.resolve())),
+        "text": None if text_column is None else json.dumps(text_column),
+        "epochs": epochs, "max_steps": max_steps, "mlm_probability": mlm_probability, "heldout_fraction": heldout_fraction,
+        "whole_word_masking": "true" if whole_word_masking else None, "nsp": "true" if next_sentence else None,
+    }
+    overrides = [*(overrides or []), *(f"pretrain.{key}={value}" for key, value in flags.items() if value is not None)]
+    result = run_pretraining(load_recipe(recipe, overrides), output_dir=output_dir, resume=resume, overwrite=overwrite)
     print_pretrain_summary(result)
 
 

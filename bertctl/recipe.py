@@ -125,6 +125,20 @@ class EvalSection:
 
 
 @dataclass
+class PretrainSection:
+    """`bertctl pretrain`: continued masked-language-model pre-training (its flags override these keys)."""
+
+    mlm_probability: float = field(default=0.15, metadata=_meta("share of real tokens selected for prediction (80% [MASK], 10% random, 10% kept)", gt=0.0, lt=1.0))
+    whole_word_masking: bool = field(default=False, metadata=_meta("select whole words: a word's ## pieces are masked together"))
+    nsp: bool = field(default=False, metadata=_meta("also train next-sentence prediction on texts cut at a sentence boundary (50% real next, 50% random)"))
+    heldout_fraction: float = field(default=0.1, metadata=_meta("share of texts held out to score MLM loss/accuracy before and after", gt=0.0, max=0.5))
+    epochs: int | None = field(default=None, metadata=_meta("passes over the texts (default: train.epochs)", min=1))
+    max_steps: int | None = field(default=None, metadata=_meta("stop after this many optimizer steps; the schedule spans them (wins over epochs)", min=1))
+    data: str | None = field(default=None, metadata=_meta("unlabeled texts (txt one per line, or csv/tsv/jsonl/parquet) instead of data.train's texts; relative to the recipe's folder"))
+    text: str = field(default="text", metadata=_meta("text column of pretrain.data"))
+
+
+@dataclass
 class OutputSection:
     dir: str | None = field(default=None, metadata=_meta("run directory (relative to the working dir); default runs/<recipe name>"))
 
@@ -135,10 +149,12 @@ class Recipe:
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    pretrain: PretrainSection = field(default_factory=PretrainSection)
     output: OutputSection = field(default_factory=OutputSection)
     # where the recipe came from; not part of the schema
     source: str = field(default="<recipe>", metadata={"internal": True})
     base_dir: str = field(default=".", metadata={"internal": True})
+    overrides: list[str] = field(default_factory=list, metadata={"internal": True})  # as given, for resume hints
 
     @property
     def name(self) -> str:
@@ -157,9 +173,9 @@ class Recipe:
         return self.data.dataset is not None
 
     def data_path(self, split: str) -> Path | None:
-        """The local file of a split, resolved against the recipe's folder (None for hub splits)."""
-        value = getattr(self.data, split)
-        if value is None or self.uses_hub_dataset:
+        """The local file of a split (or of pretrain.data), resolved against the recipe's folder (None for hub splits)."""
+        value = self.pretrain.data if split == "pretrain" else getattr(self.data, split)
+        if value is None or (self.uses_hub_dataset and split != "pretrain"):
             return None
         path = _expand_user(Path(value))
         return path if path.is_absolute() else Path(self.base_dir) / path
@@ -174,6 +190,8 @@ class Recipe:
                 path = self.data_path(split)
                 if path is not None:
                     out["data"][split] = str(path.resolve())
+        if self.pretrain.data is not None:
+            out["pretrain"]["data"] = str(self.data_path("pretrain").resolve())
         local_model = self._local_model_dir()
         if local_model is not None:
             out["model"]["name"] = str(local_model.resolve())
@@ -437,6 +455,18 @@ def _has_failed(key: str, failed: set[str]) -> bool:
     return any(".".join(parts[:i]) in failed for i in range(1, len(parts) + 1))
 
 
+def _data_file_problem(key: str, path: Path | None) -> Problem | None:
+    if path is None:
+        return None
+    if path.suffix.lower() not in DATA_SUFFIXES:
+        return Problem(key, f"unsupported file type {path.suffix or '(none)'!r} for {path}", f"use one of {', '.join(sorted(DATA_SUFFIXES))}")
+    if not path.exists():
+        return Problem(key, f"file not found: {path}", "check the path; relative paths resolve against the recipe's folder")
+    if path.is_dir():
+        return Problem(key, f"{path} is a directory, not a file", "name the data file itself")
+    return None
+
+
 def _check_recipe(recipe: Recipe, problems: list[Problem], failed: set[str] | None = None) -> None:
     """Rules that span keys; each adds a problem rather than stopping.
 
@@ -453,19 +483,14 @@ def _check_recipe(recipe: Recipe, problems: list[Problem], failed: set[str] | No
         if d.train is None and ok("data.train"):
             problems.append(Problem("data.train", "missing: no training data", "set data.train to a csv/tsv/jsonl/parquet file, or data.dataset to a hub dataset"))
         for split in SPLITS:
-            path = recipe.data_path(split)
-            if path is None or not ok(f"data.{split}"):
-                continue
-            if path.suffix.lower() not in DATA_SUFFIXES:
-                problems.append(Problem(f"data.{split}", f"unsupported file type {path.suffix or '(none)'!r} for {path}", f"use one of {', '.join(sorted(DATA_SUFFIXES))}"))
-            elif not path.exists():
-                problems.append(Problem(f"data.{split}", f"file not found: {path}", "check the path; relative paths resolve against the recipe's folder"))
-            elif path.is_dir():
-                problems.append(Problem(f"data.{split}", f"{path} is a directory, not a file", "name the data file itself"))
+            if ok(f"data.{split}") and (problem := _data_file_problem(f"data.{split}", recipe.data_path(split))):
+                problems.append(problem)
         if d.subset is not None and ok("data.subset"):
             problems.append(Problem("data.subset", f"is set ({d.subset!r}) but data.dataset is not", "set data.dataset to the hub dataset the subset belongs to, or remove data.subset"))
     elif d.dataset is not None and d.train is None and ok("data.train"):
         d.train = "train"
+    if ok("pretrain.data") and (problem := _data_file_problem("pretrain.data", recipe.data_path("pretrain"))):
+        problems.append(problem)
     if d.validation is not None and d.validation_fraction is not None:
         problems.append(Problem("data.validation_fraction", "set, but data.validation is set too", "remove one of the two"))
     if d.labels is not None:
@@ -645,6 +670,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     built = _validate(raw, source, path.parent, problems)
     if problems:
         raise RecipeError(source, _mark_overridden(problems, applied))
+    built.overrides = list(overrides or [])
     return built
 
 

@@ -2,22 +2,27 @@
 
 A run dir is a HuggingFace model dir (`save_pretrained` output, `id2label` with real names) plus:
 
-    recipe.toml       the resolved recipe (absolute data paths)
+    recipe.toml       the resolved recipe (absolute data paths), rewritten on resume
     metrics.json      written last: its presence means the run finished
     train_log.jsonl   one JSON object per logging step / evaluation
     checkpoints/      accelerate `save_state` folders, newest K kept
     curves.png, README.md
 
-`runs/latest` (a symlink beside the run dirs) points at the newest finished run.
+`runs/latest` (a symlink beside the run dirs) points at the newest finished classifier run.
+A run's life: prepare_run_dir (refuse to clobber) -> create_run_dir (once data and model loaded) ->
+save_checkpoint ... -> load_checkpoint on --resume -> save_model into best/ -> finish_run (metrics.json last).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from contextlib import contextmanager
 import shutil
+import sys
 import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,12 @@ from bertctl.errors import RunError
 
 FINISHED_MARKER = "metrics.json"
 DEFAULT_RUN = Path("runs") / "latest"
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+STATE_FILE = "trainer_state.json"
+LOG_FILE = "train_log.jsonl"
+# keys whose change doesn't alter what a resumed run computes
+RESUME_IGNORES = {"output.dir", "eval.thresholds", "eval.metrics", "eval.split", "train.log_with", "train.log_every_steps"}
 
 
 @contextmanager
@@ -148,3 +159,195 @@ def load_run_recipe(run_dir: Path):
 
     path = Path(run_dir) / "recipe.toml"
     return load_recipe(path) if path.is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# the lifecycle of a run dir that a training loop writes
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a finished run or silently restart an unfinished one; creates nothing (see create_run_dir)."""
+    if resume and overwrite:
+        raise RunError("--resume and --overwrite contradict each other", fix="pick one")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"output dir {run_dir} is a file", fix="set output.dir (or --output-dir) to a directory path")
+    if resume:
+        if not latest_checkpoint(run_dir):
+            finished = " (it finished: nothing to resume)" if is_finished(run_dir) else ""
+            raise RunError(f"no checkpoint to resume in {run_dir / CHECKPOINTS}{finished}", fix="start the run without --resume")
+        return
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+        if is_finished(run_dir):
+            raise RunError(f"{run_dir} already holds a finished run", fix=f"pass --overwrite to replace it, or write another dir: --output-dir {run_dir}-2")
+        raise RunError(f"{run_dir} holds an unfinished run", fix="continue it with --resume, or start over with --overwrite")
+
+
+def create_run_dir(run_dir: Path, *, overwrite: bool) -> None:
+    """Make (or, with --overwrite, empty) the run dir: only once data and model loaded, so bad input destroys nothing."""
+    if overwrite and run_dir.is_dir() and any(run_dir.iterdir()):
+        shutil.rmtree(run_dir)
+    try:
+        # a full disk still has room for a directory entry: if the probe fails, take the new dirs away again
+        with removes_new_empty_dirs(run_dir):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            probe = run_dir / ".write-test"
+            try:
+                probe.write_text("ok")  # bytes, not just an inode: an empty file still fits on a full disk
+            finally:
+                probe.unlink(missing_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot write to {run_dir}: {exc.strerror}", fix="choose a writable output dir (--output-dir DIR)") from None
+
+
+def write_recipe(run_dir: Path, recipe) -> None:
+    """The resolved recipe the run computes with; rewritten on resume, where keys in RESUME_IGNORES may change."""
+    with writing("the recipe", run_dir):
+        atomic_write_text(run_dir / "recipe.toml", recipe.to_toml())
+
+
+def recipe_differences(saved: dict[str, Any], current: dict[str, Any], ignored: set[str], prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(saved) | set(current)):
+        dotted = f"{prefix}{key}"
+        a, b = saved.get(key), current.get(key)
+        if dotted in ignored or f"{dotted}." in ignored:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += recipe_differences(a, b, ignored, dotted + ".")
+        elif a != b:
+            keys.append(f"{dotted}: saved {a!r}, now {b!r}")
+    return keys
+
+
+def check_resume_recipe(run_dir: Path, recipe, ignored: set[str] = frozenset()) -> None:
+    """Refuse to resume with settings that change what the run computes (`ignored`: keys and 'section.' prefixes)."""
+    import tomllib
+
+    from bertctl.recipe import Recipe
+
+    saved_path = run_dir / "recipe.toml"
+    if not saved_path.is_file():
+        return
+    saved = tomllib.loads(saved_path.read_text(encoding="utf-8"))
+    # a key the saved recipe lacks was added to bertctl later, and had its default then
+    for section, values in Recipe().to_dict().items():
+        saved[section] = {**values, **saved.get(section, {})}
+    diffs = recipe_differences(saved, recipe.to_dict(), RESUME_IGNORES | set(ignored))
+    if diffs:
+        raise RunError(
+            f"the recipe differs from the one {run_dir} was started with, so a resume would not continue the same run:\n    "
+            + "\n    ".join(diffs),
+            fix="resume with the original settings, or start a new run with --overwrite / --output-dir",
+        )
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    folder = Path(run_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    done = [p for p in folder.iterdir() if p.name.startswith("step-") and (p / STATE_FILE).is_file()]
+    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(accelerator, run_dir: Path, state, keep: int) -> None:
+    """accelerate's save_state (model, optimizer, scheduler, RNG) plus the loop's state (a dataclass), written to a
+    temp dir and renamed when complete; the newest `keep` checkpoints stay."""
+    folder = run_dir / CHECKPOINTS
+    final = folder / f"step-{state.global_step:07d}"
+    tmp = folder / f".tmp-step-{state.global_step:07d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    # accelerate warns on every save that a tied weight (the MLM decoder) is stored once: that is the intent
+    quieted = logging.getLogger("accelerate.utils.other")
+    level = quieted.level
+    quieted.setLevel(logging.ERROR)
+    try:
+        with writing("a checkpoint", tmp):
+            accelerator.save_state(str(tmp))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                # the state file goes in last: a checkpoint without it is never resumed from
+                (tmp / STATE_FILE).write_text(json.dumps(asdict(state), indent=2, default=str))
+                replace_dir(tmp, final)
+    finally:
+        quieted.setLevel(level)
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if accelerator.is_main_process:
+        for old in checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def load_checkpoint(accelerator, checkpoint: Path) -> dict[str, Any]:
+    """Restore what save_checkpoint saved; returns the loop's state as a dict."""
+    accelerator.load_state(str(checkpoint))
+    return json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def save_model(accelerator, model, tokenizer, target: Path) -> None:
+    """save_pretrained (safetensors) into a temp dir, then swap it in: never a half-written model dir."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            with writing("the model", tmp):
+                unwrapped = accelerator.unwrap_model(model)
+                unwrapped.save_pretrained(tmp, state_dict=accelerator.get_state_dict(model), safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
+                replace_dir(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+class RunLog:
+    """train_log.jsonl: one JSON object per line, flushed as written so a crash keeps what happened."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path = path
+        self.enabled = enabled
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, default=str) + "\n")
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Drop log lines past the checkpoint we resume from: they will be written again."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def finish_run(run_dir: Path, metrics: dict[str, Any], card: str, *, curve_metric: str, latest: bool) -> None:
+    """Move the best model into the run dir, add curves and a model card, then metrics.json last."""
+    best = run_dir / BEST
+    for item in best.iterdir():
+        target = run_dir / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    best.rmdir()
+    if (run_dir / LOG_FILE).is_file():  # a run shorter than log_every_steps, with no evaluation, logged nothing
+        try:
+            from bertctl.plots import plot_curves
+
+            plot_curves(run_dir / LOG_FILE, run_dir / "curves.png", curve_metric)
+        except Exception as exc:  # a plot is a nicety: never fail a finished training over it
+            print(f"warning: could not draw curves.png: {exc}", file=sys.stderr)
+    atomic_write_text(run_dir / "README.md", card)
+    atomic_write_json(run_dir / FINISHED_MARKER, metrics)
+    if latest:
+        update_latest(run_dir)

@@ -9,22 +9,15 @@ import torch
 from typer.testing import CliRunner
 
 from bertctl.cli import app
-from bertctl.pretraining import (
-    IGNORE_INDEX,
-    MaskingCollator,
-    NextSentencePairs,
-    PretrainOptions,
-    mask_tokens,
-    pretraining_logits,
-    split_heldout,
-    split_sentences,
-)
+from bertctl.masking import IGNORE_INDEX, MaskingCollator, NextSentencePairs, mask_tokens, sentence_token_ids, split_sentences
+from bertctl.pretraining import pretraining_logits, split_heldout
 from bertctl.modeling import load_masked_lm
 from bertctl.prediction import fill_mask
 from tests.conftest import agnews_rows, write_csv
 
 runner = CliRunner()
 MASK_ID = 3
+
 VOCAB = 1000
 
 
@@ -253,13 +246,17 @@ def test_pretraining_bundled_minilm_has_no_mlm_head():
 # bertctl pretrain
 
 
-def test_pretraining_cli_rejects_bad_options(small_recipe, tmp_path):
+def test_pretraining_cli_flags_are_validated_as_pretrain_keys(small_recipe, tmp_path):
+    from bertctl.errors import RecipeError
+    from bertctl.recipe import load_recipe
+
     result = runner.invoke(app, ["pretrain", str(small_recipe), "--mlm-probability", "1.5", "-o", str(tmp_path / "x")])
-    assert result.exit_code == 2 and "--mlm-probability" in result.output
+    assert result.exit_code == 2 and "pretrain.mlm_probability" in result.output and "must be < 1.0" in result.output
     result = runner.invoke(app, ["pretrain", str(small_recipe), "--data", str(tmp_path / "missing.txt"), "-o", str(tmp_path / "y")])
-    assert result.exit_code == 2 and "not found" in result.output
-    with pytest.raises(Exception):
-        PretrainOptions(heldout_fraction=0.9).check()
+    assert result.exit_code == 2 and "pretrain.data" in result.output and "not found" in result.output
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    with pytest.raises(RecipeError, match="pretrain.heldout_fraction"):
+        load_recipe(small_recipe, ["pretrain.heldout_fraction=0.9"])
 
 
 @pytest.mark.slow
@@ -306,21 +303,33 @@ def test_pretraining_pretrain_lowers_heldout_loss_and_output_fine_tunes(small_re
 
 @pytest.mark.slow
 def test_pretraining_resume_continues_to_the_same_result(small_recipe, tmp_path):
+    from bertctl.loop import Interrupted
+    from bertctl.pretraining import pretrain
+    from bertctl.recipe import load_recipe
+
+    # 144 training texts: 9 steps an epoch, 22 steps end inside epoch 3; the stops fall inside epochs 2 and 3
     whole = tmp_path / "whole"
-    result = runner.invoke(app, ["pretrain", str(small_recipe), "--max-steps", "8", "-o", str(whole)])
+    result = runner.invoke(app, ["pretrain", str(small_recipe), "--max-steps", "22", "-o", str(whole)])
     assert result.exit_code == 0, result.output
     split = tmp_path / "split"
-    stopped = runner.invoke(app, ["pretrain", str(small_recipe), "--max-steps", "8", "-o", str(split), "--stop-after-steps", "5"])
-    assert stopped.exit_code == 130 and "--resume" in stopped.output
+    recipe = load_recipe(small_recipe, ["pretrain.max_steps=22"])
+    with pytest.raises(Interrupted) as stopped:
+        pretrain(recipe, output_dir=split, progress=False, stop_after_steps=12)
+    assert "bertctl pretrain" in stopped.value.fix and "pretrain.max_steps=22" in stopped.value.fix and "--resume" in stopped.value.fix
     assert not (split / "metrics.json").exists()
     changed = runner.invoke(app, ["pretrain", str(small_recipe), "--max-steps", "9", "-o", str(split), "--resume"])
-    assert changed.exit_code == 2 and "max_steps" in changed.output
-    resumed = runner.invoke(app, ["pretrain", str(small_recipe), "--max-steps", "8", "-o", str(split), "--resume"])
+    assert changed.exit_code == 2 and "pretrain.max_steps: saved 22, now 9" in changed.output
+    with pytest.raises(Interrupted):
+        pretrain(recipe, output_dir=split, resume=True, progress=False, stop_after_steps=20)
+    resumed = runner.invoke(app, ["pretrain", str(small_recipe), "--max-steps", "22", "-o", str(split), "--resume"])
     assert resumed.exit_code == 0, resumed.output
-    a = json.loads((whole / "metrics.json").read_text())["heldout"]["after"]
-    b = json.loads((split / "metrics.json").read_text())["heldout"]["after"]
-    assert b["mlm_loss"] == pytest.approx(a["mlm_loss"], rel=1e-5)
-    assert b["mlm_accuracy"] == a["mlm_accuracy"]
+    assert "from step-0000020" in resumed.output
+    a = json.loads((whole / "metrics.json").read_text())
+    b = json.loads((split / "metrics.json").read_text())
+    assert b["heldout"]["before"] == a["heldout"]["before"]  # the baseline, scored again on resume, is the same
+    assert b["heldout"]["after"]["mlm_loss"] == pytest.approx(a["heldout"]["after"]["mlm_loss"], abs=1e-9)
+    assert b["heldout"]["after"]["mlm_accuracy"] == a["heldout"]["after"]["mlm_accuracy"]
+    assert b["global_steps"] == a["global_steps"] == 22 and b["epochs_completed"] == a["epochs_completed"] == 2
 
 
 @pytest.mark.slow
@@ -395,8 +404,6 @@ def test_pretraining_nsp_pairs_are_trimmed_to_max_length_and_depend_on_the_gener
 
 
 def test_pretraining_collator_builds_nsp_batches(tokenizer):
-    from bertctl.pretraining import sentence_token_ids
-
     texts = ["Stocks fell sharply. Oil rose again.", "The cup final is tonight. Fans queue early.", "No second sentence here"]
     ids = sentence_token_ids(tokenizer, texts)
     assert [len(s) for s in ids] == [2, 2, 1]
@@ -410,8 +417,14 @@ def test_pretraining_collator_builds_nsp_batches(tokenizer):
     assert torch.equal(again["input_ids"], batch["input_ids"])  # same seed, epoch and index: same pairs and masks
 
 
-def test_pretraining_with_nsp_trains_both_heads_and_fine_tunes(small_recipe, tmp_path):
+def test_pretraining_with_nsp_trains_both_heads_and_fine_tunes(small_recipe, tmp_path, monkeypatch):
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, BertForPreTraining
+
+    import bertctl.loop
+    from bertctl.recipe import load_recipe
+
+    tuned = []  # the allocator setting runs for every task of the one loop (it once ran in train only)
+    monkeypatch.setattr(bertctl.loop, "keep_freed_memory_in_process", lambda: tuned.append(True))
 
     rows = [r["text"] for r in agnews_rows("train", 200)]
     text_file = tmp_path / "news.txt"
@@ -419,7 +432,8 @@ def test_pretraining_with_nsp_trains_both_heads_and_fine_tunes(small_recipe, tmp
     out = tmp_path / "nsp"
     result = runner.invoke(app, ["pretrain", str(small_recipe), "--data", str(text_file), "--nsp", "--max-steps", "6", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert "NSP accuracy" in result.output
+    assert "NSP accuracy" in result.output and tuned == [True]
+    assert load_recipe(out / "recipe.toml").pretrain.nsp is True  # the flag is a recipe key, saved with the run
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["next_sentence_prediction"] is True and metrics["task"] == "masked-lm + next-sentence"
     before, after = metrics["heldout"]["before"], metrics["heldout"]["after"]

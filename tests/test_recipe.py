@@ -69,6 +69,9 @@ def test_recipe_defaults_fill_every_unset_key(tmp_path):
     assert recipe.train.scheduler == "linear" and recipe.train.mixed_precision == "no"
     assert recipe.eval.metrics == ["accuracy", "f1_macro"] and recipe.eval.split == "test"
     assert recipe.eval.thresholds == {}
+    p = recipe.pretrain
+    assert (p.mlm_probability, p.whole_word_masking, p.nsp, p.heldout_fraction) == (0.15, False, False, 0.1)
+    assert (p.epochs, p.max_steps, p.data, p.text) == (None, None, None, "text")
     # default run dir is named after the recipe file
     assert recipe.run_dir == Path("runs") / "r"
 
@@ -135,6 +138,8 @@ def test_recipe_unknown_key_without_close_match_lists_known_keys(tmp_path):
         ("[eval]\nmetrics = \"accuracy\"\n", "eval.metrics", "must be a list of strings, got str 'accuracy'"),
         ("labels = [\"a\", 1]\n", "data.labels", "(item 2 is int 1)"),
         ("[eval.thresholds]\naccuracy = \"high\"\n", "eval.thresholds.accuracy", "must be a number, got str 'high'"),
+        ("[pretrain]\nnsp = \"yes\"\n", "pretrain.nsp", "must be a true/false, got str 'yes'"),
+        ("[pretrain]\nmax_steps = 2.5\n", "pretrain.max_steps", "must be an integer, got float 2.5"),
     ],
 )
 def test_recipe_wrong_type_names_key_expected_type_and_value(tmp_path, body, key, expected):
@@ -154,6 +159,11 @@ def test_recipe_wrong_type_names_key_expected_type_and_value(tmp_path, body, key
         ("[model]\nmax_length = 100000\n", "model.max_length", "must be <= 8192, got 100000"),
         ("[data.limit]\ntrain = 0\n", "data.limit.train", "must be >= 1, got 0"),
         ("[train]\nseed = -1\n", "train.seed", "must be >= 0, got -1"),
+        ("[pretrain]\nmlm_probability = 1.0\n", "pretrain.mlm_probability", "must be < 1.0, got 1.0"),
+        ("[pretrain]\nmlm_probability = 0\n", "pretrain.mlm_probability", "must be > 0.0, got 0.0"),
+        ("[pretrain]\nheldout_fraction = 0.6\n", "pretrain.heldout_fraction", "must be <= 0.5, got 0.6"),
+        ("[pretrain]\nmax_steps = 0\n", "pretrain.max_steps", "must be >= 1, got 0"),
+        ("[pretrain]\nepochs = 0\n", "pretrain.epochs", "must be >= 1, got 0"),
     ],
 )
 def test_recipe_out_of_range_value_names_the_bound(tmp_path, body, key, expected):
@@ -302,6 +312,26 @@ def test_recipe_data_file_problems(tmp_path):
     assert "unsupported file type '.xlsx'" in found["data.train"]
     assert "file not found" in found["data.validation"] and "recipe's folder" in found["data.validation"]
     assert "is a directory" in found["data.test"]
+
+
+def test_recipe_pretrain_data_is_checked_and_resolves_against_the_recipe_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "recipes"
+    path = write_recipe(folder, MINIMAL + '[pretrain]\ndata = "news.txt"\ntext = "body"\nnsp = true\n')
+    with pytest.raises(RecipeError) as excinfo:
+        load_recipe(path)
+    assert "file not found" in problems_of(excinfo)["pretrain.data"]
+    (folder / "news.txt").write_text("one text\n", encoding="utf-8")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    recipe = load_recipe(os.path.relpath(path, elsewhere))
+    assert recipe.data_path("pretrain").resolve() == (folder / "news.txt").resolve()
+    saved = recipe.to_dict()["pretrain"]
+    assert saved == {**saved, "data": str((folder / "news.txt").resolve()), "text": "body", "nsp": True}
+    with pytest.raises(RecipeError) as excinfo:
+        load_recipe(path, ['pretrain.data="news.xlsx"', "pretrain.nps=true"])
+    found = problems_of(excinfo)
+    assert "unsupported file type '.xlsx'" in found["pretrain.data"] and "did you mean 'nsp'" in found["pretrain.nps"]
 
 
 def test_recipe_hub_dataset_is_only_schema_checked(tmp_path):

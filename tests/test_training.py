@@ -16,7 +16,9 @@ from typer.testing import CliRunner
 from bertctl.cli import app
 from bertctl.errors import RunError
 from bertctl.recipe import load_recipe
-from bertctl.training import Interrupted, LengthGroupedBatches, PadCollator, checkpoints, train
+from bertctl.loop import Interrupted, LengthGroupedBatches, PadCollator
+from bertctl.runs import checkpoints
+from bertctl.training import train
 
 from conftest import AGNEWS_LABELS
 
@@ -68,6 +70,21 @@ def test_training_learns_on_separable_data(tmp_path, tiny_bert_dir):
     )
     metrics = train(load_recipe(recipe), progress=False).metrics
     assert metrics["validation"]["accuracy"] >= 0.9
+    # accuracy ties (at 1.0, say) go to the lower validation loss, not to the earliest evaluation
+    evals = [json.loads(l) for l in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines() if '"eval"' in l]
+    tied = [e for e in evals if e["accuracy"] == max(e["accuracy"] for e in evals)]
+    assert metrics["best_step"] == min(tied, key=lambda e: e["log_loss"])["step"]
+
+
+def test_training_best_model_ties_break_on_lower_log_loss():
+    from bertctl.loop import is_better
+
+    best = {"accuracy": 1.0, "log_loss": 0.68}
+    assert is_better("accuracy", {"accuracy": 1.0, "log_loss": 0.11}, best)
+    assert not is_better("accuracy", {"accuracy": 1.0, "log_loss": 0.7}, best)
+    assert is_better("accuracy", {"accuracy": 1.0, "log_loss": 0.9}, {"accuracy": 0.9, "log_loss": 0.1})  # the metric first
+    assert is_better("ece", {"ece": 0.1, "log_loss": 0.9}, {"ece": 0.2, "log_loss": 0.1})  # lower wins for ece
+    assert is_better("accuracy", {"accuracy": 0.1, "log_loss": 0.9}, {})  # the first evaluation
 
 
 def test_training_resume_after_stop_matches_uninterrupted_run(small_recipe, tmp_path):
@@ -86,11 +103,31 @@ def test_training_resume_after_stop_matches_uninterrupted_run(small_recipe, tmp_
     assert steps == full_steps  # no duplicated log lines after the resume
 
 
+def test_training_resume_inside_a_later_epoch_matches_uninterrupted_run(small_recipe, tmp_path):
+    # 3 steps per epoch; stops inside epochs 2 and 3. Resuming past the first epoch boundary once replayed epoch 0's
+    # batch order: accelerate's set_epoch doesn't reach the sampler through the loader that skips the done batches
+    recipe = load_recipe(small_recipe, ["data.limit.train=48", "train.epochs=3"])
+    full = train(recipe, output_dir=tmp_path / "full", progress=False).metrics
+    cut = tmp_path / "cut"
+    with pytest.raises(Interrupted):
+        train(recipe, output_dir=cut, progress=False, stop_after_steps=4)
+    with pytest.raises(Interrupted):
+        train(recipe, output_dir=cut, resume=True, progress=False, stop_after_steps=8)
+    states = {p.parent.name: json.loads(p.read_text()) for p in cut.glob("checkpoints/*/trainer_state.json")}
+    assert (states["step-0000008"]["epoch"], states["step-0000008"]["step_in_epoch"]) == (2, 2)
+    resumed = train(recipe, output_dir=cut, resume=True, progress=False).metrics
+    # the last evaluation, not only the best one (which may come from before the first stop)
+    assert resumed["last_validation"]["log_loss"] == pytest.approx(full["last_validation"]["log_loss"], abs=1e-9)
+    assert resumed["last_validation"]["accuracy"] == full["last_validation"]["accuracy"]
+    assert resumed["validation"] == full["validation"] and resumed["best_step"] == full["best_step"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_at", [4, 13])
+@pytest.mark.parametrize("kill_at", [4, 13, 25])
 def test_training_survives_kill_9_and_resumes_exactly(small_recipe, tmp_path, kill_at):
-    # 40 steps, so a kill at step 13 still lands well before the end when a busy machine delays the polling
-    # below (with 20 steps this case failed once, unreproduced in 14 reruns; the short tail is the likely race)
+    # 40 steps (10 an epoch), so a kill at step 25 still lands well before the end when a busy machine delays the
+    # polling below (with 20 steps a kill at 13 failed once, unreproduced in 14 reruns; the short tail is the likely
+    # race). 13 and 25 resume from a checkpoint inside epoch 2 and 3.
     overrides = ["train.checkpoint_every_steps=2", "train.epochs=4"]
     full = train(load_recipe(small_recipe, overrides), output_dir=tmp_path / "full", progress=False).metrics
     run = tmp_path / "killed"
@@ -109,11 +146,19 @@ def test_training_survives_kill_9_and_resumes_exactly(small_recipe, tmp_path, ki
         assert {"model.safetensors", "optimizer.bin", "trainer_state.json"} <= {p.name for p in checkpoint.iterdir()}
     refused = runner.invoke(app, ["train", str(small_recipe), *overrides, "--output-dir", str(run)])
     assert refused.exit_code == 2 and "--resume" in refused.output
+    resumed_from = checkpoints(run)[-1].name
     resumed = runner.invoke(app, ["train", str(small_recipe), *overrides, "--output-dir", str(run), "--resume"])
     assert resumed.exit_code == 0, resumed.output
+    assert f"from {resumed_from}" in resumed.output
+    if kill_at > 10:
+        assert int(resumed_from.split("-")[1]) > 10  # a checkpoint past the first epoch boundary
     assert _metrics(run)["validation"] == full["validation"]
+    # the last evaluation too: the best one may come from before the kill
+    assert _metrics(run)["last_validation"]["log_loss"] == pytest.approx(full["last_validation"]["log_loss"], abs=1e-9)
+    assert _metrics(run)["last_validation"]["accuracy"] == full["last_validation"]["accuracy"]
 
 
+@pytest.mark.slow
 def test_training_sigint_checkpoints_and_says_how_to_resume(small_recipe, tmp_path):
     run = tmp_path / "interrupted"
     cmd = [sys.executable, "-m", "bertctl", "train", str(small_recipe), "--output-dir", str(run)]
@@ -127,6 +172,58 @@ def test_training_sigint_checkpoints_and_says_how_to_resume(small_recipe, tmp_pa
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
     assert checkpoints(run) and not (run / "metrics.json").exists()
+
+
+def test_training_logs_the_recipes_eval_metrics_and_keeps_all_in_metrics_json(small_recipe):
+    from bertctl.recipe import METRICS
+
+    result = runner.invoke(app, ["train", str(small_recipe), "train.epochs=1", 'eval.metrics=["mcc"]', "train.metric_for_best=ece"])
+    assert result.exit_code == 0, result.output
+    run = load_recipe(small_recipe).run_dir
+    evals = [json.loads(l) for l in (run / "train_log.jsonl").read_text().splitlines() if '"eval"' in l]
+    assert evals and all(set(e) == {"type", "step", "epoch", "mcc", "ece", "log_loss"} for e in evals)
+    message = next(line for line in result.output.splitlines() if "eval step" in line).split("eval step", 1)[1]
+    assert "mcc" in message and "ece" in message and "log_loss" in message and "accuracy" not in message
+    assert set(_metrics(run)["validation"]) == set(METRICS)
+
+
+def test_training_resume_hint_keeps_overrides_and_resume_applies_a_new_log_every_steps(small_recipe, tmp_path):
+    import shlex
+
+    run = tmp_path / "hinted"
+    recipe = load_recipe(small_recipe, ["train.learning_rate=5e-4", "train.log_every_steps=5"])
+    with pytest.raises(Interrupted) as stopped:
+        train(recipe, output_dir=run, progress=False, stop_after_steps=4)
+    command = shlex.split(stopped.value.fix.split("resume with: ", 1)[1])
+    assert command[:2] == ["bertctl", "train"] and "train.learning_rate=5e-4" in command and "--resume" in command
+    resumed = runner.invoke(app, [*command[1:], "train.log_every_steps=2"])  # the printed command runs as printed
+    assert resumed.exit_code == 0, resumed.output
+    assert load_recipe(run / "recipe.toml").train.log_every_steps == 2  # the recipe.toml says what the run did
+    logged = [json.loads(l)["step"] for l in (run / "train_log.jsonl").read_text().splitlines() if '"train"' in l]
+    assert logged == list(range(6, 21, 2))
+
+
+def test_training_stop_after_steps_is_not_a_command_line_option(small_recipe):
+    result = runner.invoke(app, ["train", str(small_recipe), "--stop-after-steps", "2"])
+    assert result.exit_code == 2 and "No such option" in result.output
+    assert "stop-after" not in runner.invoke(app, ["train", "--help"]).output
+
+
+def test_training_resume_check_reads_one_recipe_and_skips_what_the_task_ignores(small_recipe, tmp_path):
+    from bertctl.runs import check_resume_recipe
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = load_recipe(small_recipe).to_toml()
+    # a recipe.toml written before [pretrain] existed: its keys had their defaults then
+    (run / "recipe.toml").write_text(saved.split("[pretrain]")[0] + "[output]" + saved.split("[output]")[1])
+    check_resume_recipe(run, load_recipe(small_recipe))
+    check_resume_recipe(run, load_recipe(small_recipe, ["train.log_every_steps=3", 'eval.metrics=["mcc"]']))
+    check_resume_recipe(run, load_recipe(small_recipe, ["pretrain.nsp=true"]), {"pretrain."})  # training ignores [pretrain]
+    with pytest.raises(RunError, match="pretrain.nsp: saved False, now True"):
+        check_resume_recipe(run, load_recipe(small_recipe, ["pretrain.nsp=true"]))
+    with pytest.raises(RunError, match="train.seed"):
+        check_resume_recipe(run, load_recipe(small_recipe, ["train.seed=1"]), {"pretrain."})
 
 
 def test_training_refuses_to_overwrite_a_finished_run(small_recipe):
@@ -239,12 +336,12 @@ def test_training_two_cpu_processes_under_accelerate_launch(small_recipe, tmp_pa
 def test_training_disk_full_during_save_says_so_and_leaves_no_partial_model(small_recipe, tmp_path, monkeypatch):
     import errno
 
-    import bertctl.training as training
+    import bertctl.loop
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(training, "finish_run", full_disk)
+    monkeypatch.setattr(bertctl.loop, "finish_run", full_disk)
     run = tmp_path / "full-disk"
     with pytest.raises(RunError) as err:
         train(load_recipe(small_recipe, ["train.epochs=1"]), output_dir=run, progress=False)
