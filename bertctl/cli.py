@@ -40,14 +40,14 @@ Overrides = Annotated[
     typer.Argument(metavar="[KEY=VALUE]...", help="dotted overrides of recipe keys: train.epochs=1 data.limit.train=200", show_default=False),
 ]
 ModelOption = Annotated[Optional[str], typer.Option("--model", "-m", metavar="DIR|ID", help="run dir, model dir or hub id (default runs/latest)", show_default=False)]
-TextColumn = Annotated[Optional[str], typer.Option("--text", metavar="COL", help="text column of the data file (default: the run's data.text, else 'text')", show_default=False)]
+TextColumn = Annotated[Optional[str], typer.Option("--text", metavar="COL", help="text column of the data file (default: the run's data.text, or pretrain.text, else 'text')", show_default=False)]
 TextPairColumn = Annotated[Optional[str], typer.Option("--text-pair", metavar="COL", help="second-text column of the data file, for sentence-pair models", show_default=False)]
 JsonFlag = Annotated[bool, typer.Option("--json", metavar="", help="print JSON only, on stdout")]
 TrustPickle = Annotated[
     bool,
     typer.Option("--trust-pickle", metavar="", help="also load pickle-only weights (pytorch_model.bin); unpickling can run code, so only for files you trust"),
 ]
-OutputDir = Annotated[Optional[Path], typer.Option("--output-dir", "-o", metavar="DIR", help="run dir to write (default: the recipe's output.dir)", show_default=False)]
+OutputDir = Annotated[Optional[Path], typer.Option("--output-dir", "-o", metavar="DIR", help="run dir to write (default: the recipe's output.dir; for pretrain, output.dir + '-mlm')", show_default=False)]
 Resume = Annotated[bool, typer.Option("--resume", metavar="", help="continue from the newest checkpoint in the run dir")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", metavar="", help="replace a finished or unfinished run in the run dir")]
 
@@ -204,9 +204,9 @@ def tokenize(
 def train(
     recipe: RecipeArg,
     overrides: Overrides = None,
-    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="run dir (default: the recipe's output.dir)")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in the run dir")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a finished or unfinished run in the run dir")] = False,
+    output_dir: OutputDir = None,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Fine-tune a BERT classifier from a TOML recipe (Accelerate loop; resumable; HF-native run dir).
 
@@ -380,17 +380,17 @@ def fill_mask_cli(
 def pretrain(
     recipe: RecipeArg,
     overrides: Overrides = None,
-    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="model dir to write (default: the recipe's output.dir + '-mlm')")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="pretrain.data: unlabeled texts (txt one per line, or csv/tsv/jsonl/parquet with --text) instead of the recipe's train texts")] = None,
-    text_column: Annotated[Optional[str], typer.Option("--text", help="pretrain.text: text column of --data (default 'text')")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="pretrain.epochs: passes over the texts (default: the recipe's train.epochs)")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="pretrain.max_steps: stop after this many optimizer steps")] = None,
-    mlm_probability: Annotated[Optional[float], typer.Option(help="pretrain.mlm_probability: share of tokens selected for prediction (default 0.15)")] = None,
-    whole_word_masking: Annotated[bool, typer.Option("--whole-word-masking", help="pretrain.whole_word_masking=true: a word's ## pieces are masked together")] = False,
-    next_sentence: Annotated[bool, typer.Option("--nsp", help="pretrain.nsp=true: also train next-sentence prediction on texts cut at a sentence boundary")] = False,
-    heldout_fraction: Annotated[Optional[float], typer.Option(help="pretrain.heldout_fraction: share of texts held out to score MLM loss/accuracy before and after (default 0.1)")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in the output dir")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace what the output dir holds")] = False,
+    output_dir: OutputDir = None,
+    data: Annotated[Optional[Path], typer.Option(metavar="FILE", help="pretrain.data: unlabeled texts (txt one per line, or csv/tsv/jsonl/parquet with --text) instead of the recipe's train texts", show_default=False)] = None,
+    text_column: TextColumn = None,
+    epochs: Annotated[Optional[int], typer.Option(metavar="N", help="pretrain.epochs: passes over the texts (default: the recipe's train.epochs)", show_default=False)] = None,
+    max_steps: Annotated[Optional[int], typer.Option(metavar="N", help="pretrain.max_steps: stop after this many optimizer steps", show_default=False)] = None,
+    mlm_probability: Annotated[Optional[float], typer.Option(metavar="P", help="pretrain.mlm_probability: share of tokens selected for prediction (default 0.15)", show_default=False)] = None,
+    whole_word_masking: Annotated[bool, typer.Option("--whole-word-masking", metavar="", help="pretrain.whole_word_masking=true: a word's ## pieces are masked together")] = False,
+    next_sentence: Annotated[bool, typer.Option("--nsp", metavar="", help="pretrain.nsp=true: also train next-sentence prediction on texts cut at a sentence boundary")] = False,
+    heldout_fraction: Annotated[Optional[float], typer.Option(metavar="F", help="pretrain.heldout_fraction: share of texts held out to score MLM loss/accuracy before and after (default 0.1)", show_default=False)] = None,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Continue BERT's masked-language-model pre-training on in-domain text; writes a model dir a recipe can fine-tune.
 
@@ -400,7 +400,8 @@ def pretrain(
     bertctl pretrain recipes/agnews.toml train.learning_rate=5e-5 --whole-word-masking --data news.txt
     then fine-tune from it: set model.name = "runs/agnews-mlm" in a recipe
     """
-    from bertctl.pretraining import pretrain as run_pretraining, print_pretrain_summary
+    from bertctl import reports
+    from bertctl.pretraining import pretrain as run_pretraining
     from bertctl.recipe import load_recipe
 
     flags = {
@@ -412,7 +413,7 @@ def pretrain(
     }
     overrides = [*(overrides or []), *(f"pretrain.{key}={value}" for key, value in flags.items() if value is not None)]
     result = run_pretraining(load_recipe(recipe, overrides), output_dir=output_dir, resume=resume, overwrite=overwrite)
-    print_pretrain_summary(result)
+    reports.print_pretrain_summary(result)
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ fine-tune (model.name = "runs/agnews-mlm").
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -323,20 +322,3 @@ Fine-tune a classifier from it: set `[model] name = "{run_dir}"` in a recipe, th
 bertctl fill-mask --model {run_dir} "The man went to the [MASK]."
 ```
 """
-
-
-def print_pretrain_summary(result: RunResult) -> None:
-    if os.environ.get("LOCAL_RANK", "0") != "0":
-        return
-    m = result.metrics
-    b, a = m["heldout"]["before"], m["heldout"]["after"]
-    print(
-        f"\ndone: held-out MLM loss {b['mlm_loss']:.4f} -> {a['mlm_loss']:.4f}, masked-token accuracy {b['mlm_accuracy']:.4f} -> {a['mlm_accuracy']:.4f}"
-        f" ({m['heldout_examples']} texts, same masks)\n"
-        + (f"      held-out NSP accuracy {b['nsp_accuracy']:.4f} -> {a['nsp_accuracy']:.4f} ({b['nsp_pairs']} sentence pairs)\n" if "nsp_accuracy" in b else "")
-        + f"      {m['global_steps']} steps in {m['wall_time_s']:.0f} s ({m['train_samples_per_s']:.1f} samples/s, {m['num_processes']} x {m['device']})\n"
-        f"      saved to {result.run_dir}\n"
-        f"next: set [model] name = \"{result.run_dir.resolve()}\" in a recipe and bertctl train it\n"
-        f'      bertctl fill-mask --model {result.run_dir} "some text with [MASK]"',
-        flush=True,
-    )
