@@ -318,13 +318,9 @@ def slugify(text: str, limit: int = 40) -> str:
 
 def check_out_dir(out: Path) -> None:
     """Refuse to replace a non-empty dir this command did not write (it may hold someone's files)."""
-    from bertctl.runs import file_in_the_way
+    from bertctl.runs import check_writable_path
 
-    if out.exists() and not out.is_dir():
-        raise BertctlError(f"--out {out} is a file", fix="name a directory for the report")
-    blocker = file_in_the_way(out)
-    if blocker is not None:
-        raise BertctlError(f"--out {out}: {blocker} is a file, not a directory", fix=f"name a directory for the report, e.g. --out {blocker.parent / out.name}")
+    check_writable_path(out, "--out", directory=True)
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise BertctlError(
             f"--out {out} already holds files that `bertctl attention` did not write (no {MARKER})",

@@ -320,15 +320,9 @@ def plot_path_for(report: Path) -> Path:
 
 
 def check_report_path(path: Path) -> None:
-    """Refuse a --report path nothing can be written to, before any model is loaded."""
-    from bertctl.runs import file_in_the_way
+    from bertctl.runs import check_writable_path
 
-    path = Path(path)
-    if path.is_dir():
-        raise BertctlError(f"--report {path} is a directory", fix="name a file, e.g. --report reports/eval.json")
-    blocker = file_in_the_way(path)
-    if blocker is not None:
-        raise BertctlError(f"--report {path}: {blocker} is a file, not a directory", fix=f"write beside it instead, e.g. --report {blocker.parent / path.name}")
+    check_writable_path(path, "--report", example="reports/eval.json")
 
 
 def write_eval_report(result: EvalResult, report: Path | None = None, *, plot: bool = True) -> tuple[Path, Path | None]:

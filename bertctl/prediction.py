@@ -477,13 +477,9 @@ def predict_texts(
 def check_output_path(path: Path) -> None:
     if path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise BertctlError(f"--output {path}: unsupported file type {path.suffix or '(none)'!r}", fix="use .jsonl (one JSON object per text) or .csv/.tsv")
-    if path.is_dir():
-        raise BertctlError(f"--output {path} is a directory", fix="name a file, e.g. predictions.jsonl")
-    from bertctl.runs import file_in_the_way
+    from bertctl.runs import check_writable_path
 
-    blocker = file_in_the_way(path)
-    if blocker is not None:
-        raise BertctlError(f"--output {path}: {blocker} is a file, not a directory", fix=f"write beside it instead, e.g. --output {blocker.parent / path.name}")
+    check_writable_path(path, "--output", example="predictions.jsonl")
 
 
 def write_predictions(path: Path, result: PredictResult) -> None:

@@ -26,7 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bertctl.errors import RunError
+from bertctl.errors import BertctlError, RunError
 
 FINISHED_MARKER = "metrics.json"
 DEFAULT_RUN = Path("runs") / "latest"
@@ -51,12 +51,17 @@ def writing(what: str, where: Path):
         ) from None
 
 
-def file_in_the_way(path: Path) -> Path | None:
-    """The first existing ancestor of `path` that is not a directory: nothing can be written below it."""
-    for parent in reversed(Path(path).parents):
-        if parent.exists() and not parent.is_dir():
-            return parent
-    return None
+def check_writable_path(path: Path, flag: str, *, directory: bool = False, example: str = "") -> None:
+    """Refuse, before any model loads, an output path (`flag`'s value) that nothing can be written to: a directory
+    where a file goes (or the other way round), or below an existing file."""
+    path = Path(path)
+    if directory and path.exists() and not path.is_dir():
+        raise BertctlError(f"{flag} {path} is a file", fix=f"name a directory, e.g. {flag} {example or path.with_suffix('')}")
+    if not directory and path.is_dir():
+        raise BertctlError(f"{flag} {path} is a directory", fix=f"name a file, e.g. {flag} {example or path / 'out.json'}")
+    blocker = next((parent for parent in reversed(path.parents) if parent.exists() and not parent.is_dir()), None)
+    if blocker is not None:
+        raise BertctlError(f"{flag} {path}: {blocker} is a file, not a directory", fix=f"write beside it instead, e.g. {flag} {blocker.parent / path.name}")
 
 
 @contextmanager
