@@ -223,38 +223,31 @@ def _load_error(resolved: ResolvedModel, exc: Exception, what: str = "model") ->
     )
 
 
-def _from_pretrained(auto_class, name: str, *, base_dir: Path | None = None, trust_pickle: bool = False, what: str = "model", **kwargs: Any):
-    """`auto_class.from_pretrained` with the loading promises: resolved name, safetensors only, no remote code, quiet."""
+def _from_pretrained(auto_class: str, name: str, *, base_dir: Path | None = None, trust_pickle: bool = False, what: str = "model", weights: bool = True, **kwargs: Any):
+    """transformers' `auto_class.from_pretrained` with the loading promises: resolved name, safetensors only, no remote
+    code, quiet. The name is resolved before transformers is imported, so a mistyped path fails in a blink."""
     resolved = resolve_model(name, base_dir=base_dir)
-    if resolved.is_local:
-        check_weights_are_safe(resolved.location, trust_pickle=trust_pickle)
+    import transformers
+
+    auto_class = getattr(transformers, auto_class)
+    if weights:
+        if resolved.is_local:
+            check_weights_are_safe(resolved.location, trust_pickle=trust_pickle)
+        kwargs["use_safetensors"] = None if trust_pickle else True
     try:
         with quiet_transformers():
-            return auto_class.from_pretrained(resolved.location, trust_remote_code=False, use_safetensors=None if trust_pickle else True, **kwargs)
+            return auto_class.from_pretrained(resolved.location, trust_remote_code=False, **kwargs)
     except Exception as exc:  # transformers raises OSError/ValueError/HTTP errors here
         raise _load_error(resolved, exc, what) from exc
 
 
 def load_tokenizer(name: str, *, base_dir: Path | None = None):
     """A fast (Rust) WordPiece tokenizer for `name`."""
-    resolved = resolve_model(name, base_dir=base_dir)
-    from transformers import AutoTokenizer
-
-    try:
-        with quiet_transformers():
-            return AutoTokenizer.from_pretrained(resolved.location, trust_remote_code=False)
-    except Exception as exc:
-        raise _load_error(resolved, exc, "the tokenizer of") from exc
+    return _from_pretrained("AutoTokenizer", name, base_dir=base_dir, what="the tokenizer of", weights=False)
 
 
 def model_config(name: str, *, base_dir: Path | None = None):
-    resolved = resolve_model(name, base_dir=base_dir)
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(resolved.location, trust_remote_code=False)
-    except Exception as exc:
-        raise _load_error(resolved, exc, "the config of") from exc
+    return _from_pretrained("AutoConfig", name, base_dir=base_dir, what="the config of", weights=False)
 
 
 def labels_of(config) -> list[str]:
@@ -289,11 +282,9 @@ def load_classifier(name: str, *, labels: list[str] | None = None, base_dir: Pat
     classification head would be freshly initialised, since its predictions would be random (call
     `check_is_sequence_classifier` first to refuse such a model before its weights are read).
     """
-    from transformers import AutoModelForSequenceClassification
-
     if labels is not None:
         kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
-    model, info = _from_pretrained(AutoModelForSequenceClassification, name, base_dir=base_dir, trust_pickle=trust_pickle, output_loading_info=True, **kwargs)
+    model, info = _from_pretrained("AutoModelForSequenceClassification", name, base_dir=base_dir, trust_pickle=trust_pickle, output_loading_info=True, **kwargs)
     missing_head = sorted(k for k in info.get("missing_keys", ()) if k.split(".")[0] in {"classifier", "score", "pre_classifier"})
     if trained and missing_head:
         raise ModelError(
@@ -309,9 +300,7 @@ def load_encoder(name: str, *, trust_pickle: bool = False):
     SDPA, the default attention in transformers v5, computes no attention matrix: output_attentions then
     yields nothing, so the eager implementation is asked for explicitly.
     """
-    from transformers import AutoModel
-
-    model = _from_pretrained(AutoModel, name, trust_pickle=trust_pickle, what="a BERT encoder from", attn_implementation="eager")
+    model = _from_pretrained("AutoModel", name, trust_pickle=trust_pickle, what="a BERT encoder from", attn_implementation="eager")
     return model.eval()
 
 
@@ -324,9 +313,7 @@ def load_masked_lm(name: str, *, base_dir: Path | None = None, require_head: boo
     """(BertForMaskedLM-like model, tokenizer, head_was_in_checkpoint). Refuses a model without an MLM head when
     `require_head`: its [MASK] predictions would come from a randomly initialised layer. With `next_sentence`, a
     BertForPreTraining (MLM + NSP heads, and the pooler the NSP head reads)."""
-    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining
-
-    auto = AutoModelForPreTraining if next_sentence else AutoModelForMaskedLM
+    auto = "AutoModelForPreTraining" if next_sentence else "AutoModelForMaskedLM"
     model, info = _from_pretrained(auto, name, base_dir=base_dir, what="a masked-language model from", output_loading_info=True)
     has_head = _checkpoint_has_mlm_head(list(info.get("missing_keys", [])))
     if require_head and not has_head:
