@@ -354,6 +354,7 @@ def out_of_fold_probabilities(
     import numpy as np
     from sklearn.model_selection import StratifiedKFold
 
+    from bertctl.modeling import quiet_transformers
     from bertctl.prediction import classify, load_for_inference
     from bertctl.training import train
 
@@ -377,7 +378,8 @@ def out_of_fold_probabilities(
         train_file = _write_jsonl(fold_dir / "train.jsonl", split, [sample[i] for i in fit], data.labels)
         fold = _fold_recipe(recipe, train_file, validation_file, data.labels, epochs, fold_dir / "run", split.pairs is not None)
         say(f"fold {k}/{folds}: training on {len(fit)} examples ({fold.train.epochs} epochs), scoring {len(held)}")
-        train(fold, output_dir=fold_dir / "run", overwrite=True, progress=False)
+        with quiet_transformers():  # a fold's save_pretrained bars would bury doctor's own lines
+            train(fold, output_dir=fold_dir / "run", overwrite=True, progress=False)
         classifier = load_for_inference(fold_dir / "run")
         texts = [split.texts[sample[i]] for i in held]
         pairs = [split.pairs[sample[i]] for i in held] if split.pairs is not None else None
@@ -542,17 +544,26 @@ def _fix_drops(report: DoctorReport) -> dict[tuple[str, int], dict[str, Any]]:
     return drops
 
 
-def check_fix_dir(fix_dir: Path, recipe: Recipe, overwrite: bool) -> None:
-    """Before any work: the cleaned copies must never land on (or replace a folder holding) the originals."""
-    if recipe.uses_hub_dataset:
-        raise BertctlError("--fix writes cleaned copies of data files, and a hub dataset has none here", fix="export the splits to csv/jsonl files and point data.train/validation/test at them")
-    target = fix_dir.resolve()
-    for split in SPLITS:
-        path = recipe.data_path(split)
-        if path is not None and (target == path.resolve().parent or target in path.resolve().parents):
-            raise RunError(f"--fix {fix_dir} holds the original {path}: cleaned copies must go elsewhere", fix="choose a new folder, e.g. --fix cleaned/")
-    if fix_dir.exists() and (not fix_dir.is_dir() or any(fix_dir.iterdir())) and not overwrite:
-        raise RunError(f"--fix {fix_dir} already exists and is not empty", fix="choose a new folder, or add --overwrite to replace it")
+def check_target_dir(target: Path, recipe: Recipe, flag: str, marker: str, overwrite: bool) -> None:
+    """Before any work: a dir doctor writes is replaced whole, so it must not hold the originals (data files or
+    the recipe), and one that exists must be empty or an earlier doctor output (its `marker` file) replaced by
+    --overwrite."""
+    resolved = target.resolve()
+    originals = [p for p in (recipe.data_path(s) for s in SPLITS) if p is not None]
+    if recipe.source != "<recipe>":
+        originals.append(Path(recipe.source))
+    for path in originals:
+        if resolved == path.resolve() or resolved in path.resolve().parents:
+            raise RunError(f"{flag} {target} holds {path}, which doctor only reads: its output goes elsewhere", fix=f"choose a new folder, e.g. {flag} {recipe.name}-doctor-out/")
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise RunError(f"{flag} {target} is a file", fix="name a folder")
+    if any(target.iterdir()):
+        if not (target / marker).is_file():
+            raise RunError(f"{flag} {target} is not empty and holds no {marker}: it is not an earlier doctor output", fix="choose a new or empty folder")
+        if not overwrite:
+            raise RunError(f"{flag} {target} already holds a doctor output ({marker})", fix="add --overwrite to replace it, or choose another folder")
 
 
 def _write_table(frame, path: Path) -> None:
@@ -623,11 +634,6 @@ def write_fix(report: DoctorReport, recipe: Recipe, fix_dir: Path) -> dict[str, 
 
 def default_output_dir(recipe: Recipe) -> Path:
     return Path(f"{recipe.run_dir}-doctor")
-
-
-def check_output_dir(output: Path, overwrite: bool) -> None:
-    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
-        raise RunError(f"{output} already exists and is not empty (a doctor report from before?)", fix="add --overwrite to replace it, or choose another --output DIR")
 
 
 def diagnose(
@@ -708,9 +714,13 @@ def doctor(
     from bertctl.runs import atomic_write_json, replace_dir, writing
 
     output = Path(output) if output is not None else default_output_dir(recipe)
-    check_output_dir(output, overwrite)  # usage errors before any work
+    check_target_dir(output, recipe, "--output", "doctor.json", overwrite)  # usage errors before any work
     if fix is not None:
-        check_fix_dir(Path(fix), recipe, overwrite)
+        if recipe.uses_hub_dataset:
+            raise BertctlError("--fix writes cleaned copies of data files, and a hub dataset has none here", fix="export the splits to csv/jsonl files and point data.train/validation/test at them")
+        if Path(fix).resolve() == output.resolve():
+            raise BertctlError(f"--fix and --output are the same folder ({fix})", fix="give the cleaned copies their own folder")
+        check_target_dir(Path(fix), recipe, "--fix", "review.csv", overwrite)
     report = diagnose(recipe, **options)
     report.output_dir = str(output)
     with writing("the doctor report", output):

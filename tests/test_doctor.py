@@ -210,7 +210,14 @@ def test_doctor_bad_input_exits_2(planted, tmp_path):
     result = invoke("doctor", recipe, "--folds", "0", "--near-threshold", "1.5")
     assert result.exit_code == 2 and "--near-threshold 1.5" in result.stderr
     result = invoke("doctor", recipe, "--folds", "0", "--fix", folder)
-    assert result.exit_code == 2 and "holds the original" in result.stderr and "fix:" in result.stderr
+    assert result.exit_code == 2 and f"holds {folder / 'train.csv'}, which doctor only reads" in result.stderr and "fix:" in result.stderr
+    result = invoke("doctor", recipe, "--folds", "0", "--output", folder.parent, "--overwrite")  # never replaces the data's folder
+    assert result.exit_code == 2 and "which doctor only reads" in result.stderr
+    (folder / "notes").mkdir()
+    (folder / "notes" / "mine.txt").write_text("keep me", encoding="utf-8")
+    result = invoke("doctor", recipe, "--folds", "0", "--fix", folder / "notes", "--overwrite")
+    assert result.exit_code == 2 and "not an earlier doctor output" in result.stderr
+    assert (folder / "notes" / "mine.txt").read_text(encoding="utf-8") == "keep me"
     # an existing report is never replaced silently
     assert invoke("doctor", recipe, "--folds", "0").exit_code == 1
     result = invoke("doctor", recipe, "--folds", "0")
