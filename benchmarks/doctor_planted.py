@@ -89,11 +89,14 @@ def part_noise(tmp: Path, train: list[dict], dev: list[dict], args) -> dict:
     hits = len(set(flagged) & planted)
     top = flagged[: len(flips)]
     suggested_right = sum(1 for issue in report.label_issues if issue["row"] in planted and issue["suggested"] == train[issue["row"]]["label"])
+    dropped = [issue["row"] for issue in report.label_issues if issue["confidence"] >= report.fix["drop_confidence"]]
     return {
         "rows": len(train), "flipped": len(flips), "flagged": len(flagged), "true_flags": hits,
         "precision": hits / len(flagged) if flagged else None, "recall": hits / len(flips),
         "precision_at_flips": len(set(top) & planted) / len(flips),
         "suggestion_restores_label": suggested_right / hits if hits else None,
+        "fix_dropped": len(dropped), "fix_dropped_precision": len(set(dropped) & planted) / len(dropped) if dropped else None,
+        "fix_dropped_recall": len(set(dropped) & planted) / len(flips),
         "out_of_fold_accuracy": report.label_check["out_of_fold_accuracy"],
         "label_check_s": report.timings["label_check_s"], "doctor_wall_s": round(wall, 1),
         "folds": args.folds, "fold_epochs": args.fold_epochs,
@@ -226,6 +229,35 @@ def part_scale(tmp: Path, train: list[dict], args) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
+def print_noise(r: dict) -> None:
+    print(f"\n## planted label noise: {r['flipped']} of {r['rows']} AG News train labels flipped; K={r['folds']} folds x {r['fold_epochs']} epoch MiniLM-L6")
+    print(table(["flagged", "true flags", "precision", "recall", "precision@flips", "suggestion = original", "dropped by --fix", "its precision", "its recall", "out-of-fold acc", "label check s", "doctor s"],
+                [[r["flagged"], r["true_flags"], r["precision"], r["recall"], r["precision_at_flips"], r["suggestion_restores_label"], r["fix_dropped"], r["fix_dropped_precision"], r["fix_dropped_recall"],
+                  r["out_of_fold_accuracy"], r["label_check_s"], r["doctor_wall_s"]]]), flush=True)
+
+
+def print_clean(c: dict, args) -> None:
+    print(f"\n## does cleaning help? dev accuracy after {args.epochs} epoch(s), agnews.toml's settings")
+    print(table(["train", "rows", "dev acc (best epoch)", "dev acc (last)", "dev F1 macro", "train s"],
+                [[name, c[name]["train_rows"], c[name]["dev_accuracy_best"], c[name]["dev_accuracy_last"], c[name]["dev_f1_macro_best"], c[name]["wall_s"]] for name in ("noisy", "cleaned")]))
+    print(f"gain: {c['gain_best']:+.4f} (best epoch), {c['gain_last']:+.4f} (last epoch)", flush=True)
+
+
+def print_leaks(lk: dict, args) -> None:
+    print(f"\n## planted leaks: dev rows copied into train ({lk['train_rows']} train / {lk['dev_rows']} dev): recall per kind of copy")
+    print(table(["near threshold", "verbatim (exact)", "case (exact)", "punct. (exact)", "word changed (near)", "edited, exact", "edited, either", "clean pairs flagged", "other flags", "s"],
+                [[s["near_threshold"], s["verbatim_exact"], s["case_exact"], s["punctuation_exact"], s["word_either"], s["edited_exact"], s["edited_either"], s["clean_pairs_flagged"], s["other_pairs_flagged"], s["seconds"]] for s in lk["sweep"]]))
+    for flag in lk["clean_flags_at_default"]:
+        print(f"  clean sample, flagged at {args.near_threshold}: {flag['similarity']:.3f} train {flag['train']} ~ dev {flag['dev']}: {flag['text']}")
+    sys.stdout.flush()
+
+
+def print_scale(s: dict) -> None:
+    print(f"\n## scale: {s['rows']:,} synthetic rows, {s['planted_copies']} planted copies (half with a word changed)")
+    print(table(["rows", "found", "pairs flagged", "load + exact s", "near-dup search s", "total s"],
+                [[f"{s['rows']:,}", f"{s['found']}/{s['planted_copies']}", s["pairs_flagged"], s["load_and_exact_s"], s["near_s"], s["wall_s"]]]), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="600 train / 200 dev rows, 1 epoch everywhere, 20k rows for scale")
@@ -254,38 +286,19 @@ def main() -> None:
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="doctor-bench-") as workdir:
         tmp = Path(workdir)
-        if "noise" in parts:
-            results["noise"] = part_noise(tmp, train, dev, args)
-        if "clean" in parts:
-            results["clean"] = part_clean(tmp, results["noise"], args)
+        # cheap parts first, and each part's table printed once it is done: a long run cut short keeps its numbers
         if "leaks" in parts:
             results["leaks"] = part_leaks(tmp, train, dev, args)
+            print_leaks(results["leaks"], args)
         if "scale" in parts:
             results["scale"] = part_scale(tmp, train, args)
-
-    if "noise" in results:
-        r = results["noise"]
-        print(f"\n## planted label noise: {r['flipped']} of {r['rows']} AG News train labels flipped; K={r['folds']} folds x {r['fold_epochs']} epoch MiniLM-L6")
-        print(table(["flagged", "true flags", "precision", "recall", "precision@flips", "suggestion = original", "out-of-fold acc", "label check s", "doctor s"],
-                    [[r["flagged"], r["true_flags"], r["precision"], r["recall"], r["precision_at_flips"], r["suggestion_restores_label"], r["out_of_fold_accuracy"], r["label_check_s"], r["doctor_wall_s"]]]))
-    if "clean" in results:
-        c = results["clean"]
-        print(f"\n## does cleaning help? dev accuracy after {args.epochs} epoch(s), agnews.toml's settings")
-        print(table(["train", "rows", "dev acc (best epoch)", "dev acc (last)", "dev F1 macro", "train s"],
-                    [[name, c[name]["train_rows"], c[name]["dev_accuracy_best"], c[name]["dev_accuracy_last"], c[name]["dev_f1_macro_best"], c[name]["wall_s"]] for name in ("noisy", "cleaned")]))
-        print(f"gain: {c['gain_best']:+.4f} (best epoch), {c['gain_last']:+.4f} (last epoch)")
-    if "leaks" in results:
-        lk = results["leaks"]
-        print(f"\n## planted leaks: dev rows copied into train ({lk['train_rows']} train / {lk['dev_rows']} dev): recall per kind of copy")
-        print(table(["near threshold", "verbatim (exact)", "case (exact)", "punct. (exact)", "word changed (near)", "edited, exact", "edited, either", "clean pairs flagged", "other flags", "s"],
-                    [[s["near_threshold"], s["verbatim_exact"], s["case_exact"], s["punctuation_exact"], s["word_either"], s["edited_exact"], s["edited_either"], s["clean_pairs_flagged"], s["other_pairs_flagged"], s["seconds"]] for s in lk["sweep"]]))
-        for flag in lk["clean_flags_at_default"]:
-            print(f"  clean sample, flagged at {args.near_threshold}: {flag['similarity']:.3f} train {flag['train']} ~ dev {flag['dev']}: {flag['text']}")
-    if "scale" in results:
-        s = results["scale"]
-        print(f"\n## scale: {s['rows']:,} synthetic rows, {s['planted_copies']} planted copies (half with a word changed)")
-        print(table(["rows", "found", "pairs flagged", "load + exact s", "near-dup search s", "total s"],
-                    [[f"{s['rows']:,}", f"{s['found']}/{s['planted_copies']}", s["pairs_flagged"], s["load_and_exact_s"], s["near_s"], s["wall_s"]]]))
+            print_scale(results["scale"])
+        if "noise" in parts:
+            results["noise"] = part_noise(tmp, train, dev, args)
+            print_noise(results["noise"])
+        if "clean" in parts:
+            results["clean"] = part_clean(tmp, results["noise"], args)
+            print_clean(results["clean"], args)
     clean_results = {k: ({kk: vv for kk, vv in v.items() if not kk.startswith("_")} if isinstance(v, dict) else v) for k, v in results.items()}
     print(json.dumps({"benchmark": "doctor_planted", "command": command_line(), "machine": machine, "quick": args.quick, **clean_results}, default=str))
 

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import unicodedata
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ MIN_COUNT = 10
 IMBALANCE_RATIO = 10.0
 TRUNCATED_WARN = 0.05
 NUM_PERM = 128
+FIX_CONFIDENCE = 0.5  # --fix drops a suspected label error when its suggested label is the models' majority view
 REPORT_FILES = ("doctor.json", "doctor.html")
 
 
@@ -143,14 +145,16 @@ def _name_rows(split: Split, indices) -> dict[int, tuple[int | None, str]]:
 # ---------------------------------------------------------------------------------------------
 # exact and near duplicates, conflicts
 
+_INSIDE_WORD = re.compile(r"(?<=\w)['’.,](?=\w)")  # don't, 3,500, U.S: the same word without them
 _NOT_WORD = re.compile(r"[^\w\s]|_")
 
 
 def normalize_text(text: str) -> str:
-    """What 'the same text' means here: Unicode NFKC, case folded, punctuation and symbols as spaces, one space
-    between words. A text of nothing but punctuation keeps its characters, so '!!!' and '???' stay different."""
+    """What 'the same text' means here: Unicode NFKC, case folded, apostrophes and digit/abbreviation marks inside
+    a word dropped, other punctuation and symbols as spaces, one space between words. A text of nothing but
+    punctuation keeps its characters, so '!!!' and '???' stay different."""
     folded = unicodedata.normalize("NFKC", text).casefold()
-    words = _NOT_WORD.sub(" ", folded).split()
+    words = _NOT_WORD.sub(" ", _INSIDE_WORD.sub("", folded)).split()
     return " ".join(words) if words else " ".join(folded.split())
 
 
@@ -367,8 +371,6 @@ def out_of_fold_probabilities(
     validation_file = _write_jsonl(workdir / "validation.jsonl", validation, range(len(validation)), data.labels) if validation is not None else None
     probs = np.zeros((len(sample), len(data.labels)))
     kfold = StratifiedKFold(n_splits=folds, shuffle=True, random_state=recipe.train.seed)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         parts = list(kfold.split(np.zeros(len(given)), given))
@@ -405,10 +407,8 @@ def rank_label_issues(given: "np.ndarray", probs: "np.ndarray") -> list[dict[str
     local = np.searchsorted(present, given)
     local_probs = probs[:, present]
     local_probs = local_probs / np.clip(local_probs.sum(axis=1, keepdims=True), 1e-12, None)
-    import warnings
-
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # cleanlab warns about small classes; the report says what it found
         ranked = find_label_issues(local, local_probs, return_indices_ranked_by="self_confidence", n_jobs=1)
         quality = get_label_quality_scores(local, local_probs, method="self_confidence")
     others = probs.copy()
@@ -518,13 +518,16 @@ def _named(data: DoctorData, findings: Findings, issues: list[dict[str, Any]], s
 
 
 def _fix_drops(report: DoctorReport) -> dict[tuple[str, int], dict[str, Any]]:
-    """(file, record) -> why it goes. A leak drops the copy in the earlier split (train before validation before
-    test), so evaluation sets stay whole; a duplicate keeps its first row; a conflict drops every row of its
-    group (no one knows which label is right); a suspected label error is dropped from train."""
+    """(file, record) -> what happens to it and why. A leak drops the copy in the earlier split (train before
+    validation before test), so evaluation sets stay whole; a duplicate keeps its first row; a conflict drops every
+    row of its group (no one knows which label is right). A suspected label error is dropped when the models
+    gave its suggested label at least FIX_CONFIDENCE, and otherwise kept and listed for review."""
     drops: dict[tuple[str, int], dict[str, Any]] = {}
 
-    def drop(row: dict[str, Any], why: str) -> None:
-        entry = drops.setdefault((row["file"], row["row"]), {"split": row["split"], "where": row["where"], "text": row["text"], "reasons": []})
+    def drop(row: dict[str, Any], why: str, action: str = "dropped") -> None:
+        entry = drops.setdefault((row["file"], row["row"]), {"split": row["split"], "where": row["where"], "text": row["text"], "action": action, "reasons": []})
+        if action == "dropped":
+            entry["action"] = action
         if why not in entry["reasons"]:
             entry["reasons"].append(why)
 
@@ -540,7 +543,8 @@ def _fix_drops(report: DoctorReport) -> dict[tuple[str, int], dict[str, Any]]:
         for row in conflict["rows"]:
             drop(row, f"conflicting labels ({labels})")
     for issue in report.label_issues:
-        drop(issue, f"likely label error: given {issue['given']}, suggested {issue['suggested']} ({issue['confidence']:.2f})")
+        action = "dropped" if issue["confidence"] >= FIX_CONFIDENCE else "review"
+        drop(issue, f"likely label error: given {issue['given']}, suggested {issue['suggested']} ({issue['confidence']:.2f})", action)
     return drops
 
 
@@ -604,14 +608,14 @@ def write_fix(report: DoctorReport, recipe: Recipe, fix_dir: Path) -> dict[str, 
             name = path.name if path.name not in names.values() else f"{split}-{path.name}"
             names[str(path)] = name
             frame = read_table(path)
-            gone = sorted(record for (file, record) in drops if file == str(path))
+            gone = sorted(record for (file, record), entry in drops.items() if file == str(path) and entry["action"] == "dropped")
             _write_table(frame.drop(index=gone).reset_index(drop=True), tmp / name)
             files[name] = {"rows": len(frame), "dropped": len(gone), "kept": len(frame) - len(gone), "from": str(path)}
         with open(tmp / "review.csv", "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["split", "file", "where", "row", "text", "reason"])
+            writer.writerow(["action", "split", "file", "where", "row", "text", "reason"])
             for (file, record), entry in sorted(drops.items()):
-                writer.writerow([entry["split"], file, entry["where"], record, entry["text"], "; ".join(entry["reasons"])])
+                writer.writerow([entry["action"], entry["split"], file, entry["where"], record, entry["text"], "; ".join(entry["reasons"])])
         raw = recipe.to_dict()
         for split in SPLITS:
             path = recipe.data_path(split)
@@ -619,13 +623,15 @@ def write_fix(report: DoctorReport, recipe: Recipe, fix_dir: Path) -> dict[str, 
                 raw["data"][split] = names[str(path)]
         raw["output"]["dir"] = f"{raw['output']['dir']}-fixed"
         recipe_path = tmp / f"{recipe.name}-fixed.toml"
-        header = f"# bertctl train {fix_dir / recipe_path.name}\n# cleaned by bertctl doctor from {recipe.source}: {len(drops)} rows dropped (review.csv says which and why)\n"
+        dropped = sum(1 for entry in drops.values() if entry["action"] == "dropped")
+        header = f"# bertctl train {fix_dir / recipe_path.name}\n# cleaned by bertctl doctor from {recipe.source}: {dropped} rows dropped, {len(drops) - dropped} kept for review (review.csv)\n"
         recipe_path.write_text(header + tomli_w.dumps(raw), encoding="utf-8")
         replace_dir(tmp, fix_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"dir": str(fix_dir), "recipe": str(fix_dir / recipe_path.name), "files": files, "dropped": len(drops), "review": str(fix_dir / "review.csv")}
+    return {"dir": str(fix_dir), "recipe": str(fix_dir / recipe_path.name), "files": files, "dropped": dropped, "to_review": len(drops) - dropped,
+            "drop_confidence": FIX_CONFIDENCE, "review": str(fix_dir / "review.csv")}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def print_doctor_report(console: "Console", report: "DoctorReport") -> None:
     if report.output_dir:
         console.print(f"report: {report.output_dir}/doctor.html, {report.output_dir}/doctor.json")
     if report.fix:
-        console.print(f"cleaned copies: {report.fix['dir']} ({report.fix['dropped']} rows dropped, see review.csv); train on them: bertctl train {report.fix['recipe']}")
+        console.print(f"cleaned copies: {report.fix['dir']} ({report.fix['dropped']} rows dropped, {report.fix['to_review']} kept for review: review.csv); train on them: bertctl train {report.fix['recipe']}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -100,6 +100,8 @@ def test_doctor_normalize_text_folds_case_space_punctuation_and_unicode():
     assert normalize_text("  Stocks FELL,   oil rose! ") == normalize_text("stocks fell oil rose")
     assert normalize_text("ＳＴＯＣＫＳ ﬁnance") == "stocks finance"  # NFKC: full-width letters, the fi ligature
     assert normalize_text("e\u0301t\u00e9") == normalize_text("\u00e9t\u00e9")  # combining accent = precomposed
+    assert normalize_text("Nortel to cut 3,500 jobs, U.S. says") == normalize_text("nortel to cut 3500 jobs US says")
+    assert normalize_text("It's US-led") == normalize_text("its us led")
     assert normalize_text("stocks fell") != normalize_text("stocks rose")
     assert normalize_text("!!!") != normalize_text("???")  # all punctuation: the characters are the text
 
@@ -193,6 +195,7 @@ def test_doctor_fix_writes_cleaned_copies_and_leaves_originals(planted):
     review = list(csv.DictReader(open(fixed / "review.csv", encoding="utf-8")))
     assert len(review) == len(dropped) + 1
     assert any(r["where"] == f"line {line_of(p['conflict'])}" and "conflicting labels" in r["reason"] for r in review)
+    assert all(r["action"] == "dropped" for r in review)
     cleaned_recipe = load_recipe(fixed / "doc-fixed.toml")
     assert cleaned_recipe.data_path("train").resolve() == (fixed / "train.csv").resolve()
     assert str(cleaned_recipe.run_dir).endswith("doc-fixed")
@@ -370,5 +373,9 @@ def test_doctor_end_to_end_finds_planted_label_flips(tmp_path, keyword_bert_dir)
         assert issue["row"] in truth and issue["suggested"] == truth[issue["row"]]
         assert issue["line"] == issue["row"] + 2 and issue["given"] == rows[issue["row"]]["label"]
     assert (tmp_path / "runs" / "keywords-doctor" / "label_issues.png").is_file()
+    # --fix drops the suspects whose suggested label got >= 0.5 out of fold, and lists the others for review
+    confident = {i["row"] for i in report["label_issues"] if i["confidence"] >= 0.5}
     cleaned = list(csv.DictReader(open(tmp_path / "cleaned" / "train.csv", encoding="utf-8")))
-    assert len(cleaned) == len(rows) - len(flagged)
+    assert [r["text"] for r in cleaned] == [r["text"] for i, r in enumerate(rows) if i not in confident]
+    review = list(csv.DictReader(open(tmp_path / "cleaned" / "review.csv", encoding="utf-8")))
+    assert {int(r["row"]): r["action"] for r in review} == {i: "dropped" if i in confident else "review" for i in flagged}
