@@ -116,7 +116,7 @@ def plot_balance(path: Path, counts: dict[str, dict[str, int]], labels: list[str
     ax.set_xticks(x + width * (len(counts) - 1) / 2, labels=labels, rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
     ax.set_ylabel("examples")
     ax.set_title("label counts per split")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path)
 
 
@@ -132,11 +132,11 @@ def plot_lengths(path: Path, length: dict[str, Any]) -> Path:
     x = np.arange(len(names))
     for k, key in enumerate(("p50", "p90", "p99", "max")):
         ax.bar(x + k * 0.2, [length["splits"][n][key] for n in names], 0.2, label=key)
-    ax.axhline(length["max_length"], color="tab:red", linestyle="--", label=f"max_length {length['max_length']}")
+    ax.axhline(length["max_length"], color="black", linestyle="--", label=f"max_length {length['max_length']}")
     ax.set_xticks(x + 0.3, labels=names)
     ax.set_ylabel("tokens ([CLS] and [SEP] included)")
     ax.set_title("token lengths per split")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path)
 
 
