@@ -366,7 +366,7 @@ def doctor(
     min_count: Annotated[Optional[int], typer.Option("--min-count", min=1, metavar="N", help="labels with fewer examples in a split are reported (default 10)", show_default=False)] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="DIR", help="report dir (default: the recipe's run dir + '-doctor')", show_default=False)] = None,
     fix: Annotated[Optional[Path], typer.Option("--fix", metavar="OUTDIR", help="write cleaned copies of the data files and a recipe over them here", show_default=False)] = None,
-    overwrite: Overwrite = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="replace an earlier doctor report (and --fix folder)")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Check a recipe's data before training: leaks, duplicates, conflicting labels, balance, length, label errors.
