@@ -221,6 +221,7 @@ def test_doctor_bad_input_exits_2(planted, tmp_path):
     result = invoke("doctor", recipe, "--folds", "0", "--fix", folder / "notes", "--overwrite")
     assert result.exit_code == 2 and "not an earlier doctor output" in result.stderr
     assert (folder / "notes" / "mine.txt").read_text(encoding="utf-8") == "keep me"
+    assert not (folder / "runs").exists() and sorted(p.name for p in folder.iterdir()) == ["dev.csv", "doc.toml", "notes", "test.csv", "train.csv"]  # refused: nothing written
     # an existing report is never replaced silently
     assert invoke("doctor", recipe, "--folds", "0").exit_code == 1
     result = invoke("doctor", recipe, "--folds", "0")
