@@ -155,10 +155,18 @@ def _optimize(source: Path, target: Path, config) -> dict[str, int]:
 
 def _quantize(source: Path, target: Path) -> None:
     # before fusion: the fused graph's com.microsoft ops fail the quantizer's shape inference
+    import logging
+
     require("onnx", "bertctl export --quantize int8")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to pre-process is for static (calibrated) quantization
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
 
 
 def check_texts(run_dir: Path, tokenizer, n: int = CHECK_TEXTS) -> tuple[list[str], list[str] | None, str]:
@@ -264,13 +272,13 @@ def export_run(
     from bertctl.runtime import load_export
 
     check_is_sequence_classifier(source)
-    reference = load_for_inference(source, device="cpu")
-    problem_type = getattr(reference.model.config, "problem_type", None) or "single_label_classification"
-    if problem_type != "single_label_classification":
-        raise ModelError(f"{source} is a {problem_type} model; bertctl predicts single-label classes", fix="export a single-label classifier (a `bertctl train` run dir)")
-    # eager attention: onnxruntime's Attention fusion matches its MatMul-Softmax-MatMul pattern, not SDPA's
-    model = load_classifier(str(source), trained=True, attn_implementation="eager").eval()
-    with staging_dir(target) as tmp:
+    with staging_dir(target) as tmp:  # first: an unwritable --output fails before minutes of work
+        reference = load_for_inference(source, device="cpu")
+        problem_type = getattr(reference.model.config, "problem_type", None) or "single_label_classification"
+        if problem_type != "single_label_classification":
+            raise ModelError(f"{source} is a {problem_type} model; bertctl predicts single-label classes", fix="export a single-label classifier (a `bertctl train` run dir)")
+        # eager attention: onnxruntime's Attention fusion matches its MatMul-Softmax-MatMul pattern, not SDPA's
+        model = load_classifier(str(source), trained=True, attn_implementation="eager").eval()
         work = tmp / ".work"
         work.mkdir()
         _torch_export(model, reference.tokenizer, work / "exported.onnx", exporter, opset)
