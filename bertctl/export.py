@@ -130,6 +130,7 @@ def _torch_export(model, tokenizer, path: Path, exporter: str, opset: int) -> No
             axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
             torch.onnx.export(wrapped, args, str(path), input_names=names, output_names=["logits"], opset_version=opset, dynamo=False, dynamic_axes=axes)
         else:
+            require("onnxscript", "--exporter dynamo", fix="pip install onnxscript, or use the default exporter (--exporter torchscript)")
             batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=model.config.max_position_embeddings)
             with contextlib.redirect_stdout(None):  # its progress lines would mix with --json output
                 program = torch.onnx.export(
@@ -289,8 +290,8 @@ def export_run(
         fusions = _optimize(graph, tmp / MODEL_FILE, model.config)
         shutil.rmtree(work)
 
-        config = model.config.to_dict()
-        config.update(problem_type=problem_type, architectures=[type(model).__name__])
+        config = json.loads((source / "config.json").read_text(encoding="utf-8"))  # the run's, as transformers wrote it
+        config["problem_type"] = problem_type
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
         _write_tokenizer(reference.tokenizer, tmp, reference.max_length)
         for name in COPIED:

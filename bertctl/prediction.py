@@ -199,6 +199,8 @@ def load_for_inference(
     if is_export_dir(run_dir):
         if quantize is not None:
             raise BertctlError(f"{run_dir} is an ONNX export: --quantize applies to torch run dirs", fix="export an int8 copy instead: bertctl export RUN_DIR --quantize int8")
+        if device not in (None, "cpu"):
+            raise BertctlError(f"{run_dir} is an ONNX export, run on CPU by onnxruntime; device {device!r} is for torch run dirs", fix="use device='cpu', or the run dir it was exported from")
         return load_export(run_dir, threads=threads, max_length=max_length)
     check_is_sequence_classifier(location)
     settings = read_run_settings(run_dir)

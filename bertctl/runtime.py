@@ -28,14 +28,14 @@ def is_export_dir(path: str | Path | None) -> bool:
     return path is not None and (Path(path) / MODEL_FILE).is_file() and (Path(path) / EXPORT_FILE).is_file()
 
 
-def require(module: str, what: str):
-    """Import an optional dependency of the [onnx] extra, or say how to install it."""
+def require(module: str, what: str, fix: str = INSTALL_FIX):
+    """Import an optional dependency (of the [onnx] extra unless `fix` says otherwise), or say how to install it."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ModelError(f"{what} needs {module}, which is not installed", fix=INSTALL_FIX) from None
+        raise ModelError(f"{what} needs {module}, which is not installed", fix=fix) from None
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
