@@ -359,7 +359,7 @@ def predict(
 @app.command("export")
 @handles_errors
 def export_cli(
-    run_dir: Annotated[Path, typer.Argument(help="run dir to export", show_default=False)],
+    run_dir: Annotated[Optional[Path], typer.Argument(help="run dir to export (default runs/latest)", show_default=False)] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="DIR", help="export dir (default RUN_DIR/onnx, RUN_DIR/onnx-int8 with --quantize)", show_default=False)] = None,
     quantize: Annotated[Optional[str], typer.Option("--quantize", metavar="int8", help="onnxruntime dynamic int8; refused if the run's validation metric drops more than 0.5 points", show_default=False)] = None,
     opset: Annotated[Optional[int], typer.Option("--opset", metavar="N", help="ONNX opset (default 17; 18+ with --exporter dynamo)", show_default=False)] = None,

@@ -58,7 +58,7 @@ def default_output(run_dir: Path, quantize: str | None) -> Path:
     return run_dir / ("onnx" if quantize is None else f"onnx-{quantize}")
 
 
-def check_options(run_dir: Path | str, output: Path | None, quantize: str | None, opset: int | None, exporter: str, overwrite: bool) -> tuple[Path, Path, int]:
+def check_options(run_dir: Path | str | None, output: Path | None, quantize: str | None, opset: int | None, exporter: str, overwrite: bool, force: bool) -> tuple[Path, Path, int]:
     """(run dir, output dir, opset), every usage error raised before anything heavy is imported."""
     from bertctl.runs import file_in_the_way, resolve_run_dir
 
@@ -70,9 +70,14 @@ def check_options(run_dir: Path | str, output: Path | None, quantize: str | None
     opset = DEFAULT_OPSET[exporter] if opset is None else opset
     if not low <= opset <= high:
         raise BertctlError(f"--opset {opset} is out of range for the {exporter} exporter", fix=f"use --opset between {low} and {high} (default {DEFAULT_OPSET[exporter]})")
-    source = resolve_run_dir(Path(run_dir))
+    source = resolve_run_dir(Path(run_dir) if run_dir is not None else None)
     if is_export_dir(source):
         raise RunError(f"{source} is already an ONNX export (it holds {MODEL_FILE} and {EXPORT_FILE})", fix="export the run dir it came from: bertctl export RUN_DIR")
+    if quantize is not None and not (source / "recipe.toml").is_file() and not force:
+        raise GateFailed(
+            f"{source} has no recipe.toml, so there is no validation split to measure the {quantize} drop on: export refused",
+            fix="export a `bertctl train` run dir, export fp32 (no --quantize), or pass --force to keep it unmeasured",
+        )
     target = (Path(output).expanduser() if output is not None else default_output(source, quantize)).absolute()
     if target.resolve() == source or source.is_relative_to(target.resolve()):
         raise RunError(f"--output {target} would replace the run dir {source}", fix=f"write the export elsewhere, e.g. --output {default_output(source, quantize)}")
@@ -253,7 +258,7 @@ def _write_tokenizer(tokenizer, directory: Path, max_length: int) -> None:
 
 
 def export_run(
-    run_dir: str | Path,
+    run_dir: str | Path | None = None,
     *,
     output: Path | None = None,
     quantize: str | None = None,
@@ -265,7 +270,7 @@ def export_run(
     texts: int = CHECK_TEXTS,
 ) -> ExportResult:
     """Export, optimise, check and write a run's classifier as an ONNX dir (see the module docstring)."""
-    source, target, opset = check_options(run_dir, output, quantize, opset, exporter, overwrite)
+    source, target, opset = check_options(run_dir, output, quantize, opset, exporter, overwrite, force)
     require("onnxruntime", "bertctl export")
     require("onnx", "bertctl export")
     from bertctl.modeling import check_is_sequence_classifier, load_classifier

@@ -150,6 +150,7 @@ def test_export_eval_on_export_dir_gives_the_torch_json(exported, run_dir, tmp_p
         assert ours["metrics"][name] == pytest.approx(value, abs=1e-9)
 
 
+@pytest.mark.slow  # three exports and four evaluations
 def test_export_int8_refused_on_a_metric_drop_unless_forced(tmp_path, varied_classifier_dir):
     run = make_run(tmp_path, varied_classifier_dir, labels_from_model=True)
     target = tmp_path / "int8"
@@ -170,6 +171,18 @@ def test_export_int8_refused_on_a_metric_drop_unless_forced(tmp_path, varied_cla
     loose = export_run(run, quantize="int8", output=tmp_path / "loose", max_drop=100.0)
     assert loose.checks["metric"]["passed"] and not loose.refused and loose.info["forced"] is False
     assert prediction.load_for_inference(loose.output).quantized == "int8"
+
+
+def test_export_of_a_model_dir_without_recipe_checks_on_random_texts(tmp_path, varied_classifier_dir):
+    import shutil
+
+    model = shutil.copytree(varied_classifier_dir, tmp_path / "model")
+    result = export_run(model, output=tmp_path / "fp32")
+    assert result.checks["logits"]["passed"] and "random word sequences" in result.checks["logits"]["source"]
+    assert not (result.output / "recipe.toml").exists()
+    assert prediction.load_for_inference(result.output).max_length == prediction.load_for_inference(model, device="cpu").max_length == 128
+    refused = invoke("export", model, "--quantize", "int8", "--output", tmp_path / "int8")
+    assert refused.exit_code == 1 and "no recipe.toml" in refused.output and not (tmp_path / "int8").exists()
 
 
 def test_export_bad_input_exits_2_and_never_overwrites(exported, run_dir, tmp_path):
