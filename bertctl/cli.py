@@ -7,6 +7,7 @@
     bertctl eval --min accuracy=0.85
     bertctl predict "Stocks fell as oil prices rose"
     bertctl doctor recipes/agnews.toml --folds 0
+    bertctl export runs/agnews && bertctl predict --model runs/agnews/onnx "Stocks fell"
 
 This is the only module that turns errors into exit codes (2: bad input, 1: a failed eval gate).
 Heavy libraries (torch, transformers, datasets) are imported inside commands so `--help` stays instant.
@@ -40,7 +41,7 @@ Overrides = Annotated[
     Optional[list[str]],
     typer.Argument(metavar="[KEY=VALUE]...", help="dotted overrides of recipe keys: train.epochs=1 data.limit.train=200", show_default=False),
 ]
-ModelOption = Annotated[Optional[str], typer.Option("--model", "-m", metavar="DIR|ID", help="run dir, model dir or hub id (default runs/latest)", show_default=False)]
+ModelOption = Annotated[Optional[str], typer.Option("--model", "-m", metavar="DIR|ID", help="run dir, export dir (bertctl export), model dir or hub id (default runs/latest)", show_default=False)]
 TextColumn = Annotated[Optional[str], typer.Option("--text", metavar="COL", help="text column of the data file (default: the run's data.text, or pretrain.text, else 'text')", show_default=False)]
 TextPairColumn = Annotated[Optional[str], typer.Option("--text-pair", metavar="COL", help="second-text column of the data file, for sentence-pair models", show_default=False)]
 JsonFlag = Annotated[bool, typer.Option("--json", metavar="", help="print JSON only, on stdout")]
@@ -264,7 +265,7 @@ def attention(
 @app.command("eval")
 @handles_errors
 def eval_cli(
-    run_dir: Annotated[Optional[Path], typer.Argument(help="run dir (default runs/latest)", show_default=False)] = None,
+    run_dir: Annotated[Optional[Path], typer.Argument(help="run dir or export dir (default runs/latest)", show_default=False)] = None,
     split: Annotated[Optional[str], typer.Option("--split", metavar="SPLIT", help="the recipe's split to score: train, validation or test (default: its eval.split)", show_default=False)] = None,
     data: Annotated[Optional[Path], typer.Option("--data", metavar="FILE", help="score this labelled csv/tsv/jsonl/parquet file instead (relative to the working dir)", show_default=False)] = None,
     text: TextColumn = None,
@@ -286,6 +287,7 @@ def eval_cli(
     bertctl eval
     bertctl eval runs/agnews --split validation
     bertctl eval runs/agnews --data new.csv --label topic --min accuracy=0.9 --min f1_macro=0.85
+    bertctl eval runs/agnews/onnx        # an export: onnxruntime, no torch
     """
     from bertctl import reports
     from bertctl.errors import GateFailed
@@ -389,6 +391,35 @@ def doctor(
         print_doctor_report(console(), report)
     if report.serious:
         raise GateFailed(f"bertctl doctor found {verdict(report)}", fix=f"see {report.output_dir}/doctor.html; --fix DIR writes cleaned copies")
+
+
+@app.command("export")
+@handles_errors
+def export_cli(
+    run_dir: Annotated[Optional[Path], typer.Argument(help="run dir to export (default runs/latest)", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="DIR", help="export dir (default RUN_DIR/onnx, RUN_DIR/onnx-int8 with --quantize)", show_default=False)] = None,
+    quantize: Annotated[Optional[str], typer.Option("--quantize", metavar="int8", help="onnxruntime dynamic int8; refused if the run's validation metric drops more than 0.5 points", show_default=False)] = None,
+    opset: Annotated[Optional[int], typer.Option("--opset", metavar="N", help="ONNX opset (default 17; 18+ with --exporter dynamo)", show_default=False)] = None,
+    exporter: Annotated[str, typer.Option("--exporter", metavar="NAME", help="torchscript (fuses fully, faster) or dynamo (torch.export)")] = "torchscript",
+    force: Annotated[bool, typer.Option("--force", metavar="", help="keep the export even when a check fails (recorded in export.json and README.md)")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="replace what the export dir holds")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="print export.json's content (plus output and refused) on stdout")] = False,
+) -> None:
+    """Export a run's classifier to ONNX (optimised for onnxruntime), checked against torch before it is kept.
+
+    Exit 0: written; 1: a check failed (nothing written unless --force); 2: bad input.
+
+    bertctl export runs/agnews                          # -> runs/agnews/onnx
+    bertctl export runs/agnews --quantize int8          # -> runs/agnews/onnx-int8
+    bertctl predict --model runs/agnews/onnx "Stocks fell"   # onnxruntime + tokenizers only
+    """
+    from bertctl import export
+
+    result = export.export_run(run_dir, output=output, quantize=quantize, opset=opset, exporter=exporter, force=force, overwrite=overwrite)
+    if as_json:
+        echo_json(export.to_dict(result))
+    else:
+        typer.echo(export.summary(result))
 
 
 @app.command("fill-mask")

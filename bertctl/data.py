@@ -205,7 +205,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
         text = json.dumps(state, sort_keys=True)
     else:
         text = json.dumps(tokenizer.get_vocab(), sort_keys=True)
-    extra = json.dumps({"cls": tokenizer.cls_token, "sep": tokenizer.sep_token, "unk": tokenizer.unk_token, "class": type(tokenizer).__name__})
+    # an ONNX export's tokenizer (bertctl.runtime) names the transformers class it stands in for: same ids, same cache
+    name = getattr(tokenizer, "tokenizer_class", None) or type(tokenizer).__name__
+    extra = json.dumps({"cls": tokenizer.cls_token, "sep": tokenizer.sep_token, "unk": tokenizer.unk_token, "class": name})
     return hashlib.sha256((text + extra).encode()).hexdigest()[:16]
 
 

@@ -114,7 +114,7 @@ def _kept_records(path: Path, recipe: Recipe, texts: list[str], pairs: list[str]
     A dropped record has an empty text or pair, a kept one has neither, so a dropped record never equals the
     kept row being looked for: the walk is exact.
     """
-    from bertctl.data import read_table
+    from bertctl.inputs import read_table
 
     frame = read_table(path)
     first = frame[recipe.data.text].astype(str).tolist()
@@ -130,13 +130,12 @@ def _kept_records(path: Path, recipe: Recipe, texts: list[str], pairs: list[str]
 
 def _name_rows(split: Split, indices) -> dict[int, tuple[int | None, str]]:
     """(line, where) of examples of one split: where is 'line 12' (csv/tsv/txt), 'record 3' (jsonl) or 'row 5',
-    line the number when it is a file line. The one call into the row naming of bertctl.data."""
-    from bertctl.data import _line_of
+    line the number when it is a file line, as bertctl.inputs names rows everywhere."""
+    from bertctl.inputs import row_name
 
-    path = split.path if split.path is not None else Path(f"{split.name}.hub")
     out = {}
-    for i in indices:  # one split at a time: _line_of keeps one file's record lines cached
-        where = _line_of(path, split.rows[i])
+    for i in indices:  # one split at a time: row_name keeps one file's record lines cached
+        where = row_name(split.path, split.rows[i])
         kind, _, number = where.partition(" ")
         out[i] = (int(number) if kind == "line" else None, where)
     return out
@@ -592,7 +591,7 @@ def write_fix(report: DoctorReport, recipe: Recipe, fix_dir: Path) -> dict[str, 
 
     import tomli_w
 
-    from bertctl.data import read_table
+    from bertctl.inputs import read_table
     from bertctl.runs import replace_dir
 
     drops = _fix_drops(report)

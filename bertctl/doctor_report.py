@@ -177,7 +177,7 @@ def write_html(report: "DoctorReport", out_dir: Path) -> Path:
     parts.append(_table(["split", "largest:smallest label"], [[n, r] for n, r in b["imbalance_ratio"].items()]))
     if report.length is not None:
         plot_lengths(out_dir / "lengths.png", report.length)
-        parts.append(f"<h2>Length</h2><img src='lengths.png' alt='token lengths'>")
+        parts.append("<h2>Length</h2><img src='lengths.png' alt='token lengths'>")
         parts.append(_table(["split", "examples", "p50", "p90", "p99", "max", f"truncated at {report.length['max_length']}", "[UNK]"],
                             [[n, v["examples"], v["p50"], v["p90"], v["p99"], v["max"], f"{v['truncated_share']:.1%}", f"{v['unk_share']:.2%}"] for n, v in report.length["splits"].items()]))
     parts.append("<h2>Likely label errors</h2>")

@@ -61,6 +61,6 @@ class RunError(BertctlError):
 
 
 class GateFailed(BertctlError):
-    """`bertctl eval` thresholds not met: the CI gate's 'no', distinct from bad input (exit 2)."""
+    """A quality gate not met (`bertctl eval` thresholds, `bertctl export` checks): exit 1, distinct from bad input (exit 2)."""
 
     exit_code = 1

@@ -5,7 +5,7 @@
     json_path, png_path = write_eval_report(result)            # eval.json + eval_confusion_matrix.png
     failures = result.failed                                   # thresholds not met (bertctl eval exits 1)
 
-Inference goes through bertctl.prediction.infer_logits, the same batched pass `bertctl predict` uses; the
+Inference goes through bertctl.prediction's Classifier.logits, the same batched pass `bertctl predict` uses; the
 metrics are the local evaluate modules in bertctl.metrics (offline, numpy).
 """
 
@@ -262,7 +262,7 @@ def evaluate_run(
     import numpy as np
 
     from bertctl.metrics import classification_metrics
-    from bertctl.prediction import DEFAULT_BATCH_SIZE, infer_logits, load_for_inference, pad_token_id, softmax
+    from bertctl.prediction import DEFAULT_BATCH_SIZE, load_for_inference, softmax
     from bertctl.runs import resolve_run_dir
 
     if data is not None and split is not None:
@@ -288,7 +288,7 @@ def evaluate_run(
     wanted = (recipe.eval.metrics if recipe is not None else classifier.settings.metrics) or EvalSection().metrics
     reported = [name for name in METRICS if name in wanted or name in merged]
     size = batch_size or (recipe.train.eval_batch_size if recipe is not None else classifier.settings.eval_batch_size) or DEFAULT_BATCH_SIZE
-    logits = infer_logits(classifier.model, loaded.columns, batch_size=size, device=classifier.device, pad_token_id=pad_token_id(classifier))
+    logits = classifier.logits(loaded.columns, batch_size=size)
     scores = classification_metrics(np.asarray(loaded.references), softmax(logits), classifier.labels)
     checks = check_thresholds(scores.overall, merged)
     scores.overall = {name: scores.overall[name] for name in reported}

@@ -4,8 +4,9 @@
     result = predict_texts(classifier, ["Stocks fell", "Late goal wins the cup"], top_k=2)
     result.predictions[0].label, result.predictions[0].score
 
-`infer_logits` is the one batched forward pass of the tool: `bertctl eval` calls it too, so a model is judged
-on exactly the code path that serves it.
+`Classifier.logits` (over `infer_logits`) is the one batched forward pass of the tool: `bertctl eval` calls it
+too, so a model is judged on exactly the code path that serves it. Its model is torch, or onnxruntime for a dir
+written by `bertctl export` (bertctl.runtime: then neither torch nor transformers is imported).
 
 Cold start matters (`bertctl predict "text"` should answer in seconds), so this module imports torch and
 transformers inside functions and never imports datasets, evaluate, accelerate or matplotlib itself.
@@ -82,7 +83,7 @@ def read_run_settings(model_dir: Path | None) -> RunSettings:
 
 @dataclass
 class Classifier:
-    model: Any  # a transformers PreTrainedModel (or its int8 dynamic-quantized copy)
+    model: Any  # a transformers PreTrainedModel (or its int8 dynamic-quantized copy), or a bertctl.runtime.OnnxModel
     tokenizer: Any
     labels: list[str]  # class names in class-id order (config.id2label)
     max_length: int
@@ -96,6 +97,14 @@ class Classifier:
     @property
     def input_names(self) -> list[str]:
         return list(getattr(self.tokenizer, "model_input_names", ["input_ids", "token_type_ids", "attention_mask"]))
+
+    @property
+    def backend(self) -> str:
+        return getattr(self.model, "backend", "torch")
+
+    def logits(self, columns: dict[str, Sequence[Sequence[int]]], batch_size: int = DEFAULT_BATCH_SIZE) -> "np.ndarray":
+        """Logits (float32, examples x classes) in input order for tokenized columns (`encode(...).columns`)."""
+        return infer_logits(self.model, columns, batch_size=batch_size, device=self.device, pad_token_id=pad_token_id(self))
 
 
 def usable_cpus() -> int:
@@ -177,12 +186,20 @@ def load_for_inference(
     trust_pickle: bool = False,
     fast_path: bool = True,
 ) -> Classifier:
-    """A classifier ready for `infer_logits`: eval mode, on GPU when there is one (CPU when quantized)."""
+    """A classifier ready for `Classifier.logits`: eval mode, on GPU when there is one (CPU when quantized); an
+    export dir (model.onnx + export.json) runs on onnxruntime instead, without importing torch."""
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise BertctlError(f"--quantize {quantize!r} is not supported", fix=f"use one of: {', '.join(QUANTIZE_CHOICES)}")
     from bertctl.modeling import check_is_sequence_classifier, labels_of, load_classifier, load_tokenizer, resolve_model_dir
+    from bertctl.runtime import is_export_dir, load_export
 
     location, run_dir = resolve_model_dir(model)
+    if is_export_dir(run_dir):
+        if quantize is not None:
+            raise BertctlError(f"{run_dir} is an ONNX export: --quantize applies to torch run dirs", fix="export an int8 copy instead: bertctl export RUN_DIR --quantize int8")
+        if device not in (None, "cpu"):
+            raise BertctlError(f"{run_dir} is an ONNX export, run on CPU by onnxruntime; device {device!r} is for torch run dirs", fix="use device='cpu', or the run dir it was exported from")
+        return load_export(run_dir, threads=threads, max_length=max_length)
     check_is_sequence_classifier(location)
     settings = read_run_settings(run_dir)
     tokenizer = load_tokenizer(location)
@@ -236,14 +253,25 @@ def encode(classifier: Classifier, texts: Sequence[str], pairs: Sequence[str] | 
     return Encoded(columns, truncated)
 
 
+def _torch_forward(model, device: str):
+    import torch
+
+    @torch.inference_mode()
+    def forward(batch: dict[str, "np.ndarray"]) -> "np.ndarray":
+        return model(**{name: torch.from_numpy(rows).to(device) for name, rows in batch.items()}).logits.float().cpu().numpy()
+
+    return forward
+
+
 def infer_logits(model, columns: dict[str, Sequence[Sequence[int]]], *, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu", pad_token_id: int = 0) -> "np.ndarray":
-    """Logits (float32, examples x classes) in input order.
+    """Logits (float32, examples x classes) in input order, from a torch classifier or a runtime.OnnxModel.
 
     Examples run longest first in batches of `batch_size`, each padded only to its own longest example,
     so a few long texts don't make every batch pay for their length (and an out-of-memory shows at once).
     """
     import numpy as np
-    import torch
+
+    from bertctl.runtime import OnnxModel
 
     if batch_size < 1:
         raise BertctlError(f"batch size must be at least 1, got {batch_size}", fix="pass --batch-size 64, for example")
@@ -255,24 +283,22 @@ def infer_logits(model, columns: dict[str, Sequence[Sequence[int]]], *, batch_si
     lengths = np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=n)
     order = np.argsort(-lengths, kind="stable")
     names = [name for name in ("input_ids", "token_type_ids", "attention_mask") if name in columns]
+    forward = model.run if isinstance(model, OnnxModel) else _torch_forward(model, device)
     out = np.empty((n, num_labels), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, n, batch_size):
-            index = order[start : start + batch_size]
-            width = int(lengths[index[0]])
-            batch: dict[str, torch.Tensor] = {}
-            for name in names:
-                fill = pad_token_id if name == "input_ids" else 0
-                rows = np.full((len(index), width), fill, dtype=np.int64)
-                for row, i in enumerate(index):
-                    values = columns[name][i]
-                    rows[row, : len(values)] = values
-                batch[name] = torch.from_numpy(rows).to(device)
-            if "attention_mask" not in batch:
-                mask = np.arange(width)[None, :] < lengths[index][:, None]
-                batch["attention_mask"] = torch.from_numpy(mask.astype(np.int64)).to(device)
-            logits = model(**batch).logits
-            out[index] = logits.float().cpu().numpy()
+    for start in range(0, n, batch_size):
+        index = order[start : start + batch_size]
+        width = int(lengths[index[0]])
+        batch: dict[str, np.ndarray] = {}
+        for name in names:
+            fill = pad_token_id if name == "input_ids" else 0
+            rows = np.full((len(index), width), fill, dtype=np.int64)
+            for row, i in enumerate(index):
+                values = columns[name][i]
+                rows[row, : len(values)] = values
+            batch[name] = rows
+        if "attention_mask" not in batch:
+            batch["attention_mask"] = (np.arange(width)[None, :] < lengths[index][:, None]).astype(np.int64)
+        out[index] = forward(batch)
     return out
 
 
@@ -295,8 +321,7 @@ def pad_token_id(classifier: Classifier) -> int:
 def classify(classifier: Classifier, texts: Sequence[str], pairs: Sequence[str] | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple["np.ndarray", int]:
     """Class probabilities (float64) for texts, in input order, plus how many texts were truncated."""
     encoded = encode(classifier, texts, pairs)
-    logits = infer_logits(classifier.model, encoded.columns, batch_size=batch_size, device=classifier.device, pad_token_id=pad_token_id(classifier))
-    return softmax(logits), encoded.truncated
+    return softmax(classifier.logits(encoded.columns, batch_size)), encoded.truncated
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,8 +4,20 @@ A module file holds one small `LocalMetric` subclass, so `evaluate.load("bertctl
 self-contained module, while the `MetricInfo` boilerplate lives here once.
 """
 
+import sys
+
 import datasets
-import evaluate
+
+if "transformers" in sys.modules:
+    import evaluate
+else:
+    # evaluate's Evaluator classes (unused here) try to import transformers.pipelines, which imports torch: ~5 s
+    # and no torch-free `bertctl eval` of an ONNX export. A None entry makes that import fail for this once.
+    sys.modules["transformers"] = None
+    try:
+        import evaluate
+    finally:
+        del sys.modules["transformers"]
 
 from bertctl.metrics import functional
 
