@@ -177,9 +177,10 @@ class PartialOutput:
 
     def abandon(self) -> str | None:
         """After an error: keep what is committed, for --resume, and say so; with nothing committed leave no trace."""
+        if self.handle is None:
+            return None  # refused before writing (a --resume that does not match): the partial stays as it was
         try:
-            if self.handle is not None:
-                self.handle.close()  # flushes what the failed write left in the buffer, if it can
+            self.handle.close()  # flushes what the failed write left in the buffer, if it can
         except OSError:
             pass
         if self.records:
@@ -298,7 +299,8 @@ def launched_shard() -> Shard | None:
 
     # gloo on CPU: under a torchrun-style launcher nothing else tells accelerate there is no GPU (training.build_accelerator)
     state = PartialState(cpu=not torch.cuda.is_available())
-    return Shard(state.process_index, state.num_processes, str(state.device))
+    # "cpu", not accelerate's "cpu:0": load_for_inference sets threads and the fast path for "cpu", which one process uses too
+    return Shard(state.process_index, state.num_processes, "cpu" if state.device.type == "cpu" else str(state.device))
 
 
 def _groups(chunks: Iterable[list], size: int) -> Iterator[list[list]]:
