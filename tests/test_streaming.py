@@ -157,7 +157,8 @@ def test_streaming_resume_after_an_interrupt_gives_the_uninterrupted_output(vari
     assert not out.exists() and partial.exists() and len(records(partial)) == 12
     assert "12 predictions are kept" in said[-1] and "--resume" in said[-1]
     with open(partial, "a", encoding="utf-8") as fh:
-        fh.write('{"text": "half a rec')  # what a crash in the middle of a write leaves
+        # what a crash in the middle of a write leaves after the last commit (longer than the rest, to be seen)
+        fh.write('{"text": "half a rec' + "x" * whole.stat().st_size)
     with pytest.raises(BertctlError, match="holds 12 predictions of an unfinished run"):
         streaming.check_output(out, resume=False)
     streaming.check_output(out, resume=True)
