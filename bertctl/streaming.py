@@ -104,7 +104,7 @@ def check_output(path: Path, *, resume: bool) -> None:
         done = f" ({path} is complete)" if path.is_file() else ""
         raise BertctlError(f"--resume: nothing to resume, no {state.name} beside {path}{done}", fix="run without --resume to predict from the start")
     if not resume and state.is_file():
-        records = _read_state(state).get("records", "?")
+        records = _read_state(state)["records"]
         raise BertctlError(
             f"{partial} holds {records} predictions of an unfinished run",
             fix=f"continue it: the same command with --resume; or start over: rm {partial} {state}",
@@ -114,9 +114,11 @@ def check_output(path: Path, *, resume: bool) -> None:
 def _read_state(state: Path) -> dict[str, Any]:
     try:
         loaded = json.loads(state.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BertctlError(f"{state}: cannot read the resume state ({exc})", fix=f"delete it and {state.name.removesuffix('.json')} to start over") from None
-    return loaded if isinstance(loaded, dict) else {}
+        if not (isinstance(loaded["records"], int) and isinstance(loaded["bytes"], int) and isinstance(loaded["identity"], dict)):
+            raise ValueError("records, bytes or identity of the wrong type")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BertctlError(f"{state}: cannot read the resume state ({exc})", fix=f"start over: rm {state.with_suffix('')} {state}") from None
+    return loaded
 
 
 class PartialOutput:
@@ -140,15 +142,15 @@ class PartialOutput:
 
     def _continue(self) -> None:
         state = _read_state(self.state)
-        then = state.get("identity", {})
+        then = state["identity"]
         changed = [f"{key} was {then.get(key)!r}, now {value!r}" for key, value in self.identity.items() if then.get(key) != value]
         fix = f"rerun the command that started it with --resume, or start over: rm {self.partial} {self.state}"
         if changed:
             raise BertctlError(f"{self.partial} was written by another run: " + "; ".join(changed), fix=fix)
         size = self.partial.stat().st_size if self.partial.is_file() else -1
-        if size < state.get("bytes", 0):
+        if size < state["bytes"]:
             raise BertctlError(f"{self.partial} is shorter ({max(size, 0)} bytes) than its last commit ({state['bytes']} bytes): it was changed or lost", fix=fix)
-        self.records, self.bytes = int(state["records"]), int(state["bytes"])
+        self.records, self.bytes = state["records"], state["bytes"]
         with self._writing():
             self.handle = open(self.partial, "r+", encoding="utf-8", newline="")
             self.handle.truncate(self.bytes)  # what a crash left after the last commit is written again

@@ -306,3 +306,29 @@ def test_streaming_two_cpu_processes_write_the_single_process_output(varied_clas
     assert double.read_bytes() == single.read_bytes() and len(records(double)) == 120
     assert two.stdout == one.stdout  # the JSON lines too, printed once, by the main process
     assert two.stderr.count("wrote 120 predictions") == 1 and two.stderr.count("note: 20 empty inputs") == 1
+
+
+@pytest.mark.slow
+def test_streaming_progress_bar_on_a_terminal_leaves_redirected_stdout_whole(varied_classifier_dir, tmp_path):
+    import pty
+
+    path = tmp_path / "in.txt"
+    path.write_text("".join(f"{r['text']}\n" for r in agnews_rows("train", 600)), encoding="utf-8")
+    master, terminal = pty.openpty()
+    with open(tmp_path / "out.jsonl", "wb") as stdout:
+        command = [sys.executable, "-m", "bertctl", "predict", "--model", str(varied_classifier_dir), "--file", str(path), "--chunk-size", "50", "--json"]
+        proc = subprocess.Popen(command, stdout=stdout, stderr=terminal, env=_subprocess_env())
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the terminal closed: the process exited
+            break
+        if not data:
+            break
+        shown += data
+    assert proc.wait(timeout=300) == 0, shown[-2000:]
+    assert b"texts/s" in shown and b"predicting" in shown  # the bar, drawn on the terminal
+    lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["text"] for line in lines] == [r["text"] for r in agnews_rows("train", 600)]
