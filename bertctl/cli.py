@@ -347,6 +347,8 @@ def predict(
     if output is not None and main:
         streaming.check_output(output, resume=resume)
     stream = prediction.open_inputs(texts or [], file=file, text_column=text_column, pair_column=text_pair_column, pair=pair, chunk_size=chunk_size)
+    if shard is not None and stream.source == "stdin":
+        raise BertctlError("under accelerate launch every process reads the input, and stdin reaches one of them", fix="give the texts as a file: --file texts.txt")
     classifier = prediction.load_for_inference(
         model, quantize=quantize, threads=threads, trust_pickle=trust_pickle, fast_path=fast_path, device=shard.device if shard else None
     )

@@ -4,6 +4,7 @@
     require_columns(list(frame.columns), {"--text": "headline", "--label": "topic"}, "news.csv")
     ids, problems = encode_labels(frame["topic"].tolist(), ["World", "Sports"], "--label", "news.csv", path=path)
     row_name(path, 3)                                 # "line 5": where a person finds row 3 (0-based) in the file
+    for chunk in read_table_chunks(path, 2048).chunks: ...   # the same rows, a chunk at a time: files of any size
 
 A recipe's splits (`bertctl.data.load_data`), `eval --data`, `predict --file`, `attention --data` and `pretrain
 --data` all read through here, so a file reads, and its problems are reported, the same way in every command.
