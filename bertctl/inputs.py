@@ -18,6 +18,7 @@ import csv
 import difflib
 import functools
 import io
+import itertools
 import json
 import numbers
 import re
@@ -283,7 +284,7 @@ def read_table(path: Path, *, missing_fix: str | None = None) -> "pd.DataFrame":
         raise DataError(f"{path}: cannot parse as {suffix.lstrip('.')}: {first_line(exc)}", fix="check the file's format matches its extension") from None
     frame.columns = _column_names(frame.columns, path)
     if len(frame) == 0:
-        raise DataError(f"{path}: has a header but no rows", fix="add data rows")
+        raise _no_rows(path)
     return frame
 
 
@@ -349,24 +350,14 @@ def read_table_chunks(path: Path, size: int) -> Chunks:
         raise _parse_error(exc, path, suffix, header) from None
     columns = _column_names(first.columns, path)
     if len(first) == 0:
-        raise DataError(f"{path}: has a header but no rows", fix="add data rows")
+        raise _no_rows(path)
 
     def chunks() -> Iterator[list[tuple[str, dict[str, Any]]]]:
-        frame, done = first, 0
+        frame = first
         with stream, _open(path) as again:
-            # the same records read by the csv module give each row its file line, as row_name does
-            starts = _record_starts(decoded_lines(again, path), suffix, quoting)
-            next(starts, None)  # the header
+            names = _line_names(again, path, suffix, quoting)
             while frame is not None:
-                names = []
-                for i in range(done + 1, done + len(frame) + 1):
-                    try:
-                        line = next(starts, None) if starts is not None else None
-                    except csv.Error:
-                        starts = line = None
-                    names.append(f"line {line}" if line is not None else f"row {i}")
-                yield list(zip(names, ({c: json_value(v) for c, v in zip(columns, r.values())} for r in frame.to_dict("records"))))
-                done += len(frame)
+                yield [(next(names), {c: json_value(v) for c, v in zip(columns, r.values())}) for r in frame.to_dict("records")]
                 try:
                     frame = next(reader, None)
                 except pd.errors.ParserError as exc:
@@ -375,11 +366,29 @@ def read_table_chunks(path: Path, size: int) -> Chunks:
     return Chunks(columns, chunks(), fraction)
 
 
+def _line_names(stream: BinaryIO, path: Path, suffix: str, quoting: int) -> Iterator[str]:
+    """Each csv/tsv row's "line N", from the same records read by the csv module (as row_name names them); "row N"
+    from where the csv module cannot follow."""
+    rows = 0
+    try:
+        for rows, line in enumerate(itertools.islice(_record_starts(decoded_lines(stream, path), suffix, quoting), 1, None), start=1):
+            yield f"line {line}"
+    except csv.Error:
+        pass
+    while True:
+        rows += 1
+        yield f"row {rows}"
+
+
 def _open(path: Path) -> BinaryIO:
     try:
         return open(path, "rb")
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror})", fix="check the file's permissions") from None
+
+
+def _no_rows(path: Path) -> DataError:
+    return DataError(f"{path}: has a header but no rows", fix="add data rows")
 
 
 def _empty_file(path: Path) -> DataError:
@@ -443,7 +452,7 @@ def _parquet_chunks(path: Path, size: int) -> Chunks:
     columns = _column_names(names, path)
     total = file.metadata.num_rows
     if total == 0:
-        raise DataError(f"{path}: has a header but no rows", fix="add data rows")
+        raise _no_rows(path)
     done = [0]
 
     def chunks() -> Iterator[list[tuple[str, dict[str, Any]]]]:
