@@ -320,40 +320,62 @@ def predict(
     pair: Annotated[Optional[str], typer.Option("--pair", metavar="TEXT", help="second text of a single TEXT, for sentence-pair models", show_default=False)] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", metavar="K", help="also list the K most likely labels")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, metavar="N", help="texts per forward pass")] = 64,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, metavar="N", help="inputs read, sorted by length and written together: memory grows with N, not with the file")] = 2048,
     quantize: Annotated[Optional[str], typer.Option("--quantize", metavar="int8", help="dynamic int8 Linear layers, faster on CPU (scores shift slightly)", show_default=False)] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, metavar="N", help="CPU threads (default: the CPUs this process may use)", show_default=False)] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="write predictions to a .jsonl or .csv/.tsv file (atomically)", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="write predictions to a .jsonl or .csv/.tsv file, which appears whole at the end (FILE.partial until then)", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", metavar="", help="continue the interrupted --output FILE from FILE.partial: no line lost, none twice")] = False,
     as_json: Annotated[bool, typer.Option("--json", metavar="", help="one JSON object per text on stdout: text, label, score, top_k")] = False,
     trust_pickle: TrustPickle = False,
     fast_path: Annotated[bool, typer.Option("--fast-path/--no-fast-path", metavar="", help="CPU: compute only [CLS] in the last layer (same labels); --no-fast-path runs the stock transformers forward")] = True,
 ) -> None:
     """Label texts with a trained classifier; output keeps the input order.
 
+    A file or stdin streams in chunks (memory stays flat at any size) with a progress bar on a terminal; under
+    `accelerate launch` (or torchrun) the processes share the chunks and the main one writes one ordered output.
+
     bertctl predict "Stocks fell as oil prices rose" "Late goal wins the cup"
     bertctl predict --model runs/agnews --file headlines.txt --top-k 2 --json
     cat headlines.txt | bertctl predict - --output predictions.jsonl
+    bertctl predict --file news.csv --output predictions.csv --resume
+    accelerate launch --num_processes 2 -m bertctl predict --file news.csv --output predictions.csv
     """
-    from bertctl import prediction
+    from bertctl import prediction, reports, streaming
 
-    if output is not None:
-        prediction.check_output_path(output)
-    inputs = prediction.read_inputs(
-        texts or [], file=file, text_column=text_column, pair_column=text_pair_column, pair=pair
+    shard = streaming.launched_shard()
+    main = shard is None or shard.rank == 0
+    if resume and (output is None or file is None or str(file) == "-"):
+        raise BertctlError("--resume continues an interrupted --output of a --file", fix="rerun the interrupted command, --file FILE --output OUT included, with --resume added")
+    if output is not None and main:
+        streaming.check_output(output, resume=resume)
+    stream = prediction.open_inputs(texts or [], file=file, text_column=text_column, pair_column=text_pair_column, pair=pair, chunk_size=chunk_size)
+    if shard is not None and stream.source == "stdin":
+        raise BertctlError("under accelerate launch every process reads the input, and stdin reaches one of them", fix="give the texts as a file: --file texts.txt")
+    classifier = prediction.load_for_inference(
+        model, quantize=quantize, threads=threads, trust_pickle=trust_pickle, fast_path=fast_path, device=shard.device if shard else None
     )
-    classifier = prediction.load_for_inference(model, quantize=quantize, threads=threads, trust_pickle=trust_pickle, fast_path=fast_path)
-    result = prediction.predict_texts(classifier, inputs, top_k=top_k, batch_size=batch_size)
-    for note in prediction.notes(result):
+    stream.for_model(classifier.settings)
+    echo = None
+    if as_json:
+        lines = streaming.RecordFormat.of(".jsonl", stream)
+        echo = lambda block, first: typer.echo(lines.records(block), nl=False)  # noqa: E731
+    elif output is None:
+        echo = lambda block, first: reports.print_predictions(console(), block, top_k, start=first + 1)  # noqa: E731
+    live = None  # command-line texts: one quick chunk, no progress to show
+    if stream.file is not None or stream.source == "stdin":
+        # a bar where it can't garble the results on the same terminal (they show the progress there); a log gets a line every 30 s
+        live = (None if echo and sys.stdout.isatty() else True) if sys.stderr.isatty() else False
+    summary = streaming.predict_stream(
+        classifier, stream, output=output, resume=resume, echo=echo if main else None, top_k=top_k, batch_size=batch_size,
+        chunk_size=chunk_size, shard=shard, live_progress=live,
+    )
+    if not main:
+        return
+    for note in summary.tally.notes():
         typer.echo(note, err=True)
     if output is not None:
-        prediction.write_predictions(output, result)
-        typer.echo(f"wrote {len(result.predictions)} predictions to {output}", err=True)
-    if as_json:
-        for p in result.predictions:
-            echo_json(p.to_dict())
-    elif output is None:
-        from bertctl import reports
-
-        reports.print_predictions(console(), result, top_k)
+        carried = f" ({summary.carried} of them before the interruption)" if summary.carried else ""
+        typer.echo(f"wrote {summary.written} predictions to {output}{carried}", err=True)
 
 
 @app.command()

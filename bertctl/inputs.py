@@ -4,6 +4,7 @@
     require_columns(list(frame.columns), {"--text": "headline", "--label": "topic"}, "news.csv")
     ids, problems = encode_labels(frame["topic"].tolist(), ["World", "Sports"], "--label", "news.csv", path=path)
     row_name(path, 3)                                 # "line 5": where a person finds row 3 (0-based) in the file
+    for chunk in read_table_chunks(path, 2048).chunks: ...   # the same rows, a chunk at a time: files of any size
 
 A recipe's splits (`bertctl.data.load_data`), `eval --data`, `predict --file`, `attention --data` and `pretrain
 --data` all read through here, so a file reads, and its problems are reported, the same way in every command.
@@ -12,17 +13,19 @@ pandas is imported inside functions: `bertctl predict "text"` never loads it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import functools
 import io
+import itertools
 import json
 import numbers
 import re
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
 from bertctl.errors import DataError, Problem
 
@@ -46,13 +49,18 @@ def _count(n: int, noun: str) -> str:
 # bytes and text
 
 
-def read_file_bytes(path: Path, what: str, *, missing_fix: str | None = None) -> bytes:
-    """The bytes of a user's file, or a DataError that says why they can't be read."""
+def check_readable(path: Path, what: str, *, missing_fix: str | None = None) -> None:
+    """A DataError unless `path` is an existing file (`what` names what it should be)."""
     if not path.exists():
         relative = "" if path.is_absolute() else f": relative paths resolve against the working directory, {Path.cwd()}"
         raise DataError(f"{path}: file not found", fix=missing_fix or f"check the path{relative}")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not {what}", fix="name the file itself")
+
+
+def read_file_bytes(path: Path, what: str, *, missing_fix: str | None = None) -> bytes:
+    """The bytes of a user's file, or a DataError that says why they can't be read."""
+    check_readable(path, what, missing_fix=missing_fix)
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -91,12 +99,7 @@ def decode_text(raw: bytes, path: Path) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        bad = raw[exc.start : exc.start + 1].hex()
-        raise DataError(
-            f"{path}: not UTF-8 text (byte 0x{bad} on line {line}); it looks like Latin-1/Windows-1252",
-            fix=_iconv(path, "latin1", "utf-8", "re-save it as UTF-8"),
-        ) from None
+        raise _not_utf8(path, raw[: exc.start].count(b"\n") + 1, raw[exc.start : exc.start + 1]) from None
     if text.startswith("\u00ef\u00bb\u00bf"):
         raise DataError(
             f"{path}: the file starts with 'ï»¿', a UTF-8 byte-order mark that was decoded twice, so its text is garbled",
@@ -106,11 +109,58 @@ def decode_text(raw: bytes, path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-def read_lines(raw: bytes, path: Path | str) -> list[str]:
-    """Every line of a text file or stdin, blank ones included (each line is one input)."""
-    if not raw.strip():
-        raise DataError(f"{path}: no text to predict (the input is empty)", fix='give texts as arguments, one per line in a file, or on stdin: echo "text" | bertctl predict -')
-    return decode_text(raw, Path(path)).splitlines()
+def _not_utf8(path: Path, line: int, byte: bytes) -> DataError:
+    return DataError(
+        f"{path}: not UTF-8 text (byte 0x{byte.hex()} on line {line}); it looks like Latin-1/Windows-1252",
+        fix=_iconv(path, "latin1", "utf-8", "re-save it as UTF-8"),
+    )
+
+
+def decoded_lines(stream: BinaryIO, path: Path) -> Iterator[str]:
+    """A binary stream's lines (ends kept), checked and decoded as decode_text does a whole file, a line at a time."""
+    for number, raw in enumerate(stream, start=1):
+        if number == 1:
+            yield decode_text(raw, path)  # the byte-order-mark checks, and the BOM dropped
+            continue
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(path, number, raw[exc.start : exc.start + 1]) from None
+
+
+def line_chunks(source: Path | BinaryIO, size: int, name: str = STDIN_NAME) -> "Chunks":
+    """Every line of a text file or of a stream (stdin, called `name`), blank ones included (each line is one
+    input), as ("line N", text) pairs, about `size` at a time; lines split as str.splitlines splits them.
+
+    A file is read through once first, so a bad byte anywhere is reported before any line is used.
+    """
+    if not isinstance(source, Path):
+        return Chunks(None, _line_chunks(contextlib.nullcontext(source), Path(name), size), lambda: 0.0)
+    if _scan(source, ".txt")[0] is None:
+        raise _no_text(source)
+    stream, total = _open(source), source.stat().st_size or 1
+    return Chunks(None, _line_chunks(stream, source, size), lambda: 1.0 if stream.closed else stream.tell() / total)
+
+
+def _no_text(path: Path) -> DataError:
+    return DataError(f"{path}: no text to predict (the input is empty)", fix='give texts as arguments, one per line in a file, or on stdin: echo "text" | bertctl predict -')
+
+
+def _line_chunks(opened, path: Path, size: int) -> Iterator[list[tuple[str, str]]]:
+    with opened as stream:
+        chunk: list[tuple[str, str]] = []
+        number = 0
+        for line in decoded_lines(stream, path):
+            for text in line.splitlines() or [""]:
+                number += 1
+                chunk.append((f"line {number}", text))
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        if not number:
+            raise _no_text(path)
+        if chunk:
+            yield chunk
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,25 +169,37 @@ def read_lines(raw: bytes, path: Path | str) -> list[str]:
 _QUOTED_FIELD = re.compile(r'"(?:[^"]|"")*"')
 
 
-def _tsv_quoting(text: str) -> int:
+def _tsv_quoting(lines: Iterable[str]) -> int:
     """How to read a TSV's double quotes: as CSV quoting, or as plain characters.
 
     Many TSVs (GLUE among them) are line-oriented and contain stray quotes ('"Hi, she said'). Read as CSV
     quoting, such a quote swallows the lines after it and rows merge silently. So when every line holds
     the header's number of tabs and some field opens a quote it does not close on its own, the quotes are
-    characters. Files whose quoted fields span lines or hold tabs keep CSV quoting.
+    characters. Files whose quoted fields span lines or hold tabs keep CSV quoting. `lines` (without their
+    ends) are read to the last, so a file streamed through here is also checked whole.
     """
-    if '"' not in text:
-        return csv.QUOTE_MINIMAL
-    lines = [line for line in text.splitlines() if line.strip()]
-    tabs = lines[0].count("\t")
-    if any(line.count("\t") != tabs for line in lines):
-        return csv.QUOTE_MINIMAL
+    tabs, ragged, stray = None, False, False
     for line in lines:
-        for value in line.split("\t"):
-            if value.startswith('"') and not _QUOTED_FIELD.fullmatch(value):
-                return csv.QUOTE_NONE
-    return csv.QUOTE_MINIMAL
+        if not line.strip():
+            continue
+        tabs = line.count("\t") if tabs is None else tabs
+        ragged = ragged or line.count("\t") != tabs
+        stray = stray or ('"' in line and any(v.startswith('"') and not _QUOTED_FIELD.fullmatch(v) for v in line.split("\t")))
+    return csv.QUOTE_NONE if stray and not ragged else csv.QUOTE_MINIMAL
+
+
+def _csv_options(suffix: str, quoting: int) -> dict[str, Any]:
+    """How pandas reads every csv/tsv, whole or in chunks."""
+    # keep_default_na off: an empty cell stays "", reported as an empty text
+    return {"sep": "\t" if suffix == ".tsv" else ",", "dtype": str, "keep_default_na": False, "na_values": [], "quoting": quoting}
+
+
+def _parse_error(exc: Exception, path: Path, suffix: str, header: str) -> DataError:
+    message = first_line(exc)
+    fix = "quote fields that contain the delimiter or a newline, and check every row has the header's column count"
+    if "EOF inside string" in message:
+        fix = 'a field opens a double quote that never closes: close it, or double quotes inside a quoted field ("")'
+    return DataError(f"{path}: cannot parse as {suffix.lstrip('.')}: {message}.{_delimiter_hint(header, suffix)}", fix=fix)
 
 
 def _delimiter_hint(text: str, suffix: str) -> str:
@@ -153,20 +215,19 @@ def _read_delimited(text: str, path: Path, suffix: str) -> "pd.DataFrame":
     import pandas as pd
 
     try:
-        return pd.read_csv(
-            io.StringIO(text),
-            sep="\t" if suffix == ".tsv" else ",",
-            dtype=str,
-            keep_default_na=False,  # an empty cell stays "", reported as an empty text
-            na_values=[],
-            quoting=_tsv_quoting(text) if suffix == ".tsv" else csv.QUOTE_MINIMAL,
-        )
+        return pd.read_csv(io.StringIO(text), **_csv_options(suffix, _tsv_quoting(text.splitlines()) if suffix == ".tsv" else csv.QUOTE_MINIMAL))
     except pd.errors.ParserError as exc:
-        message = first_line(exc)
-        fix = "quote fields that contain the delimiter or a newline, and check every row has the header's column count"
-        if "EOF inside string" in message:
-            fix = 'a field opens a double quote that never closes: close it, or double quotes inside a quoted field ("")'
-        raise DataError(f"{path}: cannot parse as {suffix.lstrip('.')}: {message}.{_delimiter_hint(text, suffix)}", fix=fix) from None
+        raise _parse_error(exc, path, suffix, text) from None
+
+
+def _json_record(line: str, number: int, path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise DataError(f"{path}: line {number} is not valid JSON ({exc})", fix="write one JSON object per line (JSON Lines)") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: line {number} is a JSON {type(record).__name__}, not an object", fix='write one object per line, e.g. {"text": "...", "label": "..."}')
+    return record
 
 
 def _read_json(text: str, path: Path, suffix: str) -> "pd.DataFrame":
@@ -187,17 +248,7 @@ def _read_json(text: str, path: Path, suffix: str) -> "pd.DataFrame":
                 raise DataError(f"{path}: cannot use its columns: {first_line(exc)}", fix="give every column the same number of values") from None
         if whole is not None and not isinstance(whole, dict):
             raise DataError(f"{path}: holds a JSON {type(whole).__name__}, not records", fix="write a list of objects, or one object per line (JSON Lines)")
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise DataError(f"{path}: line {number} is not valid JSON ({exc})", fix="write one JSON object per line (JSON Lines)") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}: line {number} is a JSON {type(record).__name__}, not an object", fix='write one object per line, e.g. {"text": "...", "label": "..."}')
-        records.append(record)
+    records = [_json_record(line, number, path) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     return pd.DataFrame.from_records(records)
 
 
@@ -212,7 +263,7 @@ def read_table(path: Path, *, missing_fix: str | None = None) -> "pd.DataFrame":
     path = Path(path)
     raw = read_file_bytes(path, "a data file", missing_fix=missing_fix)
     if not raw.strip() or raw.strip() in (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"):
-        raise DataError(f"{path}: the file is empty", fix="fill it with a header line and rows, or point the recipe at another file")
+        raise _empty_file(path)
     suffix = path.suffix.lower()
     if suffix not in {".parquet", ".csv", ".tsv", ".jsonl", ".json", ".txt"}:
         raise DataError(f"{path}: unsupported file type {suffix or '(none)'!r}", fix="use csv, tsv, jsonl, parquet or txt")
@@ -231,17 +282,212 @@ def read_table(path: Path, *, missing_fix: str | None = None) -> "pd.DataFrame":
         raise
     except Exception as exc:  # pandas/pyarrow raise many types for a malformed file; all mean the same here
         raise DataError(f"{path}: cannot parse as {suffix.lstrip('.')}: {first_line(exc)}", fix="check the file's format matches its extension") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    frame.columns = _column_names(frame.columns, path)
+    if len(frame) == 0:
+        raise _no_rows(path)
+    return frame
+
+
+def _column_names(names: Iterable[Any], path: Path) -> list[str]:
+    columns = [str(c).strip() for c in names]
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
     if repeated:
         raise DataError(f"{path}: repeated column names {repeated} (after trimming spaces)", fix="give every column its own name")
-    if len(frame) == 0:
-        raise DataError(f"{path}: has a header but no rows", fix="add data rows")
-    return frame
+    return columns
+
+
+# ---------------------------------------------------------------------------------------------
+# tables a chunk at a time: memory that does not grow with the file
+
+
+class Chunks(NamedTuple):
+    columns: list[str] | None  # a table's (None: lines of text)
+    chunks: Iterator[list[tuple[str, dict[str, Any]]]]  # (row name, row) pairs, in file order
+    fraction: Callable[[], float]  # how much of the file has been read, for a progress bar
+
+
+def read_table_chunks(path: Path, size: int) -> Chunks:
+    """A data file's rows as read_table reads them, `size` at a time (a .json document is read whole).
+
+    A text file is first read through once, a line at a time, so a bad byte, a bad JSON line, a TSV's quoting
+    and a JSONL's columns are known before any row is used; its rows keep their raw values (a JSONL's ints stay
+    ints whatever the other rows hold).
+    """
+    path = Path(path)
+    check_readable(path, "a data file")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _parquet_chunks(path, size)
+    if suffix not in {".csv", ".tsv", ".jsonl"}:
+        frame = read_table(path)
+        rows = [(row_name(path, i), {k: json_value(v) for k, v in r.items()}) for i, r in enumerate(frame.to_dict("records"))]
+        done = [0]
+
+        def whole() -> Iterator[list[tuple[str, dict[str, Any]]]]:
+            for start in range(0, len(rows), size):
+                done[0] = start + size
+                yield rows[start : start + size]
+
+        return Chunks(list(frame.columns), whole(), lambda: min(1.0, done[0] / len(rows)))
+    header, quoting, keys = _scan(path, suffix)
+    if header is None:
+        raise _empty_file(path)
+    total = path.stat().st_size or 1
+    stream = _open(path)
+
+    def fraction() -> float:
+        return 1.0 if stream.closed else stream.tell() / total
+
+    if suffix == ".jsonl":
+        names = dict(zip(keys, _column_names(keys, path)))
+        return Chunks(list(names.values()), _jsonl_chunks(stream, path, size, names), fraction)
+    import pandas as pd
+
+    try:
+        reader = pd.read_csv(stream, chunksize=size, encoding="utf-8-sig", **_csv_options(suffix, quoting))
+        first = next(reader)
+    except pd.errors.ParserError as exc:
+        raise _parse_error(exc, path, suffix, header) from None
+    columns = _column_names(first.columns, path)
+    if len(first) == 0:
+        raise _no_rows(path)
+
+    def chunks() -> Iterator[list[tuple[str, dict[str, Any]]]]:
+        frame = first
+        with stream, _open(path) as again:
+            names = _line_names(again, path, suffix, quoting)
+            while frame is not None:
+                yield [(next(names), {c: json_value(v) for c, v in zip(columns, r.values())}) for r in frame.to_dict("records")]
+                try:
+                    frame = next(reader, None)
+                except pd.errors.ParserError as exc:
+                    raise _parse_error(exc, path, suffix, header) from None
+
+    return Chunks(columns, chunks(), fraction)
+
+
+def _line_names(stream: BinaryIO, path: Path, suffix: str, quoting: int) -> Iterator[str]:
+    """Each csv/tsv row's "line N", from the same records read by the csv module (as row_name names them); "row N"
+    from where the csv module cannot follow."""
+    rows = 0
+    try:
+        for rows, line in enumerate(itertools.islice(_record_starts(decoded_lines(stream, path), suffix, quoting), 1, None), start=1):
+            yield f"line {line}"
+    except csv.Error:
+        pass
+    while True:
+        rows += 1
+        yield f"row {rows}"
+
+
+def _open(path: Path) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror})", fix="check the file's permissions") from None
+
+
+def _no_rows(path: Path) -> DataError:
+    return DataError(f"{path}: has a header but no rows", fix="add data rows")
+
+
+def _empty_file(path: Path) -> DataError:
+    return DataError(f"{path}: the file is empty", fix="fill it with a header line and rows, or point the recipe at another file")
+
+
+def _scan(path: Path, suffix: str) -> tuple[str | None, int, list[str]]:
+    """One pass through a text file, a line at a time: its first line with text (None: none has any), a TSV's
+    quoting, a JSONL's keys in first-seen order."""
+    seen: list[str] = []
+    with _open(path) as stream:
+
+        def content() -> Iterator[tuple[int, str]]:
+            for number, line in enumerate(decoded_lines(stream, path), start=1):
+                if line.strip():
+                    if not seen:
+                        seen.append(line)
+                    yield number, line.rstrip("\r\n")
+
+        keys: dict[str, None] = {}
+        quoting = csv.QUOTE_MINIMAL
+        if suffix == ".jsonl":
+            for number, line in content():
+                keys.update(dict.fromkeys(_json_record(line, number, path)))
+        elif suffix == ".tsv":
+            quoting = _tsv_quoting(line for _, line in content())
+        else:
+            for _ in content():
+                pass
+    return (seen[0] if seen else None), quoting, list(keys)
+
+
+def _jsonl_chunks(stream: BinaryIO, path: Path, size: int, names: dict[str, str]) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    with stream:
+        chunk: list[tuple[str, dict[str, Any]]] = []
+        records = 0
+        for number, line in enumerate(decoded_lines(stream, path), start=1):
+            if line.strip():
+                record = _json_record(line, number, path)
+                records += 1
+                chunk.append((f"record {records}", {name: json_value(record.get(key)) for key, name in names.items()}))
+                if len(chunk) == size:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
+
+
+def _parquet_chunks(path: Path, size: int) -> Chunks:
+    import pyarrow.parquet as pq
+
+    if path.stat().st_size == 0:
+        raise _empty_file(path)
+    try:
+        file = pq.ParquetFile(path)
+        # pandas saves a frame's index beside its columns; read_table (pd.read_parquet) makes it the index again
+        index = (file.schema_arrow.pandas_metadata or {}).get("index_columns", [])
+    except Exception as exc:  # pyarrow raises several types for a file that is not parquet
+        raise DataError(f"{path}: cannot parse as parquet: {first_line(exc)}", fix="check the file's format matches its extension") from None
+    names = [name for name in file.schema_arrow.names if name not in index]
+    columns = _column_names(names, path)
+    total = file.metadata.num_rows
+    if total == 0:
+        raise _no_rows(path)
+    done = [0]
+
+    def chunks() -> Iterator[list[tuple[str, dict[str, Any]]]]:
+        for batch in file.iter_batches(batch_size=size, columns=names):
+            rows = batch.to_pylist()
+            yield [(f"row {done[0] + i + 1}", {c: json_value(r[n]) for c, n in zip(columns, names)}) for i, r in enumerate(rows)]
+            done[0] += len(rows)
+
+    return Chunks(columns, chunks(), lambda: done[0] / total)
 
 
 # ---------------------------------------------------------------------------------------------
 # naming rows
+
+
+def _record_starts(lines: Iterable[str], suffix: str, quoting: int) -> Iterator[int]:
+    """The file line each csv/tsv record starts on, the header's (line 1) included, reading `lines` as they come."""
+    delimiter = "\t" if suffix == ".tsv" else ","
+    last = [""]
+
+    def remembered() -> Iterator[str]:
+        for line in lines:
+            last[0] = line
+            yield line
+
+    reader = csv.reader(remembered(), delimiter=delimiter, quoting=quoting)
+    while True:
+        start = reader.line_num + 1
+        try:
+            next(reader)
+        except StopIteration:
+            return
+        # pandas skips a line of nothing but spaces (when no delimiter is among them): it is no record
+        if reader.line_num > start or last[0].strip() or delimiter in last[0]:
+            yield start
 
 
 @functools.lru_cache(maxsize=1)  # the file being reported on; mtime and size make an edited file a new key
@@ -254,18 +500,11 @@ def _record_lines(path: Path, mtime: float, size: int) -> list[int] | None:
     suffix = path.suffix.lower()
     if suffix == ".txt":
         return [i for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",", quoting=_tsv_quoting(text) if suffix == ".tsv" else csv.QUOTE_MINIMAL)
-    starts = []
+    quoting = _tsv_quoting(text.splitlines()) if suffix == ".tsv" else csv.QUOTE_MINIMAL
     try:
-        while True:
-            start = reader.line_num + 1
-            if next(reader):  # pandas skips blank lines, so they are not records
-                starts.append(start)
-    except StopIteration:
-        pass
+        return list(_record_starts(io.StringIO(text, newline=""), suffix, quoting))[1:]
     except csv.Error:
         return None
-    return starts[1:]
 
 
 def row_name(path: Path | None, index: int) -> str:
@@ -301,6 +540,11 @@ def is_blank(value: Any) -> bool:
         return pd is not None and pd.api.types.is_scalar(value) and bool(pd.isna(value))
     except (TypeError, ValueError):
         return False
+
+
+def json_value(value: Any) -> Any:
+    """A table cell as a JSON value: None when missing, a numpy array as a list."""
+    return None if not isinstance(value, str) and is_blank(value) else (value.tolist() if hasattr(value, "tolist") else value)
 
 
 def cell_text(value: Any) -> str:

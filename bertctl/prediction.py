@@ -14,14 +14,14 @@ transformers inside functions and never imports datasets, evaluate, accelerate o
 
 from __future__ import annotations
 
-import json
+import io
 import math
 import os
 import sys
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from bertctl.errors import BertctlError, DataError, ModelError
 
@@ -29,9 +29,10 @@ if TYPE_CHECKING:
     import numpy as np
 
 DEFAULT_BATCH_SIZE = 64
+DEFAULT_CHUNK_SIZE = 2048  # texts read, sorted by length and written together: plenty to batch 64 at a time with little padding
 FALLBACK_MAX_LENGTH = 512
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json", ".parquet"}
-OUTPUT_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv"}
+NOTES_SHOWN = 10
 QUANTIZE_CHOICES = ("int8",)
 
 
@@ -325,7 +326,7 @@ def classify(classifier: Classifier, texts: Sequence[str], pairs: Sequence[str] 
 
 
 # ---------------------------------------------------------------------------------------------
-# inputs: command-line texts, a file, or stdin
+# inputs: command-line texts, a file, or stdin, read a chunk at a time
 
 
 @dataclass
@@ -337,35 +338,60 @@ class InputText:
 
 
 @dataclass
-class Inputs:
-    items: list[InputText]
+class InputStream:
+    """What `bertctl predict` labels, read `items(size)` at a time so a file of any size fits in memory."""
+
     source: str  # "the command line", a file path, "stdin"
-    rows: list[dict[str, Any]] | None = None  # a table file's rows: its texts are picked by for_model
+    chunks: Iterator[list[tuple[str, Any]]]  # (where, text) pairs; a table's: (where, row), its texts picked by for_model
+    table: list[str] | None = None  # a table's columns
     text_column: str | None = None
     pair_column: str | None = None
+    pair: str | None = None  # --pair: the second text of the one command-line text
+    file: Path | None = None
+    fraction: Callable[[], float] | None = None  # how much of the file has been read
 
-    def for_model(self, settings: RunSettings) -> "Inputs":
+    @property
+    def has_pairs(self) -> bool:
+        return self.pair is not None or self.pair_column is not None
+
+    def for_model(self, settings: RunSettings) -> "InputStream":
         """A table's texts from --text/--text-pair, else from the run's data.text/data.text_pair (as eval reads them)."""
-        from bertctl.inputs import cell_text, require_columns, row_name
+        from bertctl.inputs import require_columns
 
-        if self.rows is None:
-            return self
-        text, pair = self.text_column or settings.text or "text", self.pair_column or settings.text_pair
-        note = "\n(unset, --text/--text-pair are the run's data.text/text_pair)" if settings.text or settings.text_pair else ""
-        require_columns(list(self.rows[0]), {"--text": text, "--text-pair": pair}, self.source, note=note)
-        path = Path(self.source)
-        items = [InputText(cell_text(r[text]), cell_text(r[pair]) if pair else None, row_name(path, i), r) for i, r in enumerate(self.rows)]
-        return Inputs(items, self.source)
+        if self.table is not None:
+            self.text_column, self.pair_column = self.text_column or settings.text or "text", self.pair_column or settings.text_pair
+            note = "\n(unset, --text/--text-pair are the run's data.text/text_pair)" if settings.text or settings.text_pair else ""
+            require_columns(self.table, {"--text": self.text_column, "--text-pair": self.pair_column}, self.source, note=note)
+        return self
+
+    def items(self, size: int, skip: int = 0) -> Iterator[list[InputText]]:
+        """Lists of `size` inputs (the last one shorter) in input order, after the first `skip`."""
+        from bertctl.inputs import cell_text
+
+        text, pair = self.text_column, self.pair_column
+        for chunk in _rechunk(self.chunks, size, skip):
+            if self.table is None:
+                yield [InputText(value, self.pair, where) for where, value in chunk]
+            else:
+                yield [InputText(cell_text(row[text]), cell_text(row[pair]) if pair else None, where, row) for where, row in chunk]
 
 
-def _plain(value: Any) -> Any:
-    """A table cell as a JSON value: None when missing, a numpy array as a list."""
-    from bertctl.inputs import is_blank
+def _rechunk(chunks: Iterable[list], size: int, skip: int) -> Iterator[list]:
+    """The same items in lists of exactly `size`, the first `skip` dropped: chunk boundaries then fall where an
+    uninterrupted run put them, so a resumed run batches (and scores) each chunk as that run did."""
+    buffer: list = []
+    for chunk in chunks:
+        dropped = min(skip, len(chunk))
+        skip -= dropped
+        buffer.extend(chunk[dropped:])
+        while len(buffer) >= size:
+            yield buffer[:size]
+            del buffer[:size]
+    if buffer:
+        yield buffer
 
-    return None if not isinstance(value, str) and is_blank(value) else (value.tolist() if hasattr(value, "tolist") else value)
 
-
-def read_inputs(
+def open_inputs(
     texts: Sequence[str] = (),
     *,
     file: Path | None = None,
@@ -373,8 +399,10 @@ def read_inputs(
     pair_column: str | None = None,
     pair: str | None = None,
     stdin: Any = None,
-) -> Inputs:
-    """The texts to label, each with a human reference to where it came from (a table's: see Inputs.for_model)."""
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> InputStream:
+    """The texts to label, each with a human reference to where it came from. A file is checked whole here,
+    a line at a time (encoding, JSON, named columns), before any model loads; its rows are read when iterated."""
     from bertctl import inputs
 
     texts = list(texts)
@@ -389,28 +417,27 @@ def read_inputs(
         raise BertctlError("--text-pair names a column of --file", fix="bertctl predict --file pairs.csv --text COL --text-pair COL")
     if from_stdin:
         stream = stdin if stdin is not None else sys.stdin
-        raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode("utf-8")
-        lines = inputs.read_lines(raw, inputs.STDIN_NAME)
-        return Inputs([InputText(t, None, f"line {i + 1}") for i, t in enumerate(lines)], "stdin")
+        binary = stream.buffer if hasattr(stream, "buffer") else io.BytesIO(stream.read().encode("utf-8"))
+        return InputStream("stdin", inputs.line_chunks(binary, chunk_size).chunks)
     if file is None:
         if not texts:
             raise BertctlError("no texts to predict", fix='bertctl predict "some text" ["more text" ...], --file FILE, or - to read stdin')
-        return Inputs([InputText(t, pair if i == 0 else None, f"text {i + 1}") for i, t in enumerate(texts)], "the command line")
+        return InputStream("the command line", iter([[(f"text {i + 1}", t) for i, t in enumerate(texts)]]), pair=pair)
 
     file = Path(file).expanduser()
     if file.suffix.lower() in TABLE_SUFFIXES:
-        frame = inputs.read_table(file)
+        table = inputs.read_table_chunks(file, chunk_size)
         # named columns are checked now, before the model loads; defaults need the run's recipe (for_model)
-        inputs.require_columns(list(frame.columns), {"--text": text_column, "--text-pair": pair_column}, str(file))
-        rows = [{name: _plain(value) for name, value in row.items()} for row in frame.to_dict("records")]
-        return Inputs([], str(file), rows, text_column, pair_column)
+        inputs.require_columns(table.columns, {"--text": text_column, "--text-pair": pair_column}, str(file))
+        return InputStream(str(file), table.chunks, table.columns, text_column, pair_column, file=file, fraction=table.fraction)
     if text_column is not None:
         raise BertctlError(
             f"--text names a column, but {file} is read as plain text (one text per line)",
             fix=f"drop --text, or use a csv/tsv/jsonl/parquet file (suffixes: {', '.join(sorted(TABLE_SUFFIXES))})",
         )
-    raw = inputs.read_file_bytes(file, "a file of texts", missing_fix="check the path; give texts one per line in a .txt file, or a csv/tsv/jsonl/parquet file with --text COL")
-    return Inputs([InputText(t, None, f"line {i + 1}") for i, t in enumerate(inputs.read_lines(raw, file))], str(file))
+    inputs.check_readable(file, "a file of texts", missing_fix="check the path; give texts one per line in a .txt file, or a csv/tsv/jsonl/parquet file with --text COL")
+    lines = inputs.line_chunks(file, chunk_size)
+    return InputStream(str(file), lines.chunks, file=file, fraction=lines.fraction)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,123 +468,103 @@ class Prediction:
 
 
 @dataclass
+class Tally:
+    """What the user should hear about the inputs: how many were empty (and where the first are), how many truncated."""
+
+    max_length: int
+    inputs: int = 0
+    empty: int = 0
+    empty_where: list[str] = field(default_factory=list)
+    truncated: int = 0
+
+    def add(self, predictions: list[Prediction], truncated: int) -> None:
+        self.inputs += len(predictions)
+        self.truncated += truncated
+        for p in predictions:
+            if p.label is None:
+                self.empty += 1
+                if len(self.empty_where) < NOTES_SHOWN:
+                    self.empty_where.append(p.where)
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.empty:
+            more = f" and {self.empty - NOTES_SHOWN} more" if self.empty > NOTES_SHOWN else ""
+            s = "s" if self.empty != 1 else ""
+            out.append(f"note: {self.empty} empty input{s} not classified ({', '.join(self.empty_where[:NOTES_SHOWN])}{more}); --json marks them with label null and an \"error\"")
+        if self.truncated:
+            s = "s" if self.truncated != 1 else ""
+            out.append(f"note: {self.truncated} text{s} longer than {self.max_length} tokens truncated to the model's max_length ({self.max_length})")
+        return out
+
+
+@dataclass
 class PredictResult:
     predictions: list[Prediction]
-    empty: list[str]  # where the empty inputs are
-    truncated: int
-    max_length: int
+    tally: Tally
     labels: list[str]
 
 
-def predict_texts(
-    classifier: Classifier,
-    inputs: Inputs | Sequence[str],
-    *,
-    top_k: int = 1,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-) -> PredictResult:
-    """One Prediction per input, in input order; empty inputs get an error instead of a label."""
-    import numpy as np
-
-    from bertctl.inputs import is_blank
-
-    if isinstance(inputs, Inputs):
-        inputs = inputs.for_model(classifier.settings)
-        items = inputs.items
-        source = inputs.source
-    else:
-        items = [InputText(t, None, f"text {i + 1}") for i, t in enumerate(inputs)]
-        source = "the input"
+def check_request(classifier: Classifier, top_k: int, has_pairs: bool) -> None:
     n_labels = len(classifier.labels)
     if not 1 <= top_k <= n_labels:
         raise BertctlError(f"--top-k {top_k} is out of range: the model has {n_labels} labels ({', '.join(classifier.labels)})", fix=f"use --top-k between 1 and {n_labels}")
-    has_pairs = any(item.pair is not None for item in items)
     if classifier.settings.text_pair and not has_pairs:
         raise BertctlError(
             f"{classifier.location} was trained on sentence pairs (data.text_pair = {classifier.settings.text_pair!r}): each input needs its second text",
             fix='bertctl predict "first text" --pair "second text", or --file FILE --text COL --text-pair COL',
         )
-    empty_at = [i for i, item in enumerate(items) if is_blank(item.text) or (has_pairs and is_blank(item.pair))]
-    if items and len(empty_at) == len(items):
-        raise DataError(f"{source}: every input is empty ({len(items)} blank)", fix="give non-empty texts")
-    empty_set = set(empty_at)
-    keep = [i for i in range(len(items)) if i not in empty_set]
-    texts = [items[i].text for i in keep]
-    pairs = [items[i].pair or "" for i in keep] if has_pairs else None
-    probs, truncated = classify(classifier, texts, pairs, batch_size=batch_size)
 
-    predictions: list[Prediction] = []
-    row_of = {i: row for row, i in enumerate(keep)}
-    for i, item in enumerate(items):
-        if i in empty_set:
+
+def _is_empty(item: InputText, has_pairs: bool) -> bool:
+    from bertctl.inputs import is_blank
+
+    return is_blank(item.text) or (has_pairs and is_blank(item.pair))
+
+
+def score_items(classifier: Classifier, items: Sequence[InputText], *, has_pairs: bool, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple["np.ndarray", int]:
+    """Class probabilities of the items that have text, in order (empty ones are skipped), and how many were truncated."""
+    kept = [item for item in items if not _is_empty(item, has_pairs)]
+    return classify(classifier, [item.text for item in kept], [item.pair or "" for item in kept] if has_pairs else None, batch_size=batch_size)
+
+
+def label_items(classifier: Classifier, items: Sequence[InputText], probs: "np.ndarray", *, has_pairs: bool, top_k: int = 1) -> list[Prediction]:
+    """One Prediction per item, in order, from score_items' probabilities; an empty item gets an error instead of a label."""
+    import numpy as np
+
+    rows = iter(probs)
+    predictions = []
+    for item in items:
+        if _is_empty(item, has_pairs):
             predictions.append(Prediction(item.text, item.pair, item.where, None, None, [], "empty text: nothing to classify", item.row))
             continue
-        p = probs[row_of[i]]
-        best = np.argsort(-p, kind="stable")[:top_k]
-        ranked = [(classifier.labels[j], float(p[j])) for j in best]
+        p = next(rows)
+        ranked = [(classifier.labels[j], float(p[j])) for j in np.argsort(-p, kind="stable")[:top_k]]
         predictions.append(Prediction(item.text, item.pair, item.where, ranked[0][0], ranked[0][1], ranked, row=item.row))
-    return PredictResult(predictions, [items[i].where for i in empty_at], truncated, classifier.max_length, list(classifier.labels))
+    return predictions
 
 
-def check_output_path(path: Path) -> None:
-    if path.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise BertctlError(f"--output {path}: unsupported file type {path.suffix or '(none)'!r}", fix="use .jsonl (one JSON object per text) or .csv/.tsv")
-    from bertctl.runs import check_writable_path
+def predict_texts(
+    classifier: Classifier,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None = None,
+    *,
+    top_k: int = 1,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> PredictResult:
+    """One Prediction per text (and pair), in input order; empty inputs get an error instead of a label.
 
-    check_writable_path(path, "--output", example="predictions.jsonl")
-
-
-def write_predictions(path: Path, result: PredictResult) -> None:
-    """JSON lines (.jsonl/.json) or a table (.csv/.tsv), written atomically.
-
-    A table keeps every column of an input table, in order, and adds label, score and error; a name the
-    input already uses gets a `predicted_` prefix (a gold `label` column stays as it was).
+    `bertctl predict` goes through bertctl.streaming, which runs score_items and label_items a chunk at a time.
     """
-    import csv
-    import io
-
-    from bertctl.runs import atomic_write_text, removes_new_empty_dirs
-
-    path = Path(path)
-    check_output_path(path)
-    predictions = result.predictions
-    if path.suffix.lower() in {".jsonl", ".json"}:
-        text = "".join(json.dumps(p.to_dict(), ensure_ascii=False, default=str) + "\n" for p in predictions)
-    else:
-        if predictions and predictions[0].row is not None:
-            columns = list(predictions[0].row)
-            rows = [["" if v is None else str(v) for v in p.row.values()] for p in predictions]  # type: ignore[union-attr]
-        else:
-            has_pairs = any(p.pair is not None for p in predictions)
-            columns = ["text"] + (["text_pair"] if has_pairs else [])
-            rows = [[p.text] + ([p.pair or ""] if has_pairs else []) for p in predictions]
-        added = [name if name not in columns else f"predicted_{name}" for name in ("label", "score", "error")]
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, delimiter="\t" if path.suffix.lower() == ".tsv" else ",", lineterminator="\n")
-        writer.writerow(columns + added)
-        for row, p in zip(rows, predictions):
-            writer.writerow(row + [p.label or "", "" if p.score is None else f"{p.score:.6f}", p.error or ""])
-        text = buffer.getvalue()
-    try:
-        with removes_new_empty_dirs(path.parent):
-            atomic_write_text(path, text)
-    except OSError as exc:
-        raise BertctlError(
-            f"could not write predictions to {path}: {exc.strerror or exc}",
-            fix="free disk space, or choose a writable place: --output DIR/predictions.jsonl",
-        ) from None
-
-
-def notes(result: PredictResult) -> list[str]:
-    """What the user should know about the inputs: empty ones skipped, long ones truncated."""
-    out = []
-    if result.empty:
-        shown = ", ".join(result.empty[:10]) + (f" and {len(result.empty) - 10} more" if len(result.empty) > 10 else "")
-        out.append(f"note: {len(result.empty)} empty input{'s' if len(result.empty) != 1 else ''} not classified ({shown}); --json marks them with label null and an \"error\"")
-    if result.truncated:
-        s = "s" if result.truncated != 1 else ""
-        out.append(f"note: {result.truncated} text{s} longer than {result.max_length} tokens truncated to the model's max_length ({result.max_length})")
-    return out
+    items = [InputText(t, None if pairs is None else pairs[i], f"text {i + 1}") for i, t in enumerate(texts)]
+    check_request(classifier, top_k, pairs is not None)
+    probs, truncated = score_items(classifier, items, has_pairs=pairs is not None, batch_size=batch_size)
+    predictions = label_items(classifier, items, probs, has_pairs=pairs is not None, top_k=top_k)
+    tally = Tally(classifier.max_length)
+    tally.add(predictions, truncated)
+    if items and tally.empty == len(items):
+        raise DataError(f"the input: every input is empty ({len(items)} blank)", fix="give non-empty texts")
+    return PredictResult(predictions, tally, list(classifier.labels))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -118,11 +118,11 @@ def print_eval_report(console: "Console", result) -> None:
         console.print(f"gate {status}: {len(result.checks) - len(result.failed)} of {len(result.checks)} thresholds met")
 
 
-def print_predictions(console: "Console", result, top_k: int = 1) -> None:
-    """`bertctl predict`: one row per input, in input order; the text shortened to fit."""
+def print_predictions(console: "Console", predictions: list, top_k: int = 1, start: int = 1) -> None:
+    """`bertctl predict`: one row per input, in input order, numbered from `start`; the text shortened to fit."""
     from rich.table import Table
 
-    has_pairs = any(p.pair is not None for p in result.predictions)
+    has_pairs = any(p.pair is not None for p in predictions)
     width = 40 if has_pairs else 60
     table = Table(box=None)
     table.add_column("#", justify="right", no_wrap=True)
@@ -133,7 +133,7 @@ def print_predictions(console: "Console", result, top_k: int = 1) -> None:
     table.add_column("score", justify="right", no_wrap=True)
     if top_k > 1:
         table.add_column("next most likely")
-    for i, p in enumerate(result.predictions, start=1):
+    for i, p in enumerate(predictions, start=start):
         cells = [str(i), _shorten(p.text, width)] + ([_shorten(p.pair or "", width)] if has_pairs else [])
         if p.label is None:
             cells += ["[yellow](empty)[/yellow]", ""] + ([""] if top_k > 1 else [])

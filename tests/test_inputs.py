@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bertctl.errors import DataError
-from bertctl.inputs import decode_text, encode_labels, missing_column_problem, read_table
+from bertctl.inputs import decode_text, encode_labels, json_value, line_chunks, missing_column_problem, read_table, read_table_chunks, row_name
 from conftest import ROWS, write_rows
 
 # ---------------------------------------------------------------------------------------------
@@ -131,49 +131,58 @@ def test_inputs_double_decoded_bom_without_a_round_trip_asks_for_a_re_export(tmp
 # file-level problems
 
 
+READERS = [pytest.param(lambda path: read_table(path), id="whole"), pytest.param(lambda path: read_chunked(path), id="chunked")]
+
+
+@pytest.mark.parametrize("read", READERS)
 @pytest.mark.parametrize("content", [b"", b"\n\n  \n", b"\xef\xbb\xbf"])
-def test_inputs_empty_file(tmp_path, content):
+def test_inputs_empty_file(tmp_path, content, read):
     (tmp_path / "e.csv").write_bytes(content)
     with pytest.raises(DataError) as excinfo:
-        read_table(tmp_path / "e.csv")
+        read(tmp_path / "e.csv")
     assert "the file is empty" in excinfo.value.message
 
 
+@pytest.mark.parametrize("read", READERS)
 @pytest.mark.parametrize("name, content", [("h.csv", "text,label\n"), ("h.tsv", "text\tlabel\n"), ("h.json", "[]")])
-def test_inputs_header_only_file(tmp_path, name, content):
+def test_inputs_header_only_file(tmp_path, name, content, read):
     (tmp_path / name).write_text(content, encoding="utf-8")
     with pytest.raises(DataError) as excinfo:
-        read_table(tmp_path / name)
+        read(tmp_path / name)
     assert "no rows" in excinfo.value.message
 
 
-def test_inputs_missing_or_directory_file(tmp_path):
+@pytest.mark.parametrize("read", READERS)
+def test_inputs_missing_or_directory_file(tmp_path, read):
     with pytest.raises(DataError, match="file not found"):
-        read_table(tmp_path / "nope.csv")
+        read(tmp_path / "nope.csv")
     (tmp_path / "d.csv").mkdir()
     with pytest.raises(DataError, match="is a directory"):
-        read_table(tmp_path / "d.csv")
+        read(tmp_path / "d.csv")
 
 
-def test_inputs_bad_jsonl_line_is_named(tmp_path):
+@pytest.mark.parametrize("read", READERS)
+def test_inputs_bad_jsonl_line_is_named(tmp_path, read):
     (tmp_path / "b.jsonl").write_text('{"text": "a", "label": 1}\n\n{"text": "b" "label": 1}\n', encoding="utf-8")
     with pytest.raises(DataError, match="line 3 is not valid JSON"):
-        read_table(tmp_path / "b.jsonl")
+        read(tmp_path / "b.jsonl")
     (tmp_path / "l.jsonl").write_text('{"text": "a", "label": 1}\n["b", 1]\n', encoding="utf-8")
     with pytest.raises(DataError, match="line 2 is a JSON list, not an object"):
-        read_table(tmp_path / "l.jsonl")
+        read(tmp_path / "l.jsonl")
 
 
-def test_inputs_garbage_parquet(tmp_path):
+@pytest.mark.parametrize("read", READERS)
+def test_inputs_garbage_parquet(tmp_path, read):
     (tmp_path / "g.parquet").write_bytes(b"this is not parquet at all")
     with pytest.raises(DataError, match="cannot parse as parquet"):
-        read_table(tmp_path / "g.parquet")
+        read(tmp_path / "g.parquet")
 
 
-def test_inputs_repeated_column_names_after_trimming(tmp_path):
+@pytest.mark.parametrize("read", READERS)
+def test_inputs_repeated_column_names_after_trimming(tmp_path, read):
     (tmp_path / "r.csv").write_text("text, text\na,b\n", encoding="utf-8")
     with pytest.raises(DataError, match="repeated column names"):
-        read_table(tmp_path / "r.csv")
+        read(tmp_path / "r.csv")
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
@@ -214,3 +223,117 @@ def test_inputs_odd_label_values_do_not_crash():
     ids, found = encode_labels(["²", "1.5", True, "a"], ["a", "b"], "data.label", "t.csv")
     assert ids == [-1, -1, -1, 0]
     assert "'²'" in found[0].message and "'1.5'" in found[0].message
+
+
+# ---------------------------------------------------------------------------------------------
+# a chunk at a time: the same rows, names and errors as reading the file whole
+
+
+def read_chunked(path: Path, size: int = 2) -> tuple[list[str], list[tuple[str, dict]]]:
+    table = read_table_chunks(path, size)
+    return table.columns, [pair for chunk in table.chunks for pair in chunk]
+
+
+def read_whole(path: Path) -> tuple[list[str], list[tuple[str, dict]]]:
+    frame = read_table(path)
+    return list(frame.columns), [(row_name(path, i), {k: json_value(v) for k, v in r.items()}) for i, r in enumerate(frame.to_dict("records"))]
+
+
+TABLES = {
+    "q.csv": 'id,text\n1,"two\nlines"\n\n2,\n   \n3,"a, b"\n4\n5,last\n',
+    "s.tsv": 'text\tlabel\n"Hi, she said\tWorld\nplain\tSports\n\t\nend\tWorld\n',
+    "r.jsonl": '{"text": "a", "id": 1}\n\n{"text": "b"}\n{" extra ": [1, 2], "text": ""}\n',
+    "a.json": json.dumps([{"text": "x", "id": 1}, {"text": "y", "id": None}]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TABLES))
+def test_inputs_chunked_reader_equals_read_table(tmp_path, name):
+    path = tmp_path / name
+    path.write_text(TABLES[name], encoding="utf-8")
+    assert read_chunked(path) == read_whole(path)
+    assert read_chunked(path, 1) == read_chunked(path, 1000)
+
+
+def test_inputs_chunked_reader_keeps_parquet_columns_without_pandas_index(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "p.parquet"
+    pd.DataFrame({"text": ["a", None, "c"], "n": [1.5, float("nan"), 3.0]}, index=[7, 8, 9]).to_parquet(path)
+    columns, rows = read_chunked(path)
+    assert (columns, rows) == read_whole(path) and columns == ["text", "n"]
+    assert rows == [("row 1", {"text": "a", "n": 1.5}), ("row 2", {"text": None, "n": None}), ("row 3", {"text": "c", "n": 3.0})]
+
+
+def test_inputs_row_name_skips_lines_of_spaces_as_pandas_does(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("text,label\nfirst,a\n   \nsecond,b\n", encoding="utf-8")
+    assert read_table(path)["text"].tolist() == ["first", "second"]
+    assert row_name(path, 1) == "line 4"
+
+
+@pytest.mark.parametrize(
+    "name, content, says",
+    [
+        ("bad.csv", "text\n" + "fine\n" * 5000 + "caf\xe9\n", "byte 0xe9 on line 5002"),
+        ("bad.jsonl", '{"text": "fine"}\n' * 5000 + '{"text": \n', "line 5001 is not valid JSON"),
+        ("bad.txt", "fine\n" * 5000 + "caf\xe9\n", "byte 0xe9 on line 5001"),
+    ],
+)
+def test_inputs_chunked_readers_check_the_whole_file_before_the_first_row(tmp_path, name, content, says):
+    path = tmp_path / name
+    path.write_bytes(content.encode("latin-1"))
+    with pytest.raises(DataError, match=says):  # raised when opened, not when the last chunk comes
+        read_table_chunks(path, 10) if path.suffix != ".txt" else line_chunks(path, 10)
+
+
+@pytest.mark.parametrize("name", ["big.csv", "big.jsonl", "big.txt"])
+def test_inputs_chunked_readers_read_a_chunk_not_the_file(tmp_path, name):
+    path = tmp_path / name
+    line = "a headline about markets, long enough to matter " * 3
+    if path.suffix == ".csv":
+        path.write_text("text\n" + f'"{line}"\n' * 20_000, encoding="utf-8")
+    elif path.suffix == ".jsonl":
+        path.write_text(json.dumps({"text": line}) + "\n" * 1 + (json.dumps({"text": line}) + "\n") * 19_999, encoding="utf-8")
+    else:
+        path.write_text(f"{line}\n" * 20_000, encoding="utf-8")
+    table = read_table_chunks(path, 100) if path.suffix != ".txt" else line_chunks(path, 100)
+    first = next(table.chunks)
+    assert len(first) == 100 and table.fraction() < 0.2  # ~3 MB file: a buffer's worth read, not the file
+    assert sum(len(chunk) for chunk in table.chunks) == 19_900 and table.fraction() == 1.0
+
+
+def test_inputs_line_chunks_keep_every_line_as_str_splitlines_does(tmp_path):
+    raw = "\ufeffone\r\ntwo\n\n  \nthree\u2028four\nlast".encode("utf-8")
+    path = tmp_path / "t.txt"
+    path.write_bytes(raw)
+    lines = [pair for chunk in line_chunks(path, 2).chunks for pair in chunk]
+    assert [text for _, text in lines] == decode_text(raw, path).splitlines() == ["one", "two", "", "  ", "three", "four", "last"]
+    assert [where for where, _ in lines] == [f"line {i}" for i in range(1, 8)]
+    with pytest.raises(DataError, match="no text to predict"):
+        line_chunks(write_bytes(tmp_path / "blank.txt", b"\n \n"), 2)
+
+
+def write_bytes(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True)
+@given(
+    suffix=st.sampled_from([".csv", ".tsv", ".jsonl", ".json", ".parquet"]),
+    content=st.one_of(
+        st.binary(max_size=120),
+        st.text(alphabet=st.sampled_from('ab ,\t"\n\r{}:[]1'), max_size=80).map(lambda s: s.encode("utf-8")),
+        st.text(max_size=120).map(lambda s: s.encode("utf-8", "surrogatepass")),
+    ),
+)
+def test_inputs_chunked_reader_and_read_table_agree_on_random_bytes(tmp_path, suffix, content):
+    path = write_bytes(tmp_path / f"fuzz{suffix}", content)
+    outcomes = []
+    for read in (read_whole, read_chunked):
+        try:
+            outcomes.append(read(path))
+        except DataError:
+            outcomes.append("DataError")
+    assert outcomes[0] == outcomes[1]

@@ -352,7 +352,7 @@ def test_prediction_usage_errors(tiny_classifier_dir, tmp_path):
     both = invoke("predict", "--model", tiny_classifier_dir, "--file", tmp_path / "a.txt", "text")
     assert both.exit_code == 2
     with pytest.raises(BertctlError, match="--pair"):
-        prediction.read_inputs(["a", "b"], pair="c")
+        prediction.open_inputs(["a", "b"], pair="c")
     column_without_file = invoke("predict", "--model", tiny_classifier_dir, "--text", "headline", "text")
     assert column_without_file.exit_code == 2 and "--text names a column of --file" in column_without_file.stderr
 
