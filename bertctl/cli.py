@@ -6,6 +6,7 @@
     bertctl train recipes/agnews.toml
     bertctl eval --min accuracy=0.85
     bertctl predict "Stocks fell as oil prices rose"
+    bertctl serve runs/agnews
 
 This is the only module that turns errors into exit codes (2: bad input, 1: a failed eval gate).
 Heavy libraries (torch, transformers, datasets) are imported inside commands so `--help` stays instant.
@@ -47,6 +48,8 @@ TrustPickle = Annotated[
     bool,
     typer.Option("--trust-pickle", metavar="", help="also load pickle-only weights (pytorch_model.bin); unpickling can run code, so only for files you trust"),
 ]
+Quantize = Annotated[Optional[str], typer.Option("--quantize", metavar="int8", help="dynamic int8 Linear layers, faster on CPU (scores shift slightly)", show_default=False)]
+Threads = Annotated[Optional[int], typer.Option("--threads", min=1, metavar="N", help="CPU threads (default: the CPUs this process may use)", show_default=False)]
 OutputDir = Annotated[Optional[Path], typer.Option("--output-dir", "-o", metavar="DIR", help="run dir to write (default: the recipe's output.dir)", show_default=False)]
 Resume = Annotated[bool, typer.Option("--resume", metavar="", help="continue from the newest checkpoint in the run dir")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", metavar="", help="replace a finished or unfinished run in the run dir")]
@@ -318,8 +321,8 @@ def predict(
     pair: Annotated[Optional[str], typer.Option("--pair", metavar="TEXT", help="second text of a single TEXT, for sentence-pair models", show_default=False)] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", metavar="K", help="also list the K most likely labels")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, metavar="N", help="texts per forward pass")] = 64,
-    quantize: Annotated[Optional[str], typer.Option("--quantize", metavar="int8", help="dynamic int8 Linear layers, faster on CPU (scores shift slightly)", show_default=False)] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, metavar="N", help="CPU threads (default: the CPUs this process may use)", show_default=False)] = None,
+    quantize: Quantize = None,
+    threads: Threads = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="write predictions to a .jsonl or .csv/.tsv file (atomically)", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", metavar="", help="one JSON object per text on stdout: text, label, score, top_k")] = False,
     trust_pickle: TrustPickle = False,
@@ -352,6 +355,33 @@ def predict(
         from bertctl import reports
 
         reports.print_predictions(console(), result, top_k)
+
+
+@app.command()
+@handles_errors
+def serve(
+    model: Annotated[Optional[str], typer.Argument(metavar="MODEL", help="run dir or model dir (default runs/latest)", show_default=False)] = None,
+    host: Annotated[str, typer.Option(metavar="ADDR", help="address to listen on; 0.0.0.0 opens the server to other machines")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="N", help="TCP port; 0 takes a free one (printed)")] = 8000,
+    max_batch_tokens: Annotated[int, typer.Option(metavar="N", help="tokens per forward pass that concurrent requests share")] = 16384,
+    max_wait_ms: Annotated[float, typer.Option(metavar="MS", help="how long a request may wait for others to share its forward pass")] = 2.0,
+    max_queue: Annotated[int, typer.Option(metavar="N", help="texts waiting for a forward pass before requests get 503 + Retry-After")] = 1024,
+    max_texts: Annotated[int, typer.Option(metavar="N", help="texts in one request (more: 413)")] = 256,
+    max_body_bytes: Annotated[int, typer.Option(metavar="N", help="request body size (more: 413)")] = 1_000_000,
+    quantize: Quantize = None,
+    threads: Threads = None,
+    trust_pickle: TrustPickle = False,
+) -> None:
+    """Serve a classifier over HTTP: POST /predict with dynamic micro-batching, /health, /metadata, /metrics, a page at /.
+
+    bertctl serve runs/agnews
+    curl -s 127.0.0.1:8000/predict -d '{"texts": ["Stocks fell as oil prices rose"]}'
+    bertctl serve runs/agnews --port 9000 --max-wait-ms 5 --max-batch-tokens 8192
+    """
+    from bertctl.serving import ServeOptions, serve as run_server
+
+    options = ServeOptions(host, port, max_batch_tokens, max_wait_ms, max_queue, max_texts, max_body_bytes)
+    run_server(model, options, threads=threads, quantize=quantize, trust_pickle=trust_pickle)
 
 
 @app.command("fill-mask")

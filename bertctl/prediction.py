@@ -424,6 +424,16 @@ class PredictResult:
     labels: list[str]
 
 
+EMPTY_TEXT = "empty text: nothing to classify"
+
+
+def rank_labels(labels: Sequence[str], probs: "np.ndarray", top_k: int) -> list[tuple[str, float]]:
+    """One text's `top_k` (label, probability) pairs, most likely first; a tie keeps class-id order."""
+    import numpy as np
+
+    return [(labels[j], float(probs[j])) for j in np.argsort(-probs, kind="stable")[:top_k]]
+
+
 def predict_texts(
     classifier: Classifier,
     inputs: Inputs | Sequence[str],
@@ -432,8 +442,6 @@ def predict_texts(
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> PredictResult:
     """One Prediction per input, in input order; empty inputs get an error instead of a label."""
-    import numpy as np
-
     from bertctl.inputs import is_blank
 
     if isinstance(inputs, Inputs):
@@ -465,11 +473,9 @@ def predict_texts(
     row_of = {i: row for row, i in enumerate(keep)}
     for i, item in enumerate(items):
         if i in empty_set:
-            predictions.append(Prediction(item.text, item.pair, item.where, None, None, [], "empty text: nothing to classify", item.row))
+            predictions.append(Prediction(item.text, item.pair, item.where, None, None, [], EMPTY_TEXT, item.row))
             continue
-        p = probs[row_of[i]]
-        best = np.argsort(-p, kind="stable")[:top_k]
-        ranked = [(classifier.labels[j], float(p[j])) for j in best]
+        ranked = rank_labels(classifier.labels, probs[row_of[i]], top_k)
         predictions.append(Prediction(item.text, item.pair, item.where, ranked[0][0], ranked[0][1], ranked, row=item.row))
     return PredictResult(predictions, [items[i].where for i in empty_at], truncated, classifier.max_length, list(classifier.labels))
 
