@@ -338,7 +338,9 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
 
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from pydantic import BaseModel, ConfigDict, Field, ValidationError
+    from typing import Annotated
+
+    from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
     from bertctl import __version__
     from bertctl.inputs import is_blank
@@ -349,11 +351,21 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
     batcher = Batcher(backend, options, metrics)
     labels = backend.labels
 
+    def encodable(text: str) -> str:
+        # JSON can carry a lone surrogate ("\\ud800"), which no tokenizer (nor UTF-8) takes
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"not valid Unicode: a lone surrogate at character {exc.start}") from None
+        return text
+
+    Text = Annotated[str, AfterValidator(encodable)]
+
     class PredictRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")  # a misspelt field ("text") is named, not ignored
 
-        texts: list[str] = Field(min_length=1, description=f"texts to classify, at most {options.max_texts}")
-        pairs: list[str] | None = Field(None, description="second texts, one per text (sentence-pair models)")
+        texts: list[Text] = Field(min_length=1, description=f"texts to classify, at most {options.max_texts}")
+        pairs: list[Text] | None = Field(None, description="second texts, one per text (sentence-pair models)")
         top_k: int = Field(1, ge=1, le=len(labels), description="how many labels `top_k` lists per text")
 
     class Ranked(BaseModel):
