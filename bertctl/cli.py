@@ -368,6 +368,7 @@ def serve(
     max_queue: Annotated[int, typer.Option(metavar="N", help="texts waiting for a forward pass before requests get 503 + Retry-After")] = 1024,
     max_texts: Annotated[int, typer.Option(metavar="N", help="texts in one request (more: 413)")] = 256,
     max_body_bytes: Annotated[int, typer.Option(metavar="N", help="request body size (more: 413)")] = 1_000_000,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", metavar="N", help="texts per length-sorted piece of a forward pass (default 8 on CPU, 64 on GPU)", show_default=False)] = None,
     quantize: Quantize = None,
     threads: Threads = None,
     trust_pickle: TrustPickle = False,
@@ -380,7 +381,7 @@ def serve(
     """
     from bertctl.serving import ServeOptions, serve as run_server
 
-    options = ServeOptions(host, port, max_batch_tokens, max_wait_ms, max_queue, max_texts, max_body_bytes)
+    options = ServeOptions(host, port, max_batch_tokens, max_wait_ms, max_queue, max_texts, max_body_bytes, batch_size)
     run_server(model, options, threads=threads, quantize=quantize, trust_pickle=trust_pickle)
 
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from bertctl.prediction import Encoded
 
 SERVE_EXTRA = ("fastapi", "uvicorn", "prometheus_client")
+CPU_BATCH_SIZE = 8
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 PAGE = Path(__file__).with_name("serve_page.html")
 # routes named in metrics; any other path is counted as "other", so scanners can't grow the label set
@@ -52,6 +53,7 @@ class ServeOptions:
     max_queue: int = 1024  # texts waiting for a forward pass; past it a request gets 503 + Retry-After
     max_texts: int = 256  # texts in one request; more: 413
     max_body_bytes: int = 1_000_000  # request body; more: 413
+    batch_size: int | None = None  # texts per piece of a forward pass (Backend's default: 8 on CPU, 64 on GPU)
     drain_seconds: int = 30  # after SIGTERM, how long requests in flight may take to finish
 
 
@@ -79,10 +81,13 @@ class Backend:
 
     name = "torch"
 
-    def __init__(self, classifier):
-        from bertctl.prediction import pad_token_id
+    def __init__(self, classifier, *, batch_size: int | None = None):
+        from bertctl.prediction import DEFAULT_BATCH_SIZE, pad_token_id
 
         self.classifier = classifier
+        # a gathered batch mixes lengths; cut into small length-sorted pieces, each pads little. On CPU 8 texts
+        # a piece beat 32 or 64 by 20-60% per CPU-second on 32 random AG News texts (benchmarks/NOTES.md)
+        self.batch_size = batch_size or (CPU_BATCH_SIZE if classifier.device == "cpu" else DEFAULT_BATCH_SIZE)
         self.labels: list[str] = list(classifier.labels)
         self.max_length: int = classifier.max_length
         self.location = str(classifier.location)
@@ -92,10 +97,10 @@ class Backend:
         self._pad = pad_token_id(classifier)
 
     @classmethod
-    def load(cls, model: str | Path | None, *, threads: int | None = None, quantize: str | None = None, trust_pickle: bool = False) -> "Backend":
+    def load(cls, model: str | Path | None, *, threads: int | None = None, quantize: str | None = None, trust_pickle: bool = False, batch_size: int | None = None) -> "Backend":
         from bertctl.prediction import load_for_inference
 
-        return cls(load_for_inference(model, quantize=quantize, threads=threads, trust_pickle=trust_pickle))
+        return cls(load_for_inference(model, quantize=quantize, threads=threads, trust_pickle=trust_pickle), batch_size=batch_size)
 
     def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> "Encoded":
         from bertctl.prediction import encode
@@ -105,7 +110,7 @@ class Backend:
     def forward(self, columns: dict[str, list[list[int]]]) -> "np.ndarray":
         from bertctl.prediction import infer_logits
 
-        return infer_logits(self.classifier.model, columns, device=self.device, pad_token_id=self._pad)
+        return infer_logits(self.classifier.model, columns, batch_size=self.batch_size, device=self.device, pad_token_id=self._pad)
 
     def probabilities(self, logits: "np.ndarray") -> "np.ndarray":
         from bertctl.prediction import softmax
@@ -471,6 +476,7 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
         return {
             "model": backend.location, "backend": backend.name, "device": str(backend.device), "labels": labels,
             "problem_type": backend.problem_type, "max_length": backend.max_length, "pairs": bool(backend.pair_column),
+            "batch_size": backend.batch_size,
             "limits": {"max_texts": options.max_texts, "max_body_bytes": options.max_body_bytes, "max_batch_tokens": options.max_batch_tokens, "max_wait_ms": options.max_wait_ms, "max_queue": options.max_queue},
             "version": __version__,
         }
@@ -508,14 +514,15 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(model: str | Path | None, options: ServeOptions, *, threads: int | None = None, quantize: str | None = None, trust_pickle: bool = False) -> None:
     """Run the server until SIGTERM or Ctrl-C; after SIGTERM, requests in flight finish and this returns."""
-    for name, value in (("--max-batch-tokens", options.max_batch_tokens), ("--max-queue", options.max_queue), ("--max-texts", options.max_texts), ("--max-body-bytes", options.max_body_bytes)):
-        if value < 1:
+    limits = {"--max-batch-tokens": options.max_batch_tokens, "--max-queue": options.max_queue, "--max-texts": options.max_texts, "--max-body-bytes": options.max_body_bytes, "--batch-size": options.batch_size}
+    for name, value in limits.items():
+        if value is not None and value < 1:
             raise BertctlError(f"{name} must be at least 1, got {value}", fix=f"drop {name} to use its default")
     if options.max_wait_ms < 0:
         raise BertctlError(f"--max-wait-ms must be 0 or more, got {options.max_wait_ms}", fix="--max-wait-ms 2, for example")
     require_serve_extra()
     sock = bind(options.host, options.port)
-    backend = Backend.load(model, threads=threads, quantize=quantize, trust_pickle=trust_pickle)
+    backend = Backend.load(model, threads=threads, quantize=quantize, trust_pickle=trust_pickle, batch_size=options.batch_size)
 
     import uvicorn
 
