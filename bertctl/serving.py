@@ -504,7 +504,9 @@ def bind(host: str, port: int) -> socket.socket:
     """A bound socket, not yet listening: a busy port fails now, before the model loads."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto named, not 0: asyncio sets TCP_NODELAY only on sockets that say IPPROTO_TCP, and without it
+        # Nagle holds each response's body until the client's delayed ACK, 40 ms on every keep-alive request
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except OSError as exc:

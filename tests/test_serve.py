@@ -347,6 +347,31 @@ def test_serve_cli_busy_port_and_bad_limits_fail_before_loading(tiny_classifier_
     assert limit.exit_code == 2 and "--max-batch-tokens must be at least 1" in limit.output
 
 
+def test_serve_bind_gives_accepted_connections_tcp_nodelay():
+    """Without TCP_NODELAY every keep-alive answer waits ~40 ms for the client's delayed ACK (uvicorn#3149)."""
+    import asyncio
+
+    from bertctl.serving import bind
+
+    async def accepted_nodelay() -> int:
+        seen: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        class Report(asyncio.Protocol):
+            def connection_made(self, transport):
+                seen.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        sock = bind("127.0.0.1", 0)
+        sock.listen()
+        server = await asyncio.get_running_loop().create_server(Report, sock=sock)  # as uvicorn runs our socket
+        with socket.create_connection(sock.getsockname()[:2]):
+            value = await asyncio.wait_for(seen, 10)
+        server.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # a real process (slow)
 
