@@ -148,7 +148,7 @@ class Batcher:
         self.options = options
         self.metrics = metrics
         self.queue: deque[Job] = deque()
-        self.queued_texts = 0
+        self.queued_texts = self.queued_tokens = 0
         self.forward_thread: ThreadPoolExecutor | None = None
         self.tokenizer_thread: ThreadPoolExecutor | None = None
         self._arrived: asyncio.Event | None = None
@@ -190,6 +190,7 @@ class Batcher:
         self.check_room(job.texts)  # again: other requests may have queued while this one was tokenized
         self.queue.append(job)
         self.queued_texts += job.texts
+        self.queued_tokens += job.tokens
         self.metrics.queue_texts.set(self.queued_texts)
         self._arrived.set()
         return job.future
@@ -201,7 +202,7 @@ class Batcher:
         # the wait counts from the oldest job's arrival: under load the queue filled while the last forward
         # pass ran, the deadline has passed, and the batch goes at once; a lone request waits at most max_wait
         deadline = self.queue[0].enqueued + self.options.max_wait_ms / 1000
-        while sum(job.tokens for job in self.queue) < self.options.max_batch_tokens and (left := deadline - time.monotonic()) > 0:
+        while self.queued_tokens < self.options.max_batch_tokens and (left := deadline - time.monotonic()) > 0:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), left)
@@ -211,6 +212,7 @@ class Batcher:
         while self.queue and (not batch or tokens + self.queue[0].tokens <= self.options.max_batch_tokens):
             job = self.queue.popleft()
             self.queued_texts -= job.texts
+            self.queued_tokens -= job.tokens
             if not job.future.done():  # a request cancelled while it waited is skipped
                 batch.append(job)
                 tokens += job.tokens
@@ -488,9 +490,11 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
 
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    page_html = PAGE.read_text(encoding="utf-8")
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+        return HTMLResponse(page_html)
 
     app.add_middleware(AccessLog, metrics=metrics, stream=log_stream)
     return app
