@@ -528,7 +528,11 @@ def serve(model: str | Path | None, options: ServeOptions, *, threads: int | Non
         raise BertctlError(f"--max-wait-ms must be 0 or more, got {options.max_wait_ms}", fix="--max-wait-ms 2, for example")
     require_serve_extra()
     sock = bind(options.host, options.port)
-    backend = Backend.load(model, threads=threads, quantize=quantize, trust_pickle=trust_pickle, batch_size=options.batch_size)
+    try:
+        backend = Backend.load(model, threads=threads, quantize=quantize, trust_pickle=trust_pickle, batch_size=options.batch_size)
+    except BaseException:
+        sock.close()
+        raise
 
     import uvicorn
 
