@@ -25,7 +25,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Sequence
 
 from bertctl.errors import BertctlError
 
@@ -345,8 +345,6 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
 
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from typing import Annotated
-
     from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
     from bertctl import __version__
