@@ -8,6 +8,7 @@
     bertctl predict "Stocks fell as oil prices rose"
     bertctl doctor recipes/agnews.toml --folds 0
     bertctl export runs/agnews && bertctl predict --model runs/agnews/onnx "Stocks fell"
+    bertctl serve runs/agnews
 
 This is the only module that turns errors into exit codes (2: bad input, 1: a failed eval gate).
 Heavy libraries (torch, transformers, datasets) are imported inside commands so `--help` stays instant.
@@ -49,6 +50,8 @@ TrustPickle = Annotated[
     bool,
     typer.Option("--trust-pickle", metavar="", help="also load pickle-only weights (pytorch_model.bin); unpickling can run code, so only for files you trust"),
 ]
+Quantize = Annotated[Optional[str], typer.Option("--quantize", metavar="int8", help="dynamic int8 Linear layers, faster on CPU (scores shift slightly)", show_default=False)]
+Threads = Annotated[Optional[int], typer.Option("--threads", min=1, metavar="N", help="CPU threads (default: the CPUs this process may use)", show_default=False)]
 OutputDir = Annotated[Optional[Path], typer.Option("--output-dir", "-o", metavar="DIR", help="run dir to write (default: the recipe's output.dir; for pretrain, output.dir + '-mlm')", show_default=False)]
 Resume = Annotated[bool, typer.Option("--resume", metavar="", help="continue from the newest checkpoint in the run dir")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", metavar="", help="replace a finished or unfinished run in the run dir")]
@@ -321,8 +324,8 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", "-k", metavar="K", help="also list the K most likely labels")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, metavar="N", help="texts per forward pass")] = 64,
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, metavar="N", help="inputs read, sorted by length and written together: memory grows with N, not with the file")] = 2048,
-    quantize: Annotated[Optional[str], typer.Option("--quantize", metavar="int8", help="dynamic int8 Linear layers, faster on CPU (scores shift slightly)", show_default=False)] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, metavar="N", help="CPU threads (default: the CPUs this process may use)", show_default=False)] = None,
+    quantize: Quantize = None,
+    threads: Threads = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="write predictions to a .jsonl or .csv/.tsv file, which appears whole at the end (FILE.partial until then)", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", metavar="", help="continue the interrupted --output FILE from FILE.partial: no line lost, none twice")] = False,
     as_json: Annotated[bool, typer.Option("--json", metavar="", help="one JSON object per text on stdout: text, label, score, top_k")] = False,
@@ -442,6 +445,34 @@ def export_cli(
         echo_json(export.to_dict(result))
     else:
         typer.echo(export.summary(result))
+
+
+@app.command()
+@handles_errors
+def serve(
+    model: Annotated[Optional[str], typer.Argument(metavar="MODEL", help="run dir or model dir (default runs/latest)", show_default=False)] = None,
+    host: Annotated[str, typer.Option(metavar="ADDR", help="address to listen on; 0.0.0.0 opens the server to other machines")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="N", help="TCP port; 0 takes a free one (printed)")] = 8000,
+    max_batch_tokens: Annotated[int, typer.Option(metavar="N", help="tokens per forward pass that concurrent requests share")] = 16384,
+    max_wait_ms: Annotated[float, typer.Option(metavar="MS", help="how long a request may wait for others to share its forward pass")] = 2.0,
+    max_queue: Annotated[int, typer.Option(metavar="N", help="texts waiting for a forward pass before requests get 503 + Retry-After")] = 1024,
+    max_texts: Annotated[int, typer.Option(metavar="N", help="texts in one request (more: 413)")] = 256,
+    max_body_bytes: Annotated[int, typer.Option(metavar="N", help="request body size (more: 413)")] = 1_000_000,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", metavar="N", help="texts per length-sorted piece of a forward pass (default 8 on CPU, 64 on GPU)", show_default=False)] = None,
+    quantize: Quantize = None,
+    threads: Threads = None,
+    trust_pickle: TrustPickle = False,
+) -> None:
+    """Serve a classifier over HTTP: POST /predict with dynamic micro-batching, /health, /metadata, /metrics, a page at /.
+
+    bertctl serve runs/agnews
+    curl -s 127.0.0.1:8000/predict -d '{"texts": ["Stocks fell as oil prices rose"]}'
+    bertctl serve runs/agnews --port 9000 --max-wait-ms 5 --max-batch-tokens 8192
+    """
+    from bertctl.serving import ServeOptions, serve as run_server
+
+    options = ServeOptions(host, port, max_batch_tokens, max_wait_ms, max_queue, max_texts, max_body_bytes, batch_size)
+    run_server(model, options, threads=threads, quantize=quantize, trust_pickle=trust_pickle)
 
 
 @app.command("fill-mask")

@@ -505,6 +505,16 @@ class PredictResult:
     labels: list[str]
 
 
+EMPTY_TEXT = "empty text: nothing to classify"
+
+
+def rank_labels(labels: Sequence[str], probs: "np.ndarray", top_k: int) -> list[tuple[str, float]]:
+    """One text's `top_k` (label, probability) pairs, most likely first; a tie keeps class-id order."""
+    import numpy as np
+
+    return [(labels[j], float(probs[j])) for j in np.argsort(-probs, kind="stable")[:top_k]]
+
+
 def check_request(classifier: Classifier, top_k: int, has_pairs: bool) -> None:
     n_labels = len(classifier.labels)
     if not 1 <= top_k <= n_labels:
@@ -530,16 +540,14 @@ def score_items(classifier: Classifier, items: Sequence[InputText], *, has_pairs
 
 def label_items(classifier: Classifier, items: Sequence[InputText], probs: "np.ndarray", *, has_pairs: bool, top_k: int = 1) -> list[Prediction]:
     """One Prediction per item, in order, from score_items' probabilities; an empty item gets an error instead of a label."""
-    import numpy as np
 
     rows = iter(probs)
     predictions = []
     for item in items:
         if _is_empty(item, has_pairs):
-            predictions.append(Prediction(item.text, item.pair, item.where, None, None, [], "empty text: nothing to classify", item.row))
+            predictions.append(Prediction(item.text, item.pair, item.where, None, None, [], EMPTY_TEXT, item.row))
             continue
-        p = next(rows)
-        ranked = [(classifier.labels[j], float(p[j])) for j in np.argsort(-p, kind="stable")[:top_k]]
+        ranked = rank_labels(classifier.labels, next(rows), top_k)
         predictions.append(Prediction(item.text, item.pair, item.where, ranked[0][0], ranked[0][1], ranked, row=item.row))
     return predictions
 

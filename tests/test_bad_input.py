@@ -342,6 +342,12 @@ CASES = [
     Case("eval-min-unknown-metric", lambda w: ["eval", w.run(), "--min", "accurcy=0.9"], 2, ("unknown metric 'accurcy'", "did you mean 'accuracy'?")),
     Case("eval-integer-label-outside-the-model", lambda w: ["eval", w.run(), "--data", w.csv("e.csv", [("Parliament votes", "7")])], 2,
          ("e.csv", "integer labels outside 0..3", "7 (line 22", "the model's labels", "World, Sports, Business, Sci/Tech")),
+    # --- serve: everything it refuses before it listens (its HTTP error answers: tests/test_serve.py) --
+    Case("serve-run-dir-missing", lambda w: ["serve", w.path("runs/nope"), "--port", "0"], 2, ("runs/nope", "does not exist")),
+    Case("serve-not-a-sequence-classifier", lambda w: ["serve", w.tiny_bert, "--port", "0"], 2, ("BertModel", "not a sequence classifier")),
+    Case("serve-max-texts-zero", lambda w: ["serve", w.tiny_classifier, "--max-texts", "0"], 2, ("--max-texts must be at least 1",)),
+    Case("serve-negative-wait", lambda w: ["serve", w.tiny_classifier, "--max-wait-ms", "-1"], 2, ("--max-wait-ms must be 0 or more, got -1.0",)),
+    Case("serve-quantize-unknown", lambda w: ["serve", w.tiny_classifier, "--port", "0", "--quantize", "int4"], 2, ("--quantize 'int4' is not supported", "int8")),
 ]
 
 
@@ -432,7 +438,7 @@ def test_bad_input_matrix(case: Case, workspace: Workspace):
 
 
 def test_bad_input_matrix_covers_every_command():
-    commands = ("validate", "tokenize", "train", "eval", "predict", "attention", "pretrain", "fill-mask")
+    commands = ("validate", "tokenize", "train", "eval", "predict", "attention", "pretrain", "fill-mask", "serve")
     refused = {command for command in commands for case in CASES if case.id.startswith(command + "-") and case.exit_code == 2}
     assert refused == set(commands)
     assert sum(case.exit_code == 2 for case in CASES) >= 30 and len({case.id for case in CASES}) == len(CASES)

@@ -152,10 +152,10 @@ def test_cli_foundation_help_does_not_import_heavy_libraries():
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from bertctl.cli import app\n"
-        "for args in (['--help'], ['validate', '--help'], ['tokenize', '--help'], ['schema', '--help']):\n"
+        "for args in (['--help'], ['validate', '--help'], ['tokenize', '--help'], ['schema', '--help'], ['serve', '--help']):\n"
         "    result = CliRunner().invoke(app, args)\n"
         "    assert result.exit_code == 0, (args, result.output)\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'pandas', 'numpy') if m in sys.modules))\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'pandas', 'numpy', 'fastapi', 'uvicorn') if m in sys.modules))\n"
     )
     done = _run(code)
     assert done.returncode == 0, done.stderr

@@ -1,0 +1,549 @@
+"""`bertctl serve`: a trained classifier behind HTTP, many small requests batched into few forward passes.
+
+    bertctl serve runs/agnews                                   # http://127.0.0.1:8000
+    curl -s 127.0.0.1:8000/predict -d '{"texts": ["Stocks fell as oil prices rose"]}'
+    open http://127.0.0.1:8000/ (a page to try texts), /docs (OpenAPI), /metrics (Prometheus)
+
+It reads like text-embeddings-inference's router. A request is checked and tokenized, then waits in a
+bounded queue. One batching task takes from that queue, oldest first, up to a token budget or until the
+oldest request has waited --max-wait-ms, runs one forward pass in a worker thread (torch releases the GIL,
+so the event loop keeps accepting requests meanwhile) and answers each request's future. The forward pass
+is `bertctl predict --file`'s (length-sorted batches, each padded to its own longest text), so 32 clients
+sending one text each cost about what one 32-line file costs.
+
+fastapi, uvicorn and prometheus-client are the optional extra `pip install -e ".[serve]"`; this module
+imports them inside functions, so the rest of bertctl runs without them.
+"""
+
+import asyncio
+import json
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Sequence
+
+from bertctl.errors import BertctlError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from bertctl.prediction import Encoded
+
+SERVE_EXTRA = ("fastapi", "uvicorn", "prometheus_client")
+CPU_BATCH_SIZE = 8
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+PAGE = Path(__file__).with_name("serve_page.html")
+# routes named in metrics; any other path is counted as "other", so scanners can't grow the label set
+ROUTES = ("/", "/predict", "/health", "/metadata", "/metrics", "/docs", "/openapi.json")
+
+
+@dataclass
+class ServeOptions:
+    """What `bertctl serve` flags set; the defaults are the flags' defaults."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch_tokens: int = 16384  # tokens (unpadded) in one forward pass; a larger request still runs, alone
+    max_wait_ms: float = 2.0  # how long the oldest queued request may wait for others to share its forward pass
+    max_queue: int = 1024  # texts waiting for a forward pass; past it a request gets 503 + Retry-After
+    max_texts: int = 256  # texts in one request; more: 413
+    max_body_bytes: int = 1_000_000  # request body; more: 413
+    batch_size: int | None = None  # texts per piece of a forward pass (Backend's default: 8 on CPU, 64 on GPU)
+    drain_seconds: int = 30  # after SIGTERM, how long requests in flight may take to finish
+
+
+def require_serve_extra() -> None:
+    from importlib.util import find_spec
+
+    missing = [name for name in SERVE_EXTRA if find_spec(name) is None]
+    if missing:
+        raise BertctlError(
+            f"bertctl serve needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed",
+            fix='pip install -e ".[serve]"  (or: pip install "bertctl[serve]")',
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# the model: the one place serve calls bertctl.prediction
+
+
+class Backend:
+    """Tokenize texts, and turn token columns into logits and probabilities.
+
+    The server only ever calls these methods, from two single-thread executors (one tokenizes, one runs
+    forward passes), so a backend needs no locks. `load` is where a model dir picks its backend.
+    """
+
+    def __init__(self, classifier, *, batch_size: int | None = None):
+        from bertctl.prediction import DEFAULT_BATCH_SIZE
+
+        self.classifier = classifier
+        # a gathered batch mixes lengths; cut into small length-sorted pieces, each pads little. On CPU 8 texts
+        # a piece beat 32 or 64 by 20-60% per CPU-second on 32 random AG News texts (benchmarks/NOTES.md)
+        self.batch_size = batch_size or (CPU_BATCH_SIZE if classifier.device == "cpu" else DEFAULT_BATCH_SIZE)
+        self.labels: list[str] = list(classifier.labels)
+        self.max_length: int = classifier.max_length
+        self.location = str(classifier.location)
+        self.device = classifier.device
+        self.pair_column: str | None = classifier.settings.text_pair  # set for a sentence-pair run
+        self.problem_type = getattr(classifier.model.config, "problem_type", None) or "single_label_classification"
+        self.name = classifier.backend  # "torch", or "onnxruntime" for an export dir
+
+    @classmethod
+    def load(cls, model: str | Path | None, *, threads: int | None = None, quantize: str | None = None, trust_pickle: bool = False, batch_size: int | None = None) -> "Backend":
+        from bertctl.prediction import load_for_inference
+
+        return cls(load_for_inference(model, quantize=quantize, threads=threads, trust_pickle=trust_pickle), batch_size=batch_size)
+
+    def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> "Encoded":
+        from bertctl.prediction import encode
+
+        return encode(self.classifier, texts, pairs)
+
+    def forward(self, columns: dict[str, list[list[int]]]) -> "np.ndarray":
+        return self.classifier.logits(columns, self.batch_size)  # torch, or onnxruntime for an export dir
+
+    def probabilities(self, logits: "np.ndarray") -> "np.ndarray":
+        from bertctl.prediction import softmax
+
+        return softmax(logits)
+
+
+# ---------------------------------------------------------------------------------------------
+# the queue and the batching task
+
+
+class Overloaded(Exception):
+    """The queue holds --max-queue texts already: the request is refused, to be retried."""
+
+
+@dataclass
+class Job:
+    """One request's tokenized texts, waiting for a forward pass; its future gets their logits."""
+
+    columns: dict[str, list[list[int]]]
+    tokens: int
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.monotonic)
+
+    @property
+    def texts(self) -> int:
+        return len(self.columns["input_ids"])
+
+
+class Batcher:
+    """A bounded queue of jobs and the one task that empties it into forward passes, one at a time."""
+
+    def __init__(self, backend: Backend, options: ServeOptions, metrics: "Metrics"):
+        self.backend = backend
+        self.options = options
+        self.metrics = metrics
+        self.queue: deque[Job] = deque()
+        self.queued_texts = self.queued_tokens = 0
+        self.forward_thread: ThreadPoolExecutor | None = None
+        self.tokenizer_thread: ThreadPoolExecutor | None = None
+        self._arrived: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        # one thread each: a fast tokenizer is not safe to call from two threads at once, and one forward
+        # pass at a time gets all the cores torch was given
+        self.forward_thread = ThreadPoolExecutor(1, thread_name_prefix="bertctl-forward")
+        self.tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="bertctl-tokenize")
+        self._arrived = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="bertctl-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for pool in (self.forward_thread, self.tokenizer_thread):
+            if pool is not None:
+                pool.shutdown(wait=True)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def check_room(self, texts: int) -> None:
+        if self.queued_texts + texts > self.options.max_queue:
+            raise Overloaded(f"{self.queued_texts} texts are waiting (--max-queue {self.options.max_queue})")
+
+    async def tokenize(self, texts: list[str], pairs: list[str] | None) -> "Encoded":
+        return await asyncio.get_running_loop().run_in_executor(self.tokenizer_thread, self.backend.tokenize, texts, pairs)
+
+    def submit(self, columns: dict[str, list[list[int]]]) -> asyncio.Future:
+        """Queue one request's texts; the future resolves to their logits, in order."""
+        job = Job(columns, sum(map(len, columns["input_ids"])), asyncio.get_running_loop().create_future())
+        self.check_room(job.texts)  # again: other requests may have queued while this one was tokenized
+        self.queue.append(job)
+        self.queued_texts += job.texts
+        self.queued_tokens += job.tokens
+        self.metrics.queue_texts.set(self.queued_texts)
+        self._arrived.set()
+        return job.future
+
+    async def _next_batch(self) -> list[Job]:
+        while not self.queue:
+            self._arrived.clear()
+            await self._arrived.wait()
+        # the wait counts from the oldest job's arrival: under load the queue filled while the last forward
+        # pass ran, the deadline has passed, and the batch goes at once; a lone request waits at most max_wait
+        deadline = self.queue[0].enqueued + self.options.max_wait_ms / 1000
+        while self.queued_tokens < self.options.max_batch_tokens and (left := deadline - time.monotonic()) > 0:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                break
+        batch, tokens = [], 0
+        while self.queue and (not batch or tokens + self.queue[0].tokens <= self.options.max_batch_tokens):
+            job = self.queue.popleft()
+            self.queued_texts -= job.texts
+            self.queued_tokens -= job.tokens
+            if not job.future.done():  # a request cancelled while it waited is skipped
+                batch.append(job)
+                tokens += job.tokens
+        self.metrics.queue_texts.set(self.queued_texts)
+        return batch
+
+    async def _run(self) -> None:
+        import numpy as np
+
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            columns = {name: [row for job in batch for row in job.columns[name]] for name in batch[0].columns}
+            started = time.perf_counter()
+            try:
+                logits = await loop.run_in_executor(self.forward_thread, self.backend.forward, columns)
+            except Exception as exc:  # a failed forward pass fails its requests (500), not the server
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            self.metrics.observe_batch(len(columns["input_ids"]), sum(job.tokens for job in batch), time.perf_counter() - started)
+            bounds = np.cumsum([0] + [job.texts for job in batch])
+            for job, start, end in zip(batch, bounds[:-1], bounds[1:]):
+                if not job.future.done():
+                    job.future.set_result(logits[start:end])
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics and the access log
+
+
+class Metrics:
+    """Prometheus metrics of one app (its own registry, so two apps in one process don't mix counts)."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("bertctl_requests", "HTTP requests answered, by path and status", ["path", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "bertctl_request_duration_seconds", "time from request to response, by path", ["path"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
+        self.batch_texts = Histogram("bertctl_batch_texts", "texts per forward pass", registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
+        self.batch_tokens = Histogram("bertctl_batch_tokens", "tokens (unpadded) per forward pass", registry=self.registry, buckets=tuple(2**k for k in range(4, 17)))
+        self.forward_seconds = Histogram("bertctl_forward_duration_seconds", "time of one forward pass", registry=self.registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+        self.queue_texts = Gauge("bertctl_queue_texts", "texts waiting for a forward pass", registry=self.registry)
+        self.texts = Counter("bertctl_texts", "texts classified", registry=self.registry)
+
+    def observe_batch(self, texts: int, tokens: int, seconds: float) -> None:
+        self.batch_texts.observe(texts)
+        self.batch_tokens.observe(tokens)
+        self.forward_seconds.observe(seconds)
+        self.texts.inc(texts)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class AccessLog:
+    """ASGI middleware: one JSON line per request on stderr, and the request metrics."""
+
+    def __init__(self, app, metrics: Metrics, stream=None):
+        self.app = app
+        self.metrics = metrics
+        self.stream = stream
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500  # what the client sees if the app fails before answering
+        scope["bertctl"] = info = {"texts": None}  # the /predict handler fills in its text count
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            seconds = time.perf_counter() - started
+            path = scope["path"] if scope["path"] in ROUTES else "other"
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(seconds)
+            line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), "method": scope["method"], "path": scope["path"], "status": status, "ms": round(seconds * 1000, 2), "texts": info["texts"]}
+            stream = self.stream or sys.stderr
+            stream.write(json.dumps(line) + "\n")
+            stream.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# the app
+
+
+class Refused(Exception):
+    """A request answered with an error status: `message` for people, `detail` (FastAPI's shape) for code."""
+
+    def __init__(self, status: int, message: str, loc: Sequence[Any] | None = None, *, detail: list[dict] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+        self.detail = detail if detail is not None else ([{"loc": list(loc), "msg": message, "type": "value_error"}] if loc is not None else None)
+
+
+async def read_body(request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes `limit` bytes, whatever Content-Length says."""
+    length = request.headers.get("content-length", "")
+    too_large = Refused(413, f"the request body is over the limit of {limit} bytes (--max-body-bytes)")
+    if length.isdigit() and int(length) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(backend: Backend, options: ServeOptions | None = None, *, log_stream=None):
+    """The ASGI app: /predict, /health, /metadata, /metrics, / (a page) and FastAPI's /docs."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+    from bertctl import __version__
+    from bertctl.inputs import is_blank
+    from bertctl.prediction import EMPTY_TEXT, Prediction, rank_labels
+
+    options = options or ServeOptions()
+    metrics = Metrics()
+    batcher = Batcher(backend, options, metrics)
+    labels = backend.labels
+
+    def encodable(text: str) -> str:
+        # JSON can carry a lone surrogate ("\\ud800"), which no tokenizer (nor UTF-8) takes
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"not valid Unicode: a lone surrogate at character {exc.start}") from None
+        return text
+
+    Text = Annotated[str, AfterValidator(encodable)]
+
+    class PredictRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")  # a misspelt field ("text") is named, not ignored
+
+        texts: list[Text] = Field(min_length=1, description=f"texts to classify, at most {options.max_texts}")
+        pairs: list[Text] | None = Field(None, description="second texts, one per text (sentence-pair models)")
+        top_k: int = Field(1, ge=1, le=len(labels), description="how many labels `top_k` lists per text")
+
+    class Ranked(BaseModel):
+        label: str
+        score: float
+
+    class PredictionOut(BaseModel):
+        text: str
+        text_pair: str | None = None
+        label: str | None = Field(description="null for an empty text, which gets `error` instead")
+        score: float | None
+        top_k: list[Ranked]
+        scores: dict[str, float] | None = Field(description="probability of every label")
+        error: str | None = None
+
+    class PredictResponse(BaseModel):
+        predictions: list[PredictionOut]
+        truncated: int = Field(description=f"texts cut at the model's max_length ({backend.max_length} tokens)")
+
+    class ErrorOut(BaseModel):
+        error: str
+        detail: list[dict] | None = None
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="bertctl serve", version=__version__, lifespan=lifespan, description=f"{backend.location}: {', '.join(labels)}")
+    app.state.batcher = batcher
+    app.state.metrics = metrics
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused):
+        body = {"error": exc.message} | ({"detail": exc.detail} if exc.detail is not None else {})
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+    def parse(raw: bytes) -> PredictRequest:
+        try:
+            payload = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise Refused(422, f"the body is not JSON ({exc}); send {{\"texts\": [\"...\"]}}", ["body"]) from None
+        try:
+            return PredictRequest.model_validate(payload)
+        except ValidationError as exc:
+            errors = [
+                {"loc": ["body", *e["loc"]], "msg": e["msg"] if e["loc"] else 'the body should be a JSON object: {"texts": ["..."]}', "type": e["type"]}
+                for e in exc.errors(include_url=False, include_input=False, include_context=False)
+            ]
+            named = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'body'}: {e['msg']}" for e in errors)
+            raise Refused(422, named, detail=errors) from None
+
+    errors = {413: {"model": ErrorOut, "description": "too many texts, or too large a body"}, 422: {"model": ErrorOut, "description": "not JSON, or a field missing, misspelt or of the wrong type (the field is named)"}, 503: {"model": ErrorOut, "description": "the queue is full: retry after Retry-After seconds"}}
+    body_schema = {"requestBody": {"required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}}
+
+    @app.post("/predict", response_model=PredictResponse, responses=errors, openapi_extra=body_schema)
+    async def predict(request: Request):
+        """Label texts: one prediction per text, in input order, with the fields of `bertctl predict --json` plus `scores`."""
+        body = parse(await read_body(request, options.max_body_bytes))
+        texts, pairs = body.texts, body.pairs
+        request.scope.get("bertctl", {})["texts"] = len(texts)
+        if len(texts) > options.max_texts:
+            raise Refused(413, f"{len(texts)} texts in one request, over the limit of {options.max_texts} (--max-texts): send them in several requests")
+        if pairs is not None and len(pairs) != len(texts):
+            raise Refused(422, f"pairs has {len(pairs)} texts and texts has {len(texts)}: give one second text per text", ["body", "pairs"])
+        if backend.pair_column and pairs is None:
+            raise Refused(422, f"this model was trained on sentence pairs (data.text_pair = {backend.pair_column!r}): give \"pairs\", one second text per text", ["body", "pairs"])
+        empty = {i for i, text in enumerate(texts) if is_blank(text) or (pairs is not None and is_blank(pairs[i]))}
+        keep = [i for i in range(len(texts)) if i not in empty]
+        probs, truncated = [], 0
+        if keep:
+            try:
+                batcher.check_room(len(keep))  # before tokenizing: an overloaded server refuses cheaply
+                encoded = await batcher.tokenize([texts[i] for i in keep], [pairs[i] for i in keep] if pairs is not None else None)
+                logits = await batcher.submit(encoded.columns)
+            except Overloaded as exc:
+                raise Refused(503, f"the server is busy: {exc}; retry shortly", headers={"Retry-After": "1"}) from None
+            probs, truncated = backend.probabilities(logits), encoded.truncated
+        rows = iter(probs)
+        out = []
+        for i, text in enumerate(texts):
+            pair = pairs[i] if pairs is not None else None
+            if i in empty:
+                out.append(Prediction(text, pair, f"text {i + 1}", None, None, [], EMPTY_TEXT).to_dict() | {"scores": None})
+                continue
+            p = next(rows)
+            ranked = rank_labels(labels, p, body.top_k)
+            record = Prediction(text, pair, f"text {i + 1}", ranked[0][0], ranked[0][1], ranked).to_dict()
+            out.append(record | {"scores": {label: float(v) for label, v in zip(labels, p)}})
+        return JSONResponse({"predictions": out, "truncated": truncated})
+
+    @app.get("/health")
+    async def health():
+        """200 while the batching task runs; 503 if it stopped."""
+        if not batcher.running:
+            return JSONResponse({"status": "down"}, status_code=503)
+        return {"status": "ok", "queued_texts": batcher.queued_texts}
+
+    @app.get("/metadata")
+    async def metadata():
+        """The model behind /predict and the server's limits."""
+        return {
+            "model": backend.location, "backend": backend.name, "device": str(backend.device), "labels": labels,
+            "problem_type": backend.problem_type, "max_length": backend.max_length, "pairs": bool(backend.pair_column),
+            "batch_size": backend.batch_size,
+            "limits": {"max_texts": options.max_texts, "max_body_bytes": options.max_body_bytes, "max_batch_tokens": options.max_batch_tokens, "max_wait_ms": options.max_wait_ms, "max_queue": options.max_queue},
+            "version": __version__,
+        }
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        """Prometheus text format: requests by path and status, latency, texts and tokens per forward pass, queue depth."""
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    page_html = PAGE.read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return HTMLResponse(page_html)
+
+    app.add_middleware(AccessLog, metrics=metrics, stream=log_stream)
+    return app
+
+
+# ---------------------------------------------------------------------------------------------
+# the process
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A bound socket, not yet listening: a busy port fails now, before the model loads."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        # proto named, not 0: asyncio sets TCP_NODELAY only on sockets that say IPPROTO_TCP, and without it
+        # Nagle holds each response's body until the client's delayed ACK, 40 ms on every keep-alive request
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        raise BertctlError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", fix="pick another port: --port 8001 (--port 0 takes any free one)") from None
+    return sock
+
+
+def serve(model: str | Path | None, options: ServeOptions, *, threads: int | None = None, quantize: str | None = None, trust_pickle: bool = False) -> None:
+    """Run the server until SIGTERM or Ctrl-C; after SIGTERM, requests in flight finish and this returns."""
+    limits = {"--max-batch-tokens": options.max_batch_tokens, "--max-queue": options.max_queue, "--max-texts": options.max_texts, "--max-body-bytes": options.max_body_bytes, "--batch-size": options.batch_size}
+    for name, value in limits.items():
+        if value is not None and value < 1:
+            raise BertctlError(f"{name} must be at least 1, got {value}", fix=f"drop {name} to use its default")
+    if options.max_wait_ms < 0:
+        raise BertctlError(f"--max-wait-ms must be 0 or more, got {options.max_wait_ms}", fix="--max-wait-ms 2, for example")
+    require_serve_extra()
+    sock = bind(options.host, options.port)
+    try:
+        backend = Backend.load(model, threads=threads, quantize=quantize, trust_pickle=trust_pickle, batch_size=options.batch_size)
+    except BaseException:
+        sock.close()
+        raise
+
+    import uvicorn
+
+    app = create_app(backend, options)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=options.drain_seconds))
+    host, port = sock.getsockname()[:2]
+    sock.listen(2048)  # connections made from here on wait in the backlog until uvicorn accepts them
+    shown = f"[{host}]" if ":" in host else host
+    print(f"bertctl serve: {backend.location} ({backend.name}, {backend.device}; labels: {', '.join(backend.labels)})", file=sys.stderr)
+    if options.host not in LOOPBACK:
+        print(f"warning: listening on {options.host}: other machines can reach this server, and it has no authentication", file=sys.stderr)
+    print(f"listening on http://{shown}:{port}  (page /, docs /docs, metrics /metrics; SIGTERM or Ctrl-C stops)", file=sys.stderr, flush=True)
+    # uvicorn re-raises the SIGTERM it caught once it has drained; a handler of ours takes it, so a stop
+    # asked for is a clean exit (0), not a death by signal
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print("bertctl serve: stopped", file=sys.stderr)
