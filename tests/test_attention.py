@@ -180,6 +180,7 @@ def test_attention_positions_random_table_shows_no_distance_structure():
 # CLI
 
 
+@pytest.mark.slow
 def test_attention_cli_writes_layer_pngs_and_index(tiny_classifier_dir, tmp_path):
     out = tmp_path / "report"
     result = runner.invoke(app, ["attention", "--model", str(tiny_classifier_dir), "--out", str(out), "The man went to the store.", "He bought milk."])
@@ -197,6 +198,7 @@ def test_attention_cli_writes_layer_pngs_and_index(tiny_classifier_dir, tmp_path
     assert not list(tmp_path.glob(".report.*"))  # the temp dir was renamed, not left behind
 
 
+@pytest.mark.slow
 def test_attention_cli_layer_and_head_draw_one_png_per_head(tiny_bert_dir, tmp_path):
     out = tmp_path / "one"
     result = runner.invoke(app, ["attention", "-m", str(tiny_bert_dir), "--layer", "1", "--out", str(out), "A short text."])
@@ -207,6 +209,7 @@ def test_attention_cli_layer_and_head_draw_one_png_per_head(tiny_bert_dir, tmp_p
     assert {p.name for p in out.glob("layer*.png")} == {"layer00_head01.png"}
 
 
+@pytest.mark.slow
 def test_attention_cli_default_out_is_a_slug_under_cwd(tiny_bert_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["attention", "-m", str(tiny_bert_dir), "Hello, World!"])
@@ -266,6 +269,7 @@ def test_attention_cli_data_from_recipe(small_recipe, tiny_bert_dir, tmp_path):
     assert json.loads(result.output)["texts"] == 8
 
 
+@pytest.mark.slow
 def test_attention_cli_prints_bracketed_paths_and_texts_verbatim(tiny_bert_dir, tmp_path):
     # rich reads "[red]" as markup and drops it; paths and texts must be printed as they are
     folder = tmp_path / "a[red]b"

@@ -353,7 +353,7 @@ CASES = [
 
 def _case_params():
     for case in CASES:
-        marks = [pytest.mark.slow] if case.slow else []
+        marks = [pytest.mark.slow] if case.slow or case.subprocess else []
         yield pytest.param(case, id=case.id, marks=marks)
 
 
@@ -560,6 +560,7 @@ REASONS = {"read-only": (errno.EROFS, "Read-only file system"), "disk-full": (er
 @pytest.mark.parametrize(
     "case, reason", [pytest.param(case, reason, id=f"{case.id}-{reason}") for case in WRITE_CASES for reason in case.reasons]
 )
+@pytest.mark.slow
 def test_bad_input_write_failure(case: WriteCase, reason: str, workspace: Workspace, mount_works):
     code, words = REASONS[reason]
     folder = BrokenFolder(workspace.root / "broken", code, real=mount_works)

@@ -96,6 +96,7 @@ def test_cli_foundation_schema_lists_every_key():
         assert key in result.stdout
 
 
+@pytest.mark.slow
 def test_cli_foundation_tokenize_recipe_table():
     result = invoke("tokenize", AGNEWS_RECIPE, *SMALL)
     assert result.exit_code == 0, result.output
@@ -110,6 +111,7 @@ def test_cli_foundation_tokenize_recipe_table():
         assert any(line.split()[:1] == [label] for line in lines), label
 
 
+@pytest.mark.slow
 def test_cli_foundation_tokenize_json():
     result = invoke("tokenize", "--json", AGNEWS_RECIPE, *SMALL)
     assert result.exit_code == 0, result.output

@@ -319,6 +319,7 @@ def test_data_tokenize_second_call_is_a_cache_hit(tmp_path, tokenizer, bundled_t
     assert second.sources == first.sources
 
 
+@pytest.mark.slow
 def test_data_tokenize_cache_misses_on_max_length_and_file_bytes(tmp_path, tokenizer):
     write_rows(tmp_path / "t.csv", many_rows(30))
     path = recipe_for(tmp_path, 'train = "t.csv"')
@@ -430,6 +431,7 @@ def test_data_hub_unknown_split_is_a_data_error(monkeypatch):
     assert "nyu-mll/glue/mrpc[validation]" in excinfo.value.message and "Unknown split" in excinfo.value.message
 
 
+@pytest.mark.slow
 def test_data_hub_splits_are_tokenized_once_and_cached_by_fingerprint(monkeypatch, bundled_tokenizer_dir):
     from transformers import AutoTokenizer
 

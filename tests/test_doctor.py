@@ -179,6 +179,7 @@ def test_doctor_json_schema(planted):
     assert "Leaks across splits" in html and "lengths.png" in html
 
 
+@pytest.mark.slow
 def test_doctor_fix_writes_cleaned_copies_and_leaves_originals(planted):
     folder, recipe, p, train, dev, test = planted
     originals = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in ("train.csv", "dev.csv", "test.csv")}
@@ -204,6 +205,7 @@ def test_doctor_fix_writes_cleaned_copies_and_leaves_originals(planted):
     assert json.loads((folder / "again" / "doctor.json").read_text())["leaks"] == []
 
 
+@pytest.mark.slow
 def test_doctor_bad_input_exits_2(planted, tmp_path):
     folder, recipe, *_ = planted
     result = invoke("doctor", folder / "missing.toml")
@@ -261,6 +263,7 @@ def test_doctor_lines_survive_dropped_empty_rows_and_limits(tmp_path, bundled_to
     assert doctor_json(tmp_path)["splits"]["train"]["rows"] == len(train) - 2
 
 
+@pytest.mark.slow
 def test_doctor_pair_recipes_compare_the_pair(tmp_path, bundled_tokenizer_dir):
     rows = [{"a": f"sentence number {i} about markets", "b": f"another sentence {i} about sport", "label": "x" if i % 2 else "y"} for i in range(30)]
     dev = [{"a": rows[0]["a"], "b": "a different second text entirely", "label": "y"}, {"a": rows[1]["a"].upper(), "b": rows[1]["b"] + ".", "label": "x"}]

@@ -125,6 +125,7 @@ def test_evaluation_falls_back_to_validation_without_a_test_split(tmp_path, tiny
         evaluate_run(run, split="test")
 
 
+@pytest.mark.slow
 def test_evaluation_maps_labels_by_name_or_integer_id(run_dir, tmp_path):
     rows = agnews_rows("dev", 60)[30:]
     by_name = write_csv(tmp_path / "names.csv", [{"headline": r["text"], "topic": r["label"]} for r in rows])
@@ -165,6 +166,7 @@ def test_evaluation_missing_data_file_says_paths_resolve_against_the_working_dir
 # the gate
 
 
+@pytest.mark.slow
 def test_evaluation_gate_exit_0_when_thresholds_hold(run_dir):
     overall = evaluate_run(run_dir).metrics.overall
     below = f"accuracy={overall['accuracy'] - 0.01:.4f}"
@@ -174,6 +176,7 @@ def test_evaluation_gate_exit_0_when_thresholds_hold(run_dir):
     assert "gate passed" in result.output
 
 
+@pytest.mark.slow
 def test_evaluation_gate_exit_1_names_metric_value_threshold_and_shortfall(run_dir):
     overall = evaluate_run(run_dir).metrics.overall
     f1 = overall["f1_macro"]
@@ -186,6 +189,7 @@ def test_evaluation_gate_exit_1_names_metric_value_threshold_and_shortfall(run_d
     assert "accuracy" not in result.stderr.split("not met", 1)[1]  # only the failing metric is listed
 
 
+@pytest.mark.slow
 def test_evaluation_gate_log_loss_and_ece_thresholds_are_maximums(run_dir):
     overall = evaluate_run(run_dir).metrics.overall
     tight = overall["log_loss"] - 0.05
@@ -195,6 +199,7 @@ def test_evaluation_gate_log_loss_and_ece_thresholds_are_maximums(run_dir):
     assert invoke("eval", run_dir, "--min", f"ece={overall['ece'] + 0.01:.4f}").exit_code == 0
 
 
+@pytest.mark.slow
 def test_evaluation_gate_merges_recipe_thresholds_and_cli_wins(tmp_path, tiny_classifier_dir):
     probe = evaluate_run(make_run(tmp_path / "probe", tiny_classifier_dir)).metrics.overall
     unreachable = round(min(1.0, probe["accuracy"] + 0.2), 4)

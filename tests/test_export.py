@@ -75,6 +75,7 @@ def texts() -> list[str]:
     return [row["text"] for row in agnews_rows("dev", 120)[80:]] + ["", "a", "word " * 200]
 
 
+@pytest.mark.slow
 def test_export_logits_match_torch_with_equal_labels(exported, run_dir, texts):
     logits = exported.checks["logits"]
     assert logits["passed"] and logits["same_labels"] == 1.0 and logits["same_tokens"] and logits["texts"] == 80

@@ -368,6 +368,7 @@ def test_prediction_file_dash_reads_stdin(tiny_classifier_dir):
     assert [r["text"] for r in json_lines(result.stdout)] == ["one", "two"]
 
 
+@pytest.mark.slow
 def test_prediction_cold_path_imports_no_training_or_eval_libraries(tiny_classifier_dir):
     """The predict command must not drag in datasets/evaluate/matplotlib/pandas (seconds of import time)."""
     code = (

@@ -417,6 +417,7 @@ def test_pretraining_collator_builds_nsp_batches(tokenizer):
     assert torch.equal(again["input_ids"], batch["input_ids"])  # same seed, epoch and index: same pairs and masks
 
 
+@pytest.mark.slow
 def test_pretraining_with_nsp_trains_both_heads_and_fine_tunes(small_recipe, tmp_path, monkeypatch):
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, BertForPreTraining
 

@@ -7,6 +7,8 @@ does load must also survive to_toml() and load back to the same settings.
 
 from __future__ import annotations
 
+import pytest
+
 import tempfile
 from pathlib import Path
 
@@ -146,12 +148,14 @@ def load_checked(content: bytes, overrides: list[str]):
 
 @SETTINGS
 @given(random_documents, st.lists(override_strings(), max_size=3))
+@pytest.mark.slow
 def test_recipe_fuzz_documents_load_or_raise_recipe_error(document, overrides):
     load_checked(tomli_w.dumps(document).encode("utf-8"), overrides)
 
 
 @SETTINGS
 @given(mutated_documents())
+@pytest.mark.slow
 def test_recipe_fuzz_near_valid_documents_load_or_raise_recipe_error(document):
     load_checked(tomli_w.dumps(document).encode("utf-8"), [])
 

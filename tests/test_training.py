@@ -29,6 +29,7 @@ def _metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_training_writes_a_huggingface_native_run_dir(small_recipe):
     result = train(load_recipe(small_recipe), progress=False)
     run = result.run_dir
@@ -56,6 +57,7 @@ def test_training_writes_a_huggingface_native_run_dir(small_recipe):
     assert {p["label"] for p in predictions} <= set(AGNEWS_LABELS)
 
 
+@pytest.mark.slow
 def test_training_learns_on_separable_data(tmp_path, tiny_bert_dir):
     """A test that can fail: the tiny model must beat chance clearly on an easy two-word task."""
     from conftest import write_csv
@@ -87,6 +89,7 @@ def test_training_best_model_ties_break_on_lower_log_loss():
     assert is_better("accuracy", {"accuracy": 0.1, "log_loss": 0.9}, {})  # the first evaluation
 
 
+@pytest.mark.slow
 def test_training_resume_after_stop_matches_uninterrupted_run(small_recipe, tmp_path):
     recipe = load_recipe(small_recipe, ["train.checkpoint_every_steps=3"])
     full = train(recipe, output_dir=tmp_path / "full", progress=False).metrics
@@ -103,6 +106,7 @@ def test_training_resume_after_stop_matches_uninterrupted_run(small_recipe, tmp_
     assert steps == full_steps  # no duplicated log lines after the resume
 
 
+@pytest.mark.slow
 def test_training_resume_inside_a_later_epoch_matches_uninterrupted_run(small_recipe, tmp_path):
     # 3 steps per epoch; stops inside epochs 2 and 3. Resuming past the first epoch boundary once replayed epoch 0's
     # batch order: accelerate's set_epoch doesn't reach the sampler through the loader that skips the done batches
@@ -174,6 +178,7 @@ def test_training_sigint_checkpoints_and_says_how_to_resume(small_recipe, tmp_pa
     assert checkpoints(run) and not (run / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_training_logs_the_recipes_eval_metrics_and_keeps_all_in_metrics_json(small_recipe):
     from bertctl.recipe import METRICS
 
@@ -187,6 +192,7 @@ def test_training_logs_the_recipes_eval_metrics_and_keeps_all_in_metrics_json(sm
     assert set(_metrics(run)["validation"]) == set(METRICS)
 
 
+@pytest.mark.slow
 def test_training_resume_hint_keeps_overrides_and_resume_applies_a_new_log_every_steps(small_recipe, tmp_path):
     import shlex
 
@@ -226,6 +232,7 @@ def test_training_resume_check_reads_one_recipe_and_skips_what_the_task_ignores(
         check_resume_recipe(run, load_recipe(small_recipe, ["train.seed=1"]), {"pretrain."})
 
 
+@pytest.mark.slow
 def test_training_refuses_to_overwrite_a_finished_run(small_recipe):
     first = runner.invoke(app, ["train", str(small_recipe), "train.epochs=1"])
     assert first.exit_code == 0, first.output
@@ -267,6 +274,7 @@ def test_training_bad_settings_exit_2_and_write_nothing(small_recipe, override, 
     assert not (load_recipe(small_recipe).run_dir / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_training_early_stopping_stops(small_recipe, tmp_path):
     recipe = load_recipe(small_recipe, ["train.epochs=6", "train.eval_every_steps=1", "train.early_stopping_patience=2", "train.learning_rate=1e-9"])
     metrics = train(recipe, output_dir=tmp_path / "early", progress=False).metrics
@@ -274,6 +282,7 @@ def test_training_early_stopping_stops(small_recipe, tmp_path):
 
 
 @pytest.mark.parametrize("enabled", [True, False])
+@pytest.mark.slow
 def test_training_cpu_fast_path_follows_the_recipe(small_recipe, tmp_path, monkeypatch, enabled):
     import bertctl.fastpath
 
