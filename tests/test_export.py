@@ -148,6 +148,9 @@ def test_export_eval_on_export_dir_gives_the_torch_json(exported, run_dir, tmp_p
     assert ours["metrics"].keys() == theirs["metrics"].keys() == {"accuracy", "f1_macro"}
     for name, value in theirs["metrics"].items():
         assert ours["metrics"][name] == pytest.approx(value, abs=1e-9)
+    data = write_csv(tmp_path / "labelled.csv", [{"text": r["text"], "topic": r["label"]} for r in agnews_rows("dev", 120)[80:]])
+    scored = [json.loads(invoke("eval", model, "--data", data, "--label", "topic", "--json", "--no-plot", "--report", tmp_path / f"d{i}.json").stdout) for i, model in enumerate((run_dir, exported.output))]
+    assert scored[1]["confusion_matrix"] == scored[0]["confusion_matrix"] and scored[1]["data"]["truncated"] == scored[0]["data"]["truncated"]
 
 
 @pytest.mark.slow  # three exports and four evaluations
