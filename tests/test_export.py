@@ -149,6 +149,9 @@ def test_export_eval_on_export_dir_gives_the_torch_json(exported, run_dir, tmp_p
     assert ours["metrics"].keys() == theirs["metrics"].keys() == {"accuracy", "f1_macro"}
     for name, value in theirs["metrics"].items():
         assert ours["metrics"][name] == pytest.approx(value, abs=1e-9)
+    data = write_csv(tmp_path / "labelled.csv", [{"text": r["text"], "topic": r["label"]} for r in agnews_rows("dev", 120)[80:]])
+    scored = [json.loads(invoke("eval", model, "--data", data, "--label", "topic", "--json", "--no-plot", "--report", tmp_path / f"d{i}.json").stdout) for i, model in enumerate((run_dir, exported.output))]
+    assert scored[1]["confusion_matrix"] == scored[0]["confusion_matrix"] and scored[1]["data"]["truncated"] == scored[0]["data"]["truncated"]
 
 
 @pytest.mark.slow  # three exports and four evaluations
@@ -184,6 +187,21 @@ def test_export_of_a_model_dir_without_recipe_checks_on_random_texts(tmp_path, v
     assert prediction.load_for_inference(result.output).max_length == prediction.load_for_inference(model, device="cpu").max_length == 128
     refused = invoke("export", model, "--quantize", "int8", "--output", tmp_path / "int8")
     assert refused.exit_code == 1 and "no recipe.toml" in refused.output and not (tmp_path / "int8").exists()
+
+
+def test_export_metric_drop_of_exactly_the_limit_is_allowed(run_dir, monkeypatch):
+    import types
+
+    import bertctl.evaluation
+    from bertctl.export import _metric_check
+
+    # the scores of a real run: 899 and 894 of 1,000 right, whose float difference is a hair over 0.5 points
+    scores = {run_dir: 0.899, run_dir / "onnx": 0.894}
+    monkeypatch.setattr(bertctl.evaluation, "evaluate_run", lambda path, split=None: types.SimpleNamespace(
+        metrics=types.SimpleNamespace(overall={"accuracy": scores[Path(path)]}), split=split, source="dev.csv", examples=1000))
+    at_limit = _metric_check(run_dir, run_dir / "onnx", 0.5)
+    assert at_limit["passed"] and at_limit["drop_points"] == 0.5 and (at_limit["torch"], at_limit["onnx"]) == (0.899, 0.894)
+    assert not _metric_check(run_dir, run_dir / "onnx", 0.49)["passed"]
 
 
 def test_export_bad_input_exits_2_and_never_overwrites(exported, run_dir, tmp_path):
