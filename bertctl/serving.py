@@ -8,8 +8,9 @@ It reads like text-embeddings-inference's router. A request is checked and token
 bounded queue. One batching task takes from that queue, oldest first, up to a token budget or until the
 oldest request has waited --max-wait-ms, runs one forward pass in a worker thread (torch releases the GIL,
 so the event loop keeps accepting requests meanwhile) and answers each request's future. The forward pass
-is `bertctl predict --file`'s (length-sorted batches, each padded to its own longest text), so 32 clients
-sending one text each cost about what one 32-line file costs.
+is `bertctl predict --file`'s (length-sorted pieces, each padded to its own longest text): under 32 clients
+sending one text each, a text cost 12.1 CPU ms against 9.1 in `predict --file` and 16.5 one at a time
+(benchmarks/NOTES.md, Serving).
 
 fastapi, uvicorn and prometheus-client are the optional extra `pip install -e ".[serve]"`; this module
 imports them inside functions, so the rest of bertctl runs without them.
