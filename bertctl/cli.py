@@ -458,7 +458,7 @@ def serve(
     max_queue: Annotated[int, typer.Option(metavar="N", help="texts waiting for a forward pass before requests get 503 + Retry-After")] = 1024,
     max_texts: Annotated[int, typer.Option(metavar="N", help="texts in one request (more: 413)")] = 256,
     max_body_bytes: Annotated[int, typer.Option(metavar="N", help="request body size (more: 413)")] = 1_000_000,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", metavar="N", help="texts per length-sorted piece of a forward pass (default 8 on CPU, 64 on GPU)", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", metavar="N", help="texts per length-sorted piece of a forward pass (default 4 on CPU, 64 on GPU)", show_default=False)] = None,
     quantize: Quantize = None,
     threads: Threads = None,
     trust_pickle: TrustPickle = False,

@@ -8,8 +8,9 @@ It reads like text-embeddings-inference's router. A request is checked and token
 bounded queue. One batching task takes from that queue, oldest first, up to a token budget or until the
 oldest request has waited --max-wait-ms, runs one forward pass in a worker thread (torch releases the GIL,
 so the event loop keeps accepting requests meanwhile) and answers each request's future. The forward pass
-is `bertctl predict --file`'s (length-sorted batches, each padded to its own longest text), so 32 clients
-sending one text each cost about what one 32-line file costs.
+is `bertctl predict --file`'s (length-sorted pieces, each padded to its own longest text): under 32 clients
+sending one text each, a text cost 12.1 CPU ms against 9.1 in `predict --file` and 16.5 one at a time
+(benchmarks/NOTES.md, Serving).
 
 fastapi, uvicorn and prometheus-client are the optional extra `pip install -e ".[serve]"`; this module
 imports them inside functions, so the rest of bertctl runs without them.
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from bertctl.prediction import Encoded
 
 SERVE_EXTRA = ("fastapi", "uvicorn", "prometheus_client")
-CPU_BATCH_SIZE = 8
+CPU_BATCH_SIZE = 4
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 PAGE = Path(__file__).with_name("serve_page.html")
 # routes named in metrics; any other path is counted as "other", so scanners can't grow the label set
@@ -53,7 +54,7 @@ class ServeOptions:
     max_queue: int = 1024  # texts waiting for a forward pass; past it a request gets 503 + Retry-After
     max_texts: int = 256  # texts in one request; more: 413
     max_body_bytes: int = 1_000_000  # request body; more: 413
-    batch_size: int | None = None  # texts per piece of a forward pass (Backend's default: 8 on CPU, 64 on GPU)
+    batch_size: int | None = None  # texts per piece of a forward pass (Backend's default: 4 on CPU, 64 on GPU)
     drain_seconds: int = 30  # after SIGTERM, how long requests in flight may take to finish
 
 
@@ -83,8 +84,8 @@ class Backend:
         from bertctl.prediction import DEFAULT_BATCH_SIZE
 
         self.classifier = classifier
-        # a gathered batch mixes lengths; cut into small length-sorted pieces, each pads little. On CPU 8 texts
-        # a piece beat 32 or 64 by 20-60% per CPU-second on 32 random AG News texts (benchmarks/NOTES.md)
+        # a gathered batch mixes lengths; cut into small length-sorted pieces, each pads little. On CPU, pieces
+        # of 4 cost 9% less CPU per text than 8 and 16% less than 16 under 32 clients (benchmarks/NOTES.md)
         self.batch_size = batch_size or (CPU_BATCH_SIZE if classifier.device == "cpu" else DEFAULT_BATCH_SIZE)
         self.labels: list[str] = list(classifier.labels)
         self.max_length: int = classifier.max_length
