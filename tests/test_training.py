@@ -129,10 +129,10 @@ def test_training_resume_inside_a_later_epoch_matches_uninterrupted_run(small_re
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_at", [4, 13, 25])
 def test_training_survives_kill_9_and_resumes_exactly(small_recipe, tmp_path, kill_at):
-    # 40 steps (10 an epoch), so a kill at step 25 still lands well before the end when a busy machine delays the
+    # 50 steps (10 an epoch), so a kill at step 25 still lands well before the end when a busy machine delays the
     # polling below (with 20 steps a kill at 13 failed once, unreproduced in 14 reruns; the short tail is the likely
     # race). 13 and 25 resume from a checkpoint inside epoch 2 and 3.
-    overrides = ["train.checkpoint_every_steps=2", "train.epochs=4"]
+    overrides = ["train.checkpoint_every_steps=2", "train.epochs=5"]  # 50 steps: a kill at 25 has 25 steps of margin
     full = train(load_recipe(small_recipe, overrides), output_dir=tmp_path / "full", progress=False).metrics
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "bertctl", "train", str(small_recipe), *overrides, "--output-dir", str(run)]
@@ -140,7 +140,8 @@ def test_training_survives_kill_9_and_resumes_exactly(small_recipe, tmp_path, ki
     log = run / "train_log.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline:
-        if log.is_file() and any(json.loads(l)["step"] >= kill_at for l in log.read_text().splitlines() if l.strip()):
+        # only newline-terminated lines: the log may be caught in the middle of a write
+        if log.is_file() and any(json.loads(l)["step"] >= kill_at for l in log.read_text().split("\n")[:-1] if l.strip()):
             break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
