@@ -160,3 +160,17 @@ def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def train_tiny_run(prefix: str) -> Path:
+    """--quick: a 1-epoch, 300-row AG News run in a temp dir, to measure prediction paths on."""
+    import tempfile
+
+    from bertctl.recipe import load_recipe
+    from bertctl.training import train
+
+    recipe = load_recipe(AGNEWS_RECIPE, ["train.epochs=1", "data.limit.train=300", "data.limit.validation=100"])
+    out = Path(tempfile.mkdtemp(prefix=prefix)) / "run"
+    print(f"# --quick: training a tiny run into {out} (1 epoch, 300 rows) ...", flush=True)
+    train(recipe, output_dir=out, progress=False)
+    return out

@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import AGNEWS, AGNEWS_RECIPE, REPO, command_line, cpu_model, load_average, median, table  # noqa: E402
+from common import AGNEWS, REPO, train_tiny_run, command_line, cpu_model, load_average, median, table  # noqa: E402
 
 TEXT = "Stocks fell as oil prices rose"
 PIPELINE_FILE = """
@@ -62,15 +62,6 @@ def timed(cmd: list[str]) -> float:
     return wall
 
 
-def train_tiny_run() -> Path:
-    from bertctl.recipe import load_recipe
-    from bertctl.training import train
-
-    recipe = load_recipe(AGNEWS_RECIPE, ["train.epochs=1", "data.limit.train=300", "data.limit.validation=100"])
-    out = Path(tempfile.mkdtemp(prefix="bench-export-run-")) / "run"
-    print(f"# --quick: training a tiny run into {out} (1 epoch, 300 rows) ...", flush=True)
-    train(recipe, output_dir=out, progress=False)
-    return out
 
 
 def exporter_choice(run_dir: Path, work: Path, texts: list[str], rounds: int) -> dict:
@@ -117,7 +108,7 @@ def main() -> None:
     texts, gold = rows["text"].astype(str).str.replace("\n", " ").tolist(), rows["label"].astype(str).tolist()
     n_dev = min(len(dev), len(texts))
 
-    run_dir = train_tiny_run() if args.quick else (REPO / args.run_dir if not Path(args.run_dir).is_absolute() else Path(args.run_dir))
+    run_dir = train_tiny_run("bench-export-run-") if args.quick else (REPO / args.run_dir if not Path(args.run_dir).is_absolute() else Path(args.run_dir))
     if not (run_dir / "config.json").is_file():
         raise SystemExit(f"{run_dir} is not a trained run: train one with `bertctl train recipes/agnews.toml`, pass --run-dir, or use --quick")
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))

@@ -24,26 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import AGNEWS, AGNEWS_RECIPE, REPO, command_line, load_average, machine_summary, table  # noqa: E402
+from common import AGNEWS, REPO, train_tiny_run, command_line, load_average, machine_summary, table  # noqa: E402
 
 QUICK_TEXTS = 300
 
 
-def train_tiny_run() -> Path:
-    from bertctl.recipe import load_recipe
-    from bertctl.training import train
-
-    recipe = load_recipe(AGNEWS_RECIPE, ["train.epochs=1", "data.limit.train=300", "data.limit.validation=100"])
-    out = Path(tempfile.mkdtemp(prefix="bench-predict-run-")) / "run"
-    print(f"# --quick: training a tiny run into {out} (1 epoch, 300 rows) ...", flush=True)
-    train(recipe, output_dir=out, progress=False)
-    return out
 
 
 def main() -> None:
@@ -61,7 +51,7 @@ def main() -> None:
         dev = dev.head(QUICK_TEXTS)
     texts, gold = dev["text"].astype(str).tolist(), dev["label"].astype(str).tolist()
 
-    run_dir = train_tiny_run() if args.quick else (REPO / args.run_dir if not Path(args.run_dir).is_absolute() else Path(args.run_dir))
+    run_dir = train_tiny_run("bench-predict-run-") if args.quick else (REPO / args.run_dir if not Path(args.run_dir).is_absolute() else Path(args.run_dir))
     if not (run_dir / "config.json").is_file():
         raise SystemExit(f"{run_dir} is not a trained run: train one with `bertctl train recipes/agnews.toml`, pass --run-dir, or use --quick")
 
