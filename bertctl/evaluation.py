@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from bertctl.errors import BertctlError, DataError, Problem, RunError
-from bertctl.recipe import METRICS, SPLITS, EvalSection
+from bertctl.recipe import DEFAULT_METRICS, METRICS, SPLITS
 
 if TYPE_CHECKING:
     from bertctl.metrics import ClassificationMetrics
@@ -285,7 +285,7 @@ def evaluate_run(
         raise DataError(f"{loaded.source}: no examples to evaluate", fix="point --data or the recipe's split at labelled rows")
     merged = merge_thresholds(recipe_thresholds, thresholds)
     # eval.metrics decides what is reported; a gated metric is always reported beside its gate
-    wanted = (recipe.eval.metrics if recipe is not None else classifier.settings.metrics) or EvalSection().metrics
+    wanted = (recipe.eval.metrics if recipe is not None else classifier.settings.metrics) or DEFAULT_METRICS["single_label_classification"]
     reported = [name for name in METRICS if name in wanted or name in merged]
     size = batch_size or (recipe.train.eval_batch_size if recipe is not None else classifier.settings.eval_batch_size) or DEFAULT_BATCH_SIZE
     logits = classifier.logits(loaded.columns, batch_size=size)

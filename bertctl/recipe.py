@@ -29,6 +29,9 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DATA_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt"}
 SPLITS = ("train", "validation", "test")
 
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+TRUNCATIONS = ("head", "tail", "head+tail")
+
 # metric name -> greater is better; `evaluation` computes all of them offline
 METRICS = {
     "accuracy": True,
@@ -44,9 +47,38 @@ METRICS = {
     "mcc": True,
     "log_loss": False,
     "ece": False,
+    # multi-label
+    "subset_accuracy": True,
+    "hamming_loss": False,
+    "roc_auc_macro": True,
+    # regression
+    "pearson": True,
+    "spearman": True,
+    "mse": False,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
 }
 # the values a metric can take, for checking thresholds; [0, 1] unless listed
-METRIC_RANGES = {"mcc": (-1.0, 1.0), "log_loss": (0.0, math.inf)}
+METRIC_RANGES = {
+    "mcc": (-1.0, 1.0), "log_loss": (0.0, math.inf), "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0),
+    "mse": (0.0, math.inf), "rmse": (0.0, math.inf), "mae": (0.0, math.inf), "r2": (-math.inf, 1.0),
+}
+_AVERAGED = [f"{m}_{a}" for m in ("f1", "precision", "recall") for a in ("macro", "micro", "weighted")]
+# the metrics each problem type has, and its defaults: what eval reports, and what picks the best checkpoint
+PROBLEM_METRICS = {
+    "single_label_classification": ["accuracy", *_AVERAGED, "mcc", "log_loss", "ece"],
+    "multi_label_classification": [*_AVERAGED, "subset_accuracy", "hamming_loss", "roc_auc_macro", "log_loss"],
+    "regression": ["pearson", "spearman", "mse", "rmse", "mae", "r2"],
+}
+DEFAULT_METRICS = {
+    "single_label_classification": ["accuracy", "f1_macro"],
+    "multi_label_classification": ["f1_macro", "f1_micro", "subset_accuracy"],
+    "regression": ["pearson", "spearman", "rmse"],
+}
+DEFAULT_METRIC_FOR_BEST = {"single_label_classification": "accuracy", "multi_label_classification": "f1_macro", "regression": "spearman"}
+# the validation loss that breaks ties between equal best-metric values
+TIE_BREAK = {"single_label_classification": "log_loss", "multi_label_classification": "log_loss", "regression": "mse"}
 
 # accelerate's LoggerType values, listed here so validating a recipe doesn't import accelerate
 TRACKERS = ["all", "aim", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive", "swanlab"]
@@ -63,6 +95,14 @@ class ModelSection:
         metadata=_meta("hub id or local model dir (a relative dir is looked up in the working dir, then the recipe's folder)"),
     )
     max_length: int = field(default=128, metadata=_meta("tokens per input, [CLS] and [SEP] included", min=8, max=8192))
+    problem_type: str = field(
+        default="single_label_classification",
+        metadata=_meta("what the head predicts: one class, any number of labels (sigmoid per label), or a number", choices=list(PROBLEM_TYPES)),
+    )
+    truncation: str = field(
+        default="head",
+        metadata=_meta("which tokens a too-long text keeps: the first, the last, or the first quarter and last three quarters (head+tail, Sun et al. 2019)", choices=list(TRUNCATIONS)),
+    )
 
 
 @dataclass
@@ -81,8 +121,12 @@ class DataSection:
     test: str | None = field(default=None, metadata=_meta("test file or split name"))
     text: str = field(default="text", metadata=_meta("column with the (first) text"))
     text_pair: str | None = field(default=None, metadata=_meta("column with the second text: [CLS] A [SEP] B [SEP]"))
-    label: str = field(default="label", metadata=_meta("column with the label (a name or an integer id)"))
-    labels: list[str] | None = field(default=None, metadata=_meta("label names in class-id order (default: inferred from train)"))
+    label: str | list[str] = field(
+        default="label",
+        metadata=_meta("column with the label (a name or an integer id; multi-label: a list of names; regression: a number), or, multi-label, a list of 0/1 columns, one per label"),
+    )
+    label_separator: str | None = field(default=None, metadata=_meta("multi-label: the label column holds names joined by this, e.g. 'joy,surprise'"))
+    labels: list[str] | None = field(default=None, metadata=_meta("label names in class-id order (default: inferred from train; regression: none)"))
     validation_fraction: float | None = field(
         default=None, metadata=_meta("carve this share of train into validation when there is none", gt=0.0, lt=1.0)
     )
@@ -104,7 +148,14 @@ class TrainSection:
     seed: int = field(default=42, metadata=_meta("seeds data order, head init, dropout", min=0))
     mixed_precision: str = field(default="no", metadata=_meta("accelerate mixed precision", choices=["no", "fp16", "bf16"]))
     early_stopping_patience: int = field(default=0, metadata=_meta("stop after this many evaluations without gain (0 = off)", min=0))
-    metric_for_best: str = field(default="accuracy", metadata=_meta("validation metric that picks the best checkpoint", choices=list(METRICS)))
+    metric_for_best: str | None = field(
+        default=None,
+        metadata=_meta("validation metric that picks the best checkpoint (default: accuracy; multi-label f1_macro; regression spearman)", choices=list(METRICS)),
+    )
+    class_weights: str | list[float] = field(
+        default="none",
+        metadata=_meta("weight the loss per class: 'none', 'balanced' (inverse train frequency; multi-label: BCE pos_weight per label), or one weight per label"),
+    )
     eval_every_steps: int = field(default=0, metadata=_meta("also evaluate every N optimizer steps (0 = each epoch only)", min=0))
     log_every_steps: int = field(default=10, metadata=_meta("optimizer steps between log lines", min=1))
     save_total_limit: int = field(default=2, metadata=_meta("keep the newest K checkpoints", min=1))
@@ -117,10 +168,11 @@ class TrainSection:
 
 @dataclass
 class EvalSection:
-    metrics: list[str] = field(
-        default_factory=lambda: ["accuracy", "f1_macro"], metadata=_meta("metrics to report", each_choice=list(METRICS), min_items=1)
+    metrics: list[str] | None = field(
+        default=None,
+        metadata=_meta("metrics to report (default: accuracy, f1_macro; multi-label f1_macro, f1_micro, subset_accuracy; regression pearson, spearman, rmse)", each_choice=list(METRICS), min_items=1),
     )
-    thresholds: dict[str, float] = field(default_factory=dict, metadata=_meta("CI gate: metric = minimum (maximum for log_loss, ece)"))
+    thresholds: dict[str, float] = field(default_factory=dict, metadata=_meta("CI gate: metric = minimum (maximum for log_loss, ece, hamming_loss, mse, rmse, mae)"))
     split: str = field(default="test", metadata=_meta("split `bertctl eval` uses (validation when there is no test)", choices=list(SPLITS)))
 
 
@@ -502,8 +554,9 @@ def _check_recipe(recipe: Recipe, problems: list[Problem], failed: set[str] | No
             problems.append(Problem("data.labels", f"repeated names {dupes!r}", "list each class once"))
     if d.text_pair is not None and d.text_pair == d.text and ok("data.text", "data.text_pair"):
         problems.append(Problem("data.text_pair", f"is the same column as data.text ({d.text!r})", "name the second text column"))
-    if d.label in {d.text, d.text_pair} and ok("data.label", "data.text", "data.text_pair"):
-        problems.append(Problem("data.label", f"{d.label!r} is also a text column", "name the label column"))
+    for column in label_columns(recipe):
+        if column in {d.text, d.text_pair} and ok("data.label", "data.text", "data.text_pair"):
+            problems.append(Problem("data.label", f"{column!r} is also a text column", "name the label column"))
     has_validation = d.validation is not None or d.validation_fraction is not None
     if recipe.train.early_stopping_patience > 0 and not has_validation and ok("data.validation", "data.validation_fraction"):
         problems.append(
@@ -519,6 +572,70 @@ def _check_recipe(recipe: Recipe, problems: list[Problem], failed: set[str] | No
         problem = threshold_problem(f"eval.thresholds.{metric}", metric, value)
         if problem is not None:
             problems.append(problem)
+    _check_problem_type(recipe, problems, ok)
+
+
+def label_columns(recipe: Recipe) -> list[str]:
+    """The column(s) labels come from: one, or one 0/1 column per label (multi-label, Jigsaw-style)."""
+    return list(recipe.data.label) if isinstance(recipe.data.label, list) else [recipe.data.label]
+
+
+def _check_problem_type(recipe: Recipe, problems: list[Problem], ok) -> None:
+    """Keys that only some problem types have; then the per-type defaults of eval.metrics and metric_for_best."""
+    d, t, kind = recipe.data, recipe.train, recipe.model.problem_type
+    if not ok("model.problem_type"):
+        return
+    multi, regression = kind == "multi_label_classification", kind == "regression"
+    set_multi = "set model.problem_type = 'multi_label_classification'"
+    if isinstance(d.label, list) and ok("data.label"):
+        if not multi:
+            problems.append(Problem("data.label", f"lists {len(d.label)} columns, one per label, which only multi-label data has", f"{set_multi}, or name one label column"))
+        elif len(d.label) < 2:
+            problems.append(Problem("data.label", f"lists a single 0/1 column {d.label!r}", "list one column per label, or name one label column"))
+        elif len(set(d.label)) < len(d.label):
+            problems.append(Problem("data.label", f"repeats columns: {sorted({c for c in d.label if d.label.count(c) > 1})!r}", "list each label column once"))
+        elif d.labels is not None and ok("data.labels") and list(d.labels) != list(d.label):
+            problems.append(Problem("data.labels", f"is {d.labels!r}, but the labels are the columns data.label lists ({d.label!r})", "remove data.labels: the 0/1 columns name the labels, in their order"))
+        if d.label_separator is not None and ok("data.label_separator"):
+            problems.append(Problem("data.label_separator", "is set, but data.label lists one 0/1 column per label", "remove data.label_separator (it splits one column of joined names)"))
+    if d.label_separator is not None and not multi and ok("data.label_separator"):
+        problems.append(Problem("data.label_separator", f"is set ({d.label_separator!r}), but model.problem_type is {kind!r}", f"{set_multi}, or remove data.label_separator"))
+    if regression and d.labels is not None and ok("data.labels"):
+        problems.append(Problem("data.labels", "is set, but regression predicts a number, not a class", "remove data.labels"))
+    weights = t.class_weights
+    if ok("train.class_weights"):
+        if isinstance(weights, str) and weights not in ("none", "balanced"):
+            problems.append(Problem("train.class_weights", f"must be 'none', 'balanced' or a list of weights, got {weights!r}", did_you_mean(weights, ["none", "balanced"], "write it like: class_weights = \"balanced\"")))
+        elif regression and weights != "none":
+            problems.append(Problem("train.class_weights", "is set, but regression has no classes to weight", "remove train.class_weights"))
+        elif isinstance(weights, list):
+            if any(not math.isfinite(w) or w <= 0 for w in weights):
+                problems.append(Problem("train.class_weights", f"has a weight that is not > 0: {weights!r}", "give every label a positive weight"))
+            names = d.labels if d.labels is not None else (d.label if isinstance(d.label, list) else None)
+            if names is not None and len(weights) != len(names):
+                problems.append(Problem("train.class_weights", f"has {len(weights)} weights for {len(names)} labels ({', '.join(names)})", "give one weight per label, in the labels' order"))
+    if d.text_pair is not None and recipe.model.truncation != "head" and ok("model.truncation", "data.text_pair"):
+        problems.append(
+            Problem("model.truncation", f"is {recipe.model.truncation!r}, but the inputs are pairs (data.text_pair)", "pairs are cut longest-first from their ends: use truncation = 'head'")
+        )
+    allowed = PROBLEM_METRICS[kind]
+    kind_words = kind.replace("_", "-").replace("-classification", "")
+
+    def wrong_kind(key: str, metric: str) -> None:
+        if metric in METRICS and metric not in allowed:
+            problems.append(Problem(key, f"{metric!r} is not a {kind_words} metric", did_you_mean(metric, allowed, f"choose from {', '.join(allowed)}")))
+
+    if recipe.eval.metrics is not None and ok("eval.metrics"):
+        for metric in recipe.eval.metrics:
+            wrong_kind("eval.metrics", metric)
+    if t.metric_for_best is not None and ok("train.metric_for_best"):
+        wrong_kind("train.metric_for_best", t.metric_for_best)
+    for metric in recipe.eval.thresholds:
+        wrong_kind(f"eval.thresholds.{metric}", metric)
+    if recipe.eval.metrics is None:
+        recipe.eval.metrics = list(DEFAULT_METRICS[kind])
+    if t.metric_for_best is None:
+        t.metric_for_best = DEFAULT_METRIC_FOR_BEST[kind]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ from sklearn import metrics as skm
 from typer.testing import CliRunner
 
 from bertctl.cli import app
-from bertctl.recipe import METRICS
+from bertctl.recipe import PROBLEM_METRICS
+
+METRICS = PROBLEM_METRICS["single_label_classification"]
 from bertctl.errors import BertctlError, DataError, RunError
 from bertctl.evaluation import evaluate_run, merge_thresholds, parse_min_options
 from conftest import AGNEWS_LABELS, agnews_rows, write_csv

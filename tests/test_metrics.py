@@ -9,7 +9,9 @@ from sklearn.calibration import calibration_curve
 
 from bertctl import metrics
 from bertctl.metrics import functional as F
-from bertctl.recipe import METRICS
+from bertctl.recipe import PROBLEM_METRICS
+
+METRICS = PROBLEM_METRICS["single_label_classification"]
 
 
 def _random_case(seed: int, n: int = 200, k: int = 5, absent: tuple[int, ...] = ()):

@@ -91,8 +91,8 @@ def test_recipe_defaults_match_describe_schema():
 
 def test_recipe_default_mutable_values_are_not_shared():
     a, b = Recipe(), Recipe()
-    a.eval.metrics.append("mcc")
-    assert b.eval.metrics == ["accuracy", "f1_macro"]
+    a.train.log_with.append("tensorboard")
+    assert b.train.log_with == []
 
 
 def test_recipe_integer_accepted_for_number(tmp_path):

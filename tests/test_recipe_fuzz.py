@@ -67,9 +67,12 @@ def typed_value(type_name: str):
         "number": st.one_of(st.floats(-2, 2), st.floats()),
         "true/false": st.booleans(),
         "list of string": st.lists(st.one_of(st.sampled_from(REAL_VALUES), text), max_size=5),
+        "list of number": st.lists(st.one_of(st.floats(-1, 5), st.integers(-1, 3)), max_size=5),
         "table of number": st.dictionaries(st.one_of(st.sampled_from(["accuracy", "mcc", "log_loss", "ece", "acuracy"]), text), st.one_of(st.floats(), st.integers(-2, 2), text), max_size=4),
-    }[type_name.replace("strings", "string").replace("numbers", "number")]
-    return st.one_of(own, own, own, values)
+    }
+    kinds = type_name.replace("strings", "string").replace("numbers", "number").split(" or ")
+    typed = st.one_of(*(own[kind] for kind in kinds))
+    return st.one_of(typed, typed, typed, values)
 
 
 SCHEMA_TYPES = {row[0]: row[1] for row in describe_schema()}

@@ -181,7 +181,8 @@ def test_training_sigint_checkpoints_and_says_how_to_resume(small_recipe, tmp_pa
 
 @pytest.mark.slow
 def test_training_logs_the_recipes_eval_metrics_and_keeps_all_in_metrics_json(small_recipe):
-    from bertctl.recipe import METRICS
+    from bertctl.recipe import PROBLEM_METRICS as ALL
+    METRICS = ALL["single_label_classification"]
 
     result = runner.invoke(app, ["train", str(small_recipe), "train.epochs=1", 'eval.metrics=["mcc"]', "train.metric_for_best=ece"])
     assert result.exit_code == 0, result.output

@@ -98,7 +98,7 @@ def classification_metrics(references: Sequence[int], probabilities: "np.ndarray
         }
         for i, label in enumerate(labels)
     }
-    from bertctl.recipe import METRICS
+    from bertctl.recipe import PROBLEM_METRICS
 
-    overall = {name: float(overall[name]) for name in METRICS}  # the recipe's order, which people read in
+    overall = {name: float(overall[name]) for name in PROBLEM_METRICS["single_label_classification"]}  # the recipe's order, which people read in
     return ClassificationMetrics(overall, per_class, [[int(c) for c in row] for row in matrix], list(labels))
