@@ -21,8 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bertctl.errors import DataError, Problem, RecipeError
-from bertctl.inputs import blank_text_problem, column_problems, encode_labels, first_line, infer_labels, read_table, read_texts
-from bertctl.recipe import SPLITS, Recipe, load_recipe
+from bertctl.inputs import (
+    blank_text_problem, column_problems, encode_indicators, encode_labels, encode_multi_labels, encode_numbers, first_line, infer_labels,
+    infer_multi_labels, read_table, read_texts,
+)
+from bertctl.recipe import SPLITS, Recipe, label_columns, load_recipe
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,15 +76,21 @@ def _read_split_frames(recipe: Recipe) -> tuple[dict[str, "pd.DataFrame"], dict[
                     f"could not load hub dataset split {where}: {first_line(exc)}",
                     fix="check data.dataset/subset and split names; offline, download it once or point data.train at local files",
                 ) from None
-            feature = ds.features.get(recipe.data.label)
+            label_column = recipe.data.label if isinstance(recipe.data.label, str) else None
+            feature = ds.features.get(label_column) if label_column else None
             frame = ds.to_pandas()
-            if feature is not None and hasattr(feature, "names"):
+            inner = getattr(feature, "feature", None)  # Sequence(ClassLabel), as go_emotions' labels
+            if inner is not None and hasattr(inner, "names"):
+                names = list(inner.names)
+                declared = declared or names
+                frame[label_column] = [[names[v] if isinstance(v, (int, np.integer)) and 0 <= v < len(names) else v for v in cell] for cell in frame[label_column]]
+            elif feature is not None and hasattr(feature, "names"):
                 names = list(feature.names)
                 declared = declared or names
                 # class ids become the dataset's own class names, so data.labels is matched by name: a
                 # recipe listing the names in another order must not silently swap classes. -1 (GLUE's
                 # hidden test labels) stays -1 and is reported.
-                frame[recipe.data.label] = [names[v] if isinstance(v, (int, np.integer)) and 0 <= v < len(names) else v for v in frame[recipe.data.label]]
+                frame[label_column] = [names[v] if isinstance(v, (int, np.integer)) and 0 <= v < len(names) else v for v in frame[label_column]]
             frames[split] = frame
             sources[split] = where
     else:
@@ -98,15 +107,26 @@ def load_data(recipe: Recipe) -> LoadedData:
     from datasets import Dataset
 
     d = recipe.data
+    kind = recipe.model.problem_type
     frames, sources, declared = _read_split_frames(recipe)
     problems: list[Problem] = []
     text_columns = [d.text] + ([d.text_pair] if d.text_pair else [])
     for split, frame in frames.items():
-        problems += column_problems(list(frame.columns), {"data.text": d.text, "data.text_pair": d.text_pair, "data.label": d.label}, sources[split])
+        problems += column_problems(list(frame.columns), {"data.text": d.text, "data.text_pair": d.text_pair}, sources[split])
+        for column in label_columns(recipe):
+            problems += column_problems(list(frame.columns), {"data.label": column}, sources[split])
     if problems:
         raise RecipeError(recipe.source, problems)
 
-    labels = d.labels or declared or infer_labels(list(frames["train"][d.label]))
+    indicators = isinstance(d.label, list)
+    if kind == "regression":
+        labels = [d.label]  # one output, named after what it predicts
+    elif indicators:
+        labels = list(d.label)
+    elif kind == "multi_label_classification":
+        labels = d.labels or declared or infer_multi_labels(list(frames["train"][d.label]), d.label_separator)
+    else:
+        labels = d.labels or declared or infer_labels(list(frames["train"][d.label]))
     # whose labels these are decides the advice for a value outside them
     owner, fix = "the recipe", "add them to data.labels, or fix those rows"
     if not d.labels:
@@ -124,20 +144,29 @@ def load_data(recipe: Recipe) -> LoadedData:
         elif problem is not None:
             problems.append(problem)
         key = "data.label" if split == "train" else f"data.{split}"
-        ids, label_problems = encode_labels(list(frame[d.label]), labels, key, sources[split], [int(i) for i in frame.index], path=path, owner=owner, fix=fix)
+        rows = [int(i) for i in frame.index]
+        if kind == "regression":
+            targets, label_problems = encode_numbers(list(frame[d.label]), key, sources[split], rows, path=path)
+        elif indicators:
+            targets, label_problems = encode_indicators(frame, labels, key, sources[split], path=path)
+        elif kind == "multi_label_classification":
+            targets, label_problems = encode_multi_labels(
+                list(frame[d.label]), labels, key, sources[split], rows, separator=d.label_separator, path=path, owner=owner, fix=fix
+            )
+        else:
+            targets, label_problems = encode_labels(list(frame[d.label]), labels, key, sources[split], rows, path=path, owner=owner, fix=fix)
         problems += label_problems
         columns = {"text": frame[d.text].astype(str).tolist()}
         if d.text_pair:
             columns["text_pair"] = frame[d.text_pair].astype(str).tolist()
-        columns["label"] = ids
+        columns["label"] = targets
         encoded[split] = columns
     if "train" in encoded and not encoded["train"]["label"] and not problems:
         problems.append(Problem("data.train", f"no rows left in {sources['train']} after dropping {dropped.get('train', 0)} with empty texts", "fill in the texts"))
-    if not problems and "train" in encoded:
-        present = set(encoded["train"]["label"])
-        if len(present) < 2:
-            only = labels[next(iter(present))] if present else "(none)"
-            problems.append(Problem("data.train", f"has a single class ({only!r}) in {sources['train']}: nothing to learn", "train on data with at least two classes"))
+    if not problems and encoded.get("train", {}).get("label"):
+        problem = _nothing_to_learn(kind, encoded["train"]["label"], labels, sources["train"])
+        if problem is not None:
+            problems.append(problem)
     if problems:
         raise RecipeError(recipe.source, problems)
 
@@ -148,6 +177,23 @@ def load_data(recipe: Recipe) -> LoadedData:
             # a seeded random sample rather than the first rows: files are often sorted by label
             splits[split] = splits[split].shuffle(seed=recipe.train.seed).select(range(limit))
     return LoadedData(splits, list(labels), sources, dropped, is_pair=d.text_pair is not None)
+
+
+def _nothing_to_learn(kind: str, targets: list, labels: list[str], source: str) -> Problem | None:
+    """Training data with a single class, no labels at all, or one constant value teaches nothing."""
+    if kind == "regression":
+        if min(targets) == max(targets):
+            return Problem("data.train", f"every label in {source} is {targets[0]:g}: nothing to learn", "train on data whose labels vary")
+        return None
+    if kind == "multi_label_classification":
+        if not any(any(row) for row in targets):
+            return Problem("data.train", f"no row of {source} has any label: nothing to learn", "train on rows with labels")
+        return None
+    present = set(targets)
+    if len(present) < 2:
+        only = labels[next(iter(present))] if present else "(none)"
+        return Problem("data.train", f"has a single class ({only!r}) in {source}: nothing to learn", "train on data with at least two classes")
+    return None
 
 
 def unlabeled_texts(source: "Recipe | Path", column: str = "text") -> tuple[list[str], list[str] | None, str]:
@@ -235,6 +281,7 @@ def cache_key(recipe: Recipe, tokenizer) -> str | None:
         "data": recipe.to_dict()["data"],
         "seed": recipe.train.seed,
         "max_length": recipe.model.max_length,
+        "problem_type": recipe.model.problem_type,
         "tokenizer": tokenizer_fingerprint(tokenizer),
     }
     if recipe.uses_hub_dataset:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from bertctl.errors import BertctlError, DataError, Problem, RunError
-from bertctl.recipe import DEFAULT_METRICS, METRICS, SPLITS
+from bertctl.recipe import DEFAULT_METRICS, METRICS, PROBLEM_METRICS, SPLITS
 
 if TYPE_CHECKING:
     from bertctl.metrics import ClassificationMetrics
@@ -163,7 +163,7 @@ class EvalResult:
 @dataclass
 class _EvalData:
     columns: dict[str, list]
-    references: list[int]
+    references: list  # class ids; multi-label: 0/1 rows in the model's label order; regression: numbers
     source: str
     split: str | None
     truncated: int | None
@@ -201,9 +201,16 @@ def _recipe_split(run_dir: Path, classifier: "Classifier", split: str | None) ->
     # one bulk read into Python lists: indexing a datasets Column row by row costs ~0.2 ms a row
     table = dataset.with_format(None).select_columns(wanted_columns)[:]
     columns = {name: table[name] for name in classifier.input_names if name in table}
+    where = f"{tokenized.sources.get(wanted, wanted)} ({wanted} split)"
     # the recipe's ids index its own label list; the model's ids may be ordered differently
-    names = [tokenized.labels[i] for i in table["label"]]
-    references = _model_ids(names, classifier, "--split", f"{tokenized.sources.get(wanted, wanted)} ({wanted} split)")
+    kind = classifier.problem_type
+    if kind == "regression":
+        references = [float(v) for v in table["label"]]
+    elif kind == "multi_label_classification":
+        names = [[tokenized.labels[j] for j, on in enumerate(row) if on] for row in table["label"]]
+        references = _model_targets(names, classifier, "--split", where)
+    else:
+        references = _model_ids([tokenized.labels[i] for i in table["label"]], classifier, "--split", where)
     source = f"{wanted} split ({tokenized.sources.get(wanted, wanted)})"
     truncated = sum(1 for n in table["n_tokens"] if n > recipe.model.max_length) if "n_tokens" in table else None
     return _EvalData(columns, references, source, wanted, truncated, notes), recipe
@@ -221,6 +228,38 @@ def _model_ids(values: list, classifier: "Classifier", key: str, where: str, pat
     return ids
 
 
+def _model_targets(values: list, classifier: "Classifier", key: str, where: str, path: Path | None = None, separator: str | None = None) -> list[list[float]]:
+    """Multi-label cells -> 0/1 rows in the model's label order, by training's rule (an unknown name is an error)."""
+    from bertctl.inputs import encode_multi_labels, problems_error
+
+    fix = "use the model's label names, drop those rows, or evaluate a model trained with these labels"
+    targets, problems = encode_multi_labels(values, classifier.labels, key, where, separator=separator, path=path, owner="the model", fix=fix)
+    if problems:
+        raise problems_error(problems)
+    return targets
+
+
+def _references(frame, classifier: "Classifier", label: str | list[str], path: Path) -> list:
+    """--data's labels as the model's problem type reads them: class ids, 0/1 rows, or numbers."""
+    from bertctl import inputs
+
+    kind = classifier.problem_type
+    where = f"{path} (column {label!r})"
+    if kind == "regression":
+        values, problems = inputs.encode_numbers(frame[label].tolist(), "--label", where, path=path)
+    elif kind == "multi_label_classification" and isinstance(label, list):
+        if list(label) != list(classifier.labels):
+            raise BertctlError(f"--label columns {label!r} are not the model's labels ({', '.join(classifier.labels)})", fix="name one 0/1 column per model label, in the model's order")
+        values, problems = inputs.encode_indicators(frame, list(label), "--label", str(path), path=path)
+    elif kind == "multi_label_classification":
+        return _model_targets(frame[label].tolist(), classifier, "--label", where, path, classifier.settings.label_separator)
+    else:
+        return _model_ids(frame[label].tolist(), classifier, "--label", where, path)
+    if problems:
+        raise inputs.problems_error(problems)
+    return values
+
+
 def _data_file(path: Path, classifier: "Classifier", text: str | None, text_pair: str | None, label: str | None) -> _EvalData:
     from bertctl import inputs
     from bertctl.prediction import encode
@@ -231,12 +270,14 @@ def _data_file(path: Path, classifier: "Classifier", text: str | None, text_pair
     label = label or settings.label or "label"
     frame = inputs.read_table(path)
     note = "\n(unset, --text/--text-pair/--label are the run's data.text/text_pair/label)" if (settings.text or settings.text_pair or settings.label) else ""
-    inputs.require_columns(list(frame.columns), {"--text": text, "--text-pair": text_pair, "--label": label}, str(path), note=note)
+    inputs.require_columns(list(frame.columns), {"--text": text, "--text-pair": text_pair}, str(path), note=note)
+    for column in label if isinstance(label, list) else [label]:
+        inputs.require_columns(list(frame.columns), {"--label": column}, str(path), note=note)
     text_columns = [text] + ([text_pair] if text_pair else [])
     _, blank = inputs.blank_text_problem(frame, text_columns, "--text", str(path), path, "fill in or remove those rows: an empty text has nothing to score")
     if blank is not None:
         raise inputs.problems_error([blank])
-    references = _model_ids(frame[label].tolist(), classifier, "--label", f"{path} (column {label!r})", path)
+    references = _references(frame, classifier, label, path)
     texts = [inputs.cell_text(v) for v in frame[text].tolist()]
     pairs = [inputs.cell_text(v) for v in frame[text_pair].tolist()] if text_pair else None
     encoded = encode(classifier, texts, pairs)
@@ -261,8 +302,8 @@ def evaluate_run(
     """Score a run's model on its recipe's eval split (or on --data) and check the gate's thresholds."""
     import numpy as np
 
-    from bertctl.metrics import classification_metrics
-    from bertctl.prediction import DEFAULT_BATCH_SIZE, load_for_inference, softmax
+    from bertctl.metrics import problem_metrics
+    from bertctl.prediction import DEFAULT_BATCH_SIZE, load_for_inference
     from bertctl.runs import resolve_run_dir
 
     if data is not None and split is not None:
@@ -285,11 +326,16 @@ def evaluate_run(
         raise DataError(f"{loaded.source}: no examples to evaluate", fix="point --data or the recipe's split at labelled rows")
     merged = merge_thresholds(recipe_thresholds, thresholds)
     # eval.metrics decides what is reported; a gated metric is always reported beside its gate
-    wanted = (recipe.eval.metrics if recipe is not None else classifier.settings.metrics) or DEFAULT_METRICS["single_label_classification"]
-    reported = [name for name in METRICS if name in wanted or name in merged]
+    kind = classifier.problem_type
+    for metric in merged:
+        if metric not in PROBLEM_METRICS[kind]:
+            raise BertctlError(f"--min {metric}: {metric!r} is not a metric of this {kind.replace('_', ' ')} model", fix=f"gate on one of: {', '.join(PROBLEM_METRICS[kind])}")
+    wanted = (recipe.eval.metrics if recipe is not None else classifier.settings.metrics) or DEFAULT_METRICS[kind]
+    reported = [name for name in PROBLEM_METRICS[kind] if name in wanted or name in merged]
     size = batch_size or (recipe.train.eval_batch_size if recipe is not None else classifier.settings.eval_batch_size) or DEFAULT_BATCH_SIZE
     logits = classifier.logits(loaded.columns, batch_size=size)
-    scores = classification_metrics(np.asarray(loaded.references), softmax(logits), classifier.labels)
+    thresholds = classifier.thresholds if kind == "multi_label_classification" else None
+    scores = problem_metrics(kind, np.asarray(loaded.references), classifier.outputs(logits), classifier.labels, thresholds)
     checks = check_thresholds(scores.overall, merged)
     scores.overall = {name: scores.overall[name] for name in reported}
     return EvalResult(
@@ -336,7 +382,7 @@ def write_eval_report(result: EvalResult, report: Path | None = None, *, plot: b
 
     path = Path(report) if report is not None else default_report_path(result)
     check_report_path(path)
-    png = plot_path_for(path) if plot else None
+    png = plot_path_for(path) if plot and result.metrics.confusion_matrix is not None else None
     result.report_path = str(path)
     result.plot_path = str(png) if png else None
     drawn: Path | None = None
@@ -349,7 +395,8 @@ def write_eval_report(result: EvalResult, report: Path | None = None, *, plot: b
                 drawn = Path(name)
                 first, value = next(iter(result.metrics.overall.items()))
                 title = f"{Path(result.run_dir).name}: {result.split or Path(result.source).name}, {first} {value:.3f}"
-                plots.plot_confusion_matrix(result.metrics.confusion_matrix, result.metrics.labels, drawn, title)
+                draw = plots.plot_label_confusions if result.metrics.problem_type == "multi_label_classification" else plots.plot_confusion_matrix
+                draw(result.metrics.confusion_matrix, result.metrics.labels, drawn, title)
             atomic_write_json(path, result.to_dict())
             if drawn is not None:
                 os.replace(drawn, png)

@@ -704,3 +704,115 @@ def encode_labels(
     if empty:
         problems.append(Problem(key, f"{_count(len(empty), 'row')} with an empty label in {where}: {rows_named(path, empty)}", "fill in or remove those rows"))
     return ids, problems
+
+
+def _split_names(value: Any, separator: str | None) -> list[Any] | None:
+    """One multi-label cell as its label values; None when the cell is missing (an empty list is no labels)."""
+    if isinstance(value, (list, tuple)) or hasattr(value, "tolist") and not isinstance(value, str) and not isinstance(value, numbers.Number):
+        items = value.tolist() if hasattr(value, "tolist") else list(value)
+        return [item.strip() if isinstance(item, str) else item for item in items if not is_blank(item)]
+    if is_blank(value):
+        return None
+    if isinstance(value, str) and separator:
+        return [part.strip() for part in value.split(separator) if part.strip()]
+    return [value]
+
+
+def infer_multi_labels(values: list[Any], separator: str | None) -> list[str]:
+    """Label names from multi-label training cells, by infer_labels' rule applied to every name in them."""
+    return infer_labels([item for value in values for item in (_split_names(value, separator) or [])])
+
+
+def encode_multi_labels(
+    values: list[Any],
+    labels: list[str],
+    key: str,
+    where: str,
+    rows: list[int] | None = None,
+    *,
+    separator: str | None = None,
+    path: Path | None = None,
+    owner: str = "the recipe",
+    fix: str = "add them to data.labels, or fix those rows",
+) -> tuple[list[list[float]], list[Problem]]:
+    """Multi-label cells (a list, or names joined by `separator`) -> one 0/1 row per cell, in `labels` order.
+
+    Every name goes through encode_labels, the single-label rule, so names and ids match the same way.
+    An empty list is a row with no labels; a missing cell is an error naming the row.
+    """
+    rows = list(range(len(values))) if rows is None else rows
+    flat, flat_rows, missing, split = [], [], [], []
+    for row, value in zip(rows, values):
+        names = _split_names(value, separator)
+        if names is None:
+            missing.append(row)
+            names = []
+        split.append(names)
+        flat += names
+        flat_rows += [row] * len(names)
+    ids, problems = encode_labels(flat, labels, key, where, flat_rows, path=path, owner=owner, fix=fix)
+    targets: list[list[float]] = []
+    position = 0
+    for names in split:
+        target = [0.0] * len(labels)
+        for class_id in ids[position : position + len(names)]:
+            if class_id >= 0:
+                target[class_id] = 1.0
+        position += len(names)
+        targets.append(target)
+    if missing:
+        how = f"names joined by {separator!r}" if separator else "a list of names (an empty list [] for a row with none)"
+        problems.append(Problem(key, f"{_count(len(missing), 'row')} with an empty label in {where}: {rows_named(path, missing)}", f"give each row {how}, or remove those rows"))
+    return targets, problems
+
+
+def encode_indicators(frame: "pd.DataFrame", columns: list[str], key: str, where: str, *, path: Path | None = None) -> tuple[list[list[float]], list[Problem]]:
+    """Jigsaw-style labels, one 0/1 column per label -> one 0/1 row per row; anything else is an error naming rows."""
+    problems = []
+    matrix = []
+    for column in columns:
+        bad: list[int] = []
+        out = []
+        for row, value in zip(frame.index, frame[column].tolist()):
+            as_int = None if is_blank(value) else (int(value) if isinstance(value, (bool,)) else _as_int(value))
+            if as_int not in (0, 1):
+                bad.append(int(row))
+                as_int = 0
+            out.append(float(as_int))
+        if bad:
+            shown = ", ".join(f"{row_name(path, r)} ({frame[column][r]!r})" for r in bad[:MAX_ROWS_SHOWN]) + (" ..." if len(bad) > MAX_ROWS_SHOWN else "")
+            problems.append(Problem(key, f"column {column!r} holds values other than 0 and 1 in {where}: {shown}", "one 0/1 column per label: 1 where the row has the label, 0 where not"))
+        matrix.append(out)
+    return [list(row) for row in zip(*matrix)] if matrix else [], problems
+
+
+def encode_numbers(values: list[Any], key: str, where: str, rows: list[int] | None = None, *, path: Path | None = None) -> tuple[list[float], list[Problem]]:
+    """Regression targets: finite numbers (or numeric strings); empty, NaN and non-numeric values are errors naming rows."""
+    import math
+
+    rows = list(range(len(values))) if rows is None else rows
+    out: list[float] = []
+    empty, bad = [], []
+    for row, value in zip(rows, values):
+        number = None
+        if is_blank(value):
+            empty.append(row)
+        elif isinstance(value, (bool,)) or not isinstance(value, (numbers.Real, str)):
+            bad.append(row)
+        else:
+            try:
+                number = float(value.strip() if isinstance(value, str) else value)
+            except ValueError:
+                bad.append(row)
+            else:
+                if not math.isfinite(number):
+                    (empty if math.isnan(number) else bad).append(row)
+                    number = None
+        out.append(number if number is not None else 0.0)
+    problems = []
+    if empty:
+        problems.append(Problem(key, f"{_count(len(empty), 'row')} with an empty or NaN label in {where}: {rows_named(path, empty)}", "a regression label is a number: fill in or remove those rows"))
+    if bad:
+        shown = ", ".join(f"{row_name(path, r)} ({values[rows.index(r)]!r})" for r in bad[:MAX_ROWS_SHOWN]) + (" ..." if len(bad) > MAX_ROWS_SHOWN else "")
+        problems.append(Problem(key, f"{_count(len(bad), 'row')} with a label that is not a finite number in {where}: {shown}", "a regression label is a number such as 3.8: fix or remove those rows"))
+    return out, problems

@@ -55,6 +55,14 @@ class Task:
     def logged(self, scores: dict[str, Any]) -> dict[str, Any]:
         return scores
 
+    # what training minimises for one batch
+    def loss(self, model, batch: dict[str, Any]):
+        return model(**batch).loss
+
+    # the weights as they are saved (a task may fold a transform into them); called on the main process
+    def saved_weights(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        return state_dict
+
     def describe(self) -> str: ...  # the start message's words on data and model
 
     def metrics(self, state: TrainerState) -> dict[str, Any]: ...  # the task's part of metrics.json
@@ -94,7 +102,8 @@ def is_better(metric: str, scores: dict[str, Any], best: dict[str, Any]) -> bool
         return True
     if scores[metric] != best[metric]:
         return (scores[metric] > best[metric]) == METRICS[metric]
-    return scores["log_loss"] < best["log_loss"]
+    tie = next((name for name in ("log_loss", "mse") if name in scores), None)  # the problem type's validation loss
+    return tie is not None and scores[tie] < best[tie]
 
 
 def format_scores(scores: dict[str, Any]) -> str:
@@ -176,7 +185,7 @@ def run_loop(
         if improved:
             state.best_value, state.best_step, state.best_epoch = scores[task.metric], state.global_step, epoch_float
             state.best_metrics, state.evals_without_gain = scores, 0
-            save_model(accelerator, model, task.tokenizer, run_dir / BEST)
+            save_model(accelerator, model, task.tokenizer, run_dir / BEST, task.saved_weights)
         else:
             state.evals_without_gain += 1
         log.write({"type": "eval", "step": state.global_step, "epoch": round(epoch_float, 4), **logged})
@@ -217,7 +226,7 @@ def run_loop(
                 part.set_epoch(epoch)
             model.train()
             stop_early = False
-            for info in epoch_steps(accelerator, model, optimizer, scheduler, train_loader, state, recipe, epoch, steps_per_epoch):
+            for info in epoch_steps(accelerator, model, optimizer, scheduler, train_loader, state, recipe, epoch, steps_per_epoch, task.loss):
                 bar.step(info, recipe.train.log_every_steps, state.global_step)
                 record_step(log, accelerator, recipe, state, info)
                 if state.step_in_epoch >= steps_per_epoch:
@@ -246,7 +255,7 @@ def run_loop(
 
     bar.close()
     if state.best_value is None:  # nothing selected a best model: the last weights are the result
-        save_model(accelerator, model, task.tokenizer, run_dir / BEST)
+        save_model(accelerator, model, task.tokenizer, run_dir / BEST, task.saved_weights)
     metrics = {
         **task.metrics(state),
         "epochs_completed": state.epoch,
@@ -358,7 +367,9 @@ class PadCollator:
                 token_type_ids[row, : len(ids)] = torch.as_tensor(example["token_type_ids"])
         batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
         if "label" in examples[0]:
-            batch["labels"] = torch.as_tensor([e["label"] for e in examples], dtype=torch.long)
+            # class ids; 0/1 rows (multi-label) and numbers (regression) are float targets
+            dtype = torch.long if isinstance(examples[0]["label"], int) else torch.float32
+            batch["labels"] = torch.as_tensor([e["label"] for e in examples], dtype=dtype)
         return batch
 
 
@@ -513,7 +524,7 @@ class Interrupted(RunError):
 # the hot loop
 
 
-def epoch_steps(accelerator, model, optimizer, scheduler, train_loader, state: TrainerState, recipe: Recipe, epoch: int, steps_per_epoch: int):
+def epoch_steps(accelerator, model, optimizer, scheduler, train_loader, state: TrainerState, recipe: Recipe, epoch: int, steps_per_epoch: int, loss_of):
     """One epoch of micro-batches under `accumulate`; yields what to log after each optimizer step.
 
     Mid-epoch (on resume) it skips the micro-batches `state.step_in_epoch` says were done; the order is the same
@@ -527,15 +538,15 @@ def epoch_steps(accelerator, model, optimizer, scheduler, train_loader, state: T
     window_start, window_samples = time.perf_counter(), 0
     for batch in loader:
         with accelerator.accumulate(model):
-            outputs = model(**batch)
-            accelerator.backward(outputs.loss)
+            loss = loss_of(model, batch)
+            accelerator.backward(loss)
             grad_norm = None
             if accelerator.sync_gradients and recipe.train.max_grad_norm > 0:
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), recipe.train.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-        step_loss += float(outputs.loss.detach())
+        step_loss += float(loss.detach())
         step_micro += 1
         n_examples = len(batch["input_ids"]) * accelerator.num_processes
         state.samples_seen += n_examples

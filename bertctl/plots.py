@@ -90,6 +90,33 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path
     return _save(fig, path)
 
 
+def plot_label_confusions(confusions: list[list[list[int]]], labels: list[str], path: Path, title: str = "") -> Path:
+    """Multi-label: one 2x2 matrix per label ([[tn, fp], [fn, tp]]), rows = true, coloured by row share."""
+    import numpy as np
+
+    cols = min(4, len(labels))
+    rows = math.ceil(len(labels) / cols)
+    fig = _figure(2.6 * cols, 2.5 * rows + 0.6)
+    for k, (label, matrix) in enumerate(zip(labels, confusions)):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        counts = np.asarray(matrix, dtype=float)
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+        ax.set_xticks([0, 1], labels=["no", "yes"])
+        ax.set_yticks([0, 1], labels=["no", "yes"])
+        ax.set_title(label, fontsize=10)
+        if k % cols == 0:
+            ax.set_ylabel("true")
+        if k >= (rows - 1) * cols:
+            ax.set_xlabel("predicted")
+        for i in range(2):
+            for j in range(2):
+                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", color="white" if shares[i, j] > 0.5 else "black", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
 def _label_token_axes(ax, tokens: list[str], fontsize: float) -> None:
     ticks = list(range(len(tokens)))
     ax.set_xticks(ticks, labels=tokens, rotation=90, fontsize=fontsize)

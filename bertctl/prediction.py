@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_CHUNK_SIZE = 2048  # texts read, sorted by length and written together: plenty to batch 64 at a time with little padding
 FALLBACK_MAX_LENGTH = 512
+DEFAULT_THRESHOLD = 0.5  # a multi-label decision threshold when training had no validation data to tune one on
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json", ".parquet"}
 NOTES_SHOWN = 10
 QUANTIZE_CHOICES = ("int8",)
@@ -47,7 +48,8 @@ class RunSettings:
     max_length: int | None = None
     text: str | None = None
     text_pair: str | None = None
-    label: str | None = None
+    label: str | list[str] | None = None  # a list: one 0/1 column per label (multi-label)
+    label_separator: str | None = None
     thresholds: dict[str, Any] = field(default_factory=dict)
     metrics: list[str] | None = None  # eval.metrics: what `bertctl eval` reports
     eval_batch_size: int | None = None
@@ -71,7 +73,8 @@ def read_run_settings(model_dir: Path | None) -> RunSettings:
         max_length=get("model", "max_length", int),
         text=get("data", "text", str),
         text_pair=get("data", "text_pair", str),
-        label=get("data", "label", str),
+        label=get("data", "label", str) or ([v for v in labels if isinstance(v, str)] if isinstance(labels := raw.get("data", {}).get("label") if isinstance(raw.get("data"), dict) else None, list) else None),
+        label_separator=get("data", "label_separator", str),
         thresholds=thresholds if isinstance(thresholds, dict) else {},
         metrics=[m for m in raw["eval"]["metrics"] if isinstance(m, str)] if isinstance(raw.get("eval"), dict) and isinstance(raw["eval"].get("metrics"), list) else None,
         eval_batch_size=get("train", "eval_batch_size", int),
@@ -102,6 +105,19 @@ class Classifier:
     @property
     def backend(self) -> str:
         return getattr(self.model, "backend", "torch")
+
+    @property
+    def problem_type(self) -> str:
+        return problem_type_of(self.model.config)
+
+    @property
+    def thresholds(self) -> list[float]:
+        """Multi-label decision thresholds in label order: tuned on validation by training, else 0.5."""
+        saved = getattr(self.model.config, "label_thresholds", None) or {}
+        return [float(saved.get(label, DEFAULT_THRESHOLD)) if isinstance(saved, dict) else DEFAULT_THRESHOLD for label in self.labels]
+
+    def outputs(self, logits: "np.ndarray") -> "np.ndarray":
+        return outputs_from_logits(self.problem_type, logits)
 
     def logits(self, columns: dict[str, Sequence[Sequence[int]]], batch_size: int = DEFAULT_BATCH_SIZE) -> "np.ndarray":
         """Logits (float32, examples x classes) in input order for tokenized columns (`encode(...).columns`)."""
@@ -303,6 +319,26 @@ def infer_logits(model, columns: dict[str, Sequence[Sequence[int]]], *, batch_si
     return out
 
 
+def problem_type_of(config) -> str:
+    """config.problem_type, as transformers reads it: unset means regression for one output, else single-label."""
+    kind = getattr(config, "problem_type", None)
+    if kind:
+        return kind
+    return "regression" if int(getattr(config, "num_labels", 2)) == 1 else "single_label_classification"
+
+
+def outputs_from_logits(problem_type: str, logits: "np.ndarray") -> "np.ndarray":
+    """What a problem type reads off logits: class probabilities (softmax), per-label probabilities (sigmoid), or
+    the predicted value (regression models are saved with the target scaling folded in: the logit is the value)."""
+    import numpy as np
+
+    if problem_type == "multi_label_classification":
+        return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    if problem_type == "regression":
+        return np.asarray(logits, dtype=np.float64)[:, 0]
+    return softmax(logits)
+
+
 def softmax(logits: "np.ndarray") -> "np.ndarray":
     import numpy as np
 
@@ -320,9 +356,10 @@ def pad_token_id(classifier: Classifier) -> int:
 
 
 def classify(classifier: Classifier, texts: Sequence[str], pairs: Sequence[str] | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple["np.ndarray", int]:
-    """Class probabilities (float64) for texts, in input order, plus how many texts were truncated."""
+    """The model's outputs for texts, in input order (class or label probabilities, or values: Classifier.outputs),
+    plus how many texts were truncated."""
     encoded = encode(classifier, texts, pairs)
-    return softmax(classifier.logits(encoded.columns, batch_size)), encoded.truncated
+    return classifier.outputs(classifier.logits(encoded.columns, batch_size)), encoded.truncated
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,22 +486,42 @@ class Prediction:
     text: str
     pair: str | None
     where: str
-    label: str | None
+    label: str | None  # single-label: the class; None for an empty input (see `error`) and other problem types
     score: float | None
     top_k: list[tuple[str, float]]
     error: str | None = None
     row: dict[str, Any] | None = None  # the input table's row (InputText.row)
+    problem_type: str = "single_label_classification"
+    scores: dict[str, float] | None = None  # label -> probability (classification)
+    labels: list[str] | None = None  # multi-label: every label at or above its threshold, most likely first
+    value: float | None = None  # regression
 
     def to_dict(self) -> dict[str, Any]:
         record: dict[str, Any] = {"text": self.text}
         if self.pair is not None:
             record["text_pair"] = self.pair
-        record.update(label=self.label, score=self.score, top_k=[{"label": label, "score": score} for label, score in self.top_k])
+        if self.problem_type == "regression":
+            record["value"] = self.value
+        elif self.problem_type == "multi_label_classification":
+            record.update(labels=self.labels, scores=self.scores)
+        else:
+            record.update(label=self.label, score=self.score, top_k=[{"label": label, "score": score} for label, score in self.top_k], scores=self.scores)
         if self.error is not None:
             record["error"] = self.error
         if self.row is not None:
             record["input"] = self.row  # the whole row, so a gold column can be compared
         return record
+
+    def shown(self) -> tuple[str, str]:
+        """(what was predicted, its score) as one line of text each: a table's cells, a csv's columns."""
+        if self.error is not None:
+            return "", ""
+        if self.problem_type == "regression":
+            return f"{self.value:.6g}", ""
+        if self.problem_type == "multi_label_classification":
+            scores = self.scores or {}
+            return ",".join(self.labels or []), ",".join(f"{scores[label]:.6f}" for label in self.labels or [])
+        return self.label or "", f"{self.score:.6f}"
 
 
 @dataclass
@@ -481,7 +538,7 @@ class Tally:
         self.inputs += len(predictions)
         self.truncated += truncated
         for p in predictions:
-            if p.label is None:
+            if p.error is not None:
                 self.empty += 1
                 if len(self.empty_where) < NOTES_SHOWN:
                     self.empty_where.append(p.where)
@@ -533,22 +590,33 @@ def _is_empty(item: InputText, has_pairs: bool) -> bool:
 
 
 def score_items(classifier: Classifier, items: Sequence[InputText], *, has_pairs: bool, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple["np.ndarray", int]:
-    """Class probabilities of the items that have text, in order (empty ones are skipped), and how many were truncated."""
+    """The outputs (Classifier.outputs) of the items that have text, in order (empty ones are skipped), and how many were truncated."""
     kept = [item for item in items if not _is_empty(item, has_pairs)]
     return classify(classifier, [item.text for item in kept], [item.pair or "" for item in kept] if has_pairs else None, batch_size=batch_size)
 
 
-def label_items(classifier: Classifier, items: Sequence[InputText], probs: "np.ndarray", *, has_pairs: bool, top_k: int = 1) -> list[Prediction]:
-    """One Prediction per item, in order, from score_items' probabilities; an empty item gets an error instead of a label."""
-
-    rows = iter(probs)
+def label_items(classifier: Classifier, items: Sequence[InputText], outputs: "np.ndarray", *, has_pairs: bool, top_k: int = 1) -> list[Prediction]:
+    """One Prediction per item, in order, from score_items' outputs; an empty item gets an error instead of a label."""
+    rows = iter(outputs)
+    kind, labels = classifier.problem_type, classifier.labels
+    thresholds = classifier.thresholds if kind == "multi_label_classification" else None
     predictions = []
     for item in items:
+        base = dict(text=item.text, pair=item.pair, where=item.where, row=item.row, problem_type=kind)
         if _is_empty(item, has_pairs):
-            predictions.append(Prediction(item.text, item.pair, item.where, None, None, [], EMPTY_TEXT, item.row))
+            predictions.append(Prediction(**base, label=None, score=None, top_k=[], error=EMPTY_TEXT))
             continue
-        ranked = rank_labels(classifier.labels, next(rows), top_k)
-        predictions.append(Prediction(item.text, item.pair, item.where, ranked[0][0], ranked[0][1], ranked, row=item.row))
+        output = next(rows)
+        if kind == "regression":
+            predictions.append(Prediction(**base, label=None, score=None, top_k=[], value=float(output)))
+            continue
+        scores = {label: float(p) for label, p in zip(labels, output)}
+        if kind == "multi_label_classification":
+            chosen = [label for label, p in rank_labels(labels, output, len(labels)) if p >= thresholds[labels.index(label)]]
+            predictions.append(Prediction(**base, label=None, score=None, top_k=[], scores=scores, labels=chosen))
+            continue
+        ranked = rank_labels(labels, output, top_k)
+        predictions.append(Prediction(**base, label=ranked[0][0], score=ranked[0][1], top_k=ranked, scores=scores))
     return predictions
 
 

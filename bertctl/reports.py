@@ -103,14 +103,22 @@ def print_eval_report(console: "Console", result) -> None:
         arrow = "" if METRICS[name] else " (lower is better)"
         overall.add_row(name + arrow, f"{value:.4f}", gate)
     console.print(overall)
-    per_class = Table("label", "precision", "recall", "f1", "support", box=None, title="per class", title_justify="left")
-    for label, row in m.per_class.items():
-        per_class.add_row(_plain(label), f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
-    console.print(per_class)
-    matrix = Table("true \\ predicted", *[_plain(label) for label in m.labels], box=None, title="confusion matrix (rows: true label)", title_justify="left")
-    for i, (label, row) in enumerate(zip(m.labels, m.confusion_matrix)):
-        matrix.add_row(_plain(label), *[f"[bold]{c}[/bold]" if i == j else str(c) for j, c in enumerate(row)])
-    console.print(matrix)
+    multi = m.problem_type == "multi_label_classification"
+    if m.per_class:
+        extra = ("threshold", "tp", "fp", "fn") if multi else ()
+        per_class = Table("label", "precision", "recall", "f1", "support", *extra, box=None, title="per label" if multi else "per class", title_justify="left")
+        for j, (label, row) in enumerate(m.per_class.items()):
+            cells = [_plain(label), f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"])]
+            if multi:
+                (_, fp), (fn, tp) = m.confusion_matrix[j]
+                cells += [f"{row['threshold']:.3f}", str(tp), str(fp), str(fn)]
+            per_class.add_row(*cells)
+        console.print(per_class)
+    if m.confusion_matrix is not None and not multi:
+        matrix = Table("true \\ predicted", *[_plain(label) for label in m.labels], box=None, title="confusion matrix (rows: true label)", title_justify="left")
+        for i, (label, row) in enumerate(zip(m.labels, m.confusion_matrix)):
+            matrix.add_row(_plain(label), *[f"[bold]{c}[/bold]" if i == j else str(c) for j, c in enumerate(row)])
+        console.print(matrix)
     if result.report_path:
         console.print(f"wrote {_plain(result.report_path)}" + (f" and {_plain(result.plot_path)}" if result.plot_path else ""))
     if result.checks:
@@ -129,17 +137,29 @@ def print_predictions(console: "Console", predictions: list, top_k: int = 1, sta
     table.add_column("text")
     if has_pairs:
         table.add_column("pair")
-    table.add_column("label", no_wrap=True)
-    table.add_column("score", justify="right", no_wrap=True)
-    if top_k > 1:
+    kind = predictions[0].problem_type if predictions else "single_label_classification"
+    single = kind == "single_label_classification"
+    if kind == "regression":
+        table.add_column("value", justify="right", no_wrap=True)
+    elif kind == "multi_label_classification":
+        table.add_column("labels (each at or above its threshold, with its probability)")
+    else:
+        table.add_column("label", no_wrap=True)
+        table.add_column("score", justify="right", no_wrap=True)
+    if top_k > 1 and single:
         table.add_column("next most likely")
+    columns = len(table.columns)
     for i, p in enumerate(predictions, start=start):
         cells = [str(i), _shorten(p.text, width)] + ([_shorten(p.pair or "", width)] if has_pairs else [])
-        if p.label is None:
-            cells += ["[yellow](empty)[/yellow]", ""] + ([""] if top_k > 1 else [])
+        if p.error is not None:
+            cells += ["[yellow](empty)[/yellow]"]
+        elif kind == "regression":
+            cells += [f"{p.value:.4g}"]
+        elif kind == "multi_label_classification":
+            cells += [", ".join(f"{_plain(label)} {p.scores[label]:.3f}" for label in p.labels) or "[dim](none)[/dim]"]
         else:
             cells += [_plain(p.label), f"{p.score:.3f}"] + ([", ".join(f"{_plain(label)} {score:.3f}" for label, score in p.top_k[1:])] if top_k > 1 else [])
-        table.add_row(*cells)
+        table.add_row(*(cells + [""] * (columns - len(cells))))
     console.print(table)
 
 

@@ -297,8 +297,9 @@ def load_checkpoint(accelerator, checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
 
 
-def save_model(accelerator, model, tokenizer, target: Path) -> None:
-    """save_pretrained (safetensors) into a temp dir, then swap it in: never a half-written model dir."""
+def save_model(accelerator, model, tokenizer, target: Path, adjust=None) -> None:
+    """save_pretrained (safetensors) into a temp dir, then swap it in: never a half-written model dir. `adjust`
+    maps the state dict to the weights saved (Task.saved_weights)."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         tmp = target.with_name(f".{target.name}.tmp")
@@ -306,7 +307,8 @@ def save_model(accelerator, model, tokenizer, target: Path) -> None:
         try:
             with writing("the model", tmp):
                 unwrapped = accelerator.unwrap_model(model)
-                unwrapped.save_pretrained(tmp, state_dict=accelerator.get_state_dict(model), safe_serialization=True)
+                state_dict = accelerator.get_state_dict(model)
+                unwrapped.save_pretrained(tmp, state_dict=adjust(state_dict) if adjust else state_dict, safe_serialization=True)
                 tokenizer.save_pretrained(tmp)
                 replace_dir(tmp, target)
         finally:

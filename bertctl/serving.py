@@ -92,7 +92,7 @@ class Backend:
         self.location = str(classifier.location)
         self.device = classifier.device
         self.pair_column: str | None = classifier.settings.text_pair  # set for a sentence-pair run
-        self.problem_type = getattr(classifier.model.config, "problem_type", None) or "single_label_classification"
+        self.problem_type = classifier.problem_type
         self.name = classifier.backend  # "torch", or "onnxruntime" for an export dir
 
     @classmethod
@@ -109,10 +109,12 @@ class Backend:
     def forward(self, columns: dict[str, list[list[int]]]) -> "np.ndarray":
         return self.classifier.logits(columns, self.batch_size)  # torch, or onnxruntime for an export dir
 
-    def probabilities(self, logits: "np.ndarray") -> "np.ndarray":
-        from bertctl.prediction import softmax
+    def label(self, texts: Sequence[str], pairs: Sequence[str] | None, outputs: "np.ndarray", top_k: int) -> list[dict[str, Any]]:
+        """`predict --json`'s records for texts (and pairs), from the outputs of those that are not empty."""
+        from bertctl.prediction import InputText, label_items
 
-        return softmax(logits)
+        items = [InputText(text, pairs[i] if pairs is not None else None, f"text {i + 1}") for i, text in enumerate(texts)]
+        return [p.to_dict() for p in label_items(self.classifier, items, outputs, has_pairs=pairs is not None, top_k=top_k)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,7 +348,6 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
 
     from bertctl import __version__
     from bertctl.inputs import is_blank
-    from bertctl.prediction import EMPTY_TEXT, Prediction, rank_labels
 
     options = options or ServeOptions()
     metrics = Metrics()
@@ -375,12 +376,16 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
         score: float
 
     class PredictionOut(BaseModel):
+        """The fields of `bertctl predict --json`: label/score/top_k/scores (single-label), labels/scores (multi-label), value (regression)."""
+
         text: str
         text_pair: str | None = None
-        label: str | None = Field(description="null for an empty text, which gets `error` instead")
-        score: float | None
-        top_k: list[Ranked]
-        scores: dict[str, float] | None = Field(description="probability of every label")
+        label: str | None = Field(None, description="single-label: the class; null for an empty text, which gets `error` instead")
+        score: float | None = Field(None, description="single-label: the class's probability")
+        top_k: list[Ranked] | None = Field(None, description="single-label: the top_k most likely classes")
+        scores: dict[str, float] | None = Field(None, description="probability of every label (classification)")
+        labels: list[str] | None = Field(None, description="multi-label: every label at or above its tuned threshold, most likely first")
+        value: float | None = Field(None, description="regression: the predicted value")
         error: str | None = None
 
     class PredictResponse(BaseModel):
@@ -438,7 +443,7 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
             raise Refused(422, f"this model was trained on sentence pairs (data.text_pair = {backend.pair_column!r}): give \"pairs\", one second text per text", ["body", "pairs"])
         empty = {i for i, text in enumerate(texts) if is_blank(text) or (pairs is not None and is_blank(pairs[i]))}
         keep = [i for i in range(len(texts)) if i not in empty]
-        probs, truncated = [], 0
+        outputs, truncated = [], 0
         if keep:
             try:
                 batcher.check_room(len(keep))  # before tokenizing: an overloaded server refuses cheaply
@@ -446,18 +451,8 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
                 logits = await batcher.submit(encoded.columns)
             except Overloaded as exc:
                 raise Refused(503, f"the server is busy: {exc}; retry shortly", headers={"Retry-After": "1"}) from None
-            probs, truncated = backend.probabilities(logits), encoded.truncated
-        rows = iter(probs)
-        out = []
-        for i, text in enumerate(texts):
-            pair = pairs[i] if pairs is not None else None
-            if i in empty:
-                out.append(Prediction(text, pair, f"text {i + 1}", None, None, [], EMPTY_TEXT).to_dict() | {"scores": None})
-                continue
-            p = next(rows)
-            ranked = rank_labels(labels, p, body.top_k)
-            record = Prediction(text, pair, f"text {i + 1}", ranked[0][0], ranked[0][1], ranked).to_dict()
-            out.append(record | {"scores": {label: float(v) for label, v in zip(labels, p)}})
+            outputs, truncated = backend.classifier.outputs(logits), encoded.truncated
+        out = backend.label(texts, pairs, outputs, body.top_k)
         return JSONResponse({"predictions": out, "truncated": truncated})
 
     @app.get("/health")

@@ -45,11 +45,17 @@ class RecordFormat:
     suffix: str
     columns: list[str]  # the input's: a table's columns, else text (and text_pair)
     from_table: bool
+    problem_type: str = "single_label_classification"
 
     @classmethod
-    def of(cls, suffix: str, stream: InputStream) -> "RecordFormat":
+    def of(cls, suffix: str, stream: InputStream, problem_type: str = "single_label_classification") -> "RecordFormat":
         columns = stream.table or ["text"] + (["text_pair"] if stream.has_pairs else [])
-        return cls(suffix.lower(), list(columns), stream.table is not None)
+        return cls(suffix.lower(), list(columns), stream.table is not None, problem_type)
+
+    @property
+    def added(self) -> tuple[str, ...]:
+        """The columns a table gets: what Prediction.shown gives, then the error."""
+        return {"regression": ("value", "error"), "multi_label_classification": ("labels", "scores", "error")}.get(self.problem_type, ("label", "score", "error"))
 
     @property
     def is_json(self) -> bool:
@@ -58,7 +64,7 @@ class RecordFormat:
     def header(self) -> str:
         if self.is_json:
             return ""
-        added = [name if name not in self.columns else f"predicted_{name}" for name in ("label", "score", "error")]
+        added = [name if name not in self.columns else f"predicted_{name}" for name in self.added]
         return self._rows([self.columns + added])
 
     def records(self, predictions: list[Prediction]) -> str:
@@ -67,7 +73,8 @@ class RecordFormat:
         rows = []
         for p in predictions:
             cells = ["" if v is None else str(v) for v in p.row.values()] if self.from_table and p.row is not None else [p.text] + [p.pair or ""] * (len(self.columns) - 1)
-            rows.append(cells + [p.label or "", "" if p.score is None else f"{p.score:.6f}", p.error or ""])
+            shown = list(p.shown())[: len(self.added) - 1]
+            rows.append(cells + shown + [p.error or ""])
         return self._rows(rows)
 
     def _rows(self, rows: list[list[str]]) -> str:
@@ -349,7 +356,7 @@ def predict_stream(
     if chunk_size < 1:
         raise BertctlError(f"--chunk-size must be at least 1, got {chunk_size}", fix="pass --chunk-size 2048, for example")
     main = shard is None or shard.rank == 0
-    out = PartialOutput(output, RecordFormat.of(output.suffix, stream), run_identity(classifier, stream, top_k)) if output is not None and main else None
+    out = PartialOutput(output, RecordFormat.of(output.suffix, stream, classifier.problem_type), run_identity(classifier, stream, top_k)) if output is not None and main else None
     from bertctl.runs import removes_new_empty_dirs
 
     # a run that fails before anything is committed leaves the folder tree as it found it

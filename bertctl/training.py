@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bertctl.errors import BertctlError
 from bertctl.loop import PadCollator, RunResult, Task, build_train_loader, check_trainable, run_loop
-from bertctl.recipe import Recipe
+from bertctl.recipe import TIE_BREAK, Recipe
 
 
 def build_dataloaders(splits, recipe: Recipe, pad_token_id: int, *, pad_to_multiple_of: int | None = None):
@@ -36,26 +37,62 @@ def build_dataloaders(splits, recipe: Recipe, pad_token_id: int, *, pad_to_multi
     return train, train.batch_sampler, eval_loader
 
 
-def evaluate_loader(model, loader, accelerator, labels: list[str]) -> dict[str, Any]:
-    """Validation metrics over all processes' shards, without the duplicates that pad the last batch.
+def evaluate_loader(model, loader, accelerator, labels: list[str], problem_type: str = "single_label_classification", target=None) -> tuple[dict[str, Any], Any]:
+    """Validation metrics over all processes' shards, without the duplicates that pad the last batch, and what the
+    saved model needs from them (multi-label: per-label thresholds tuned here; else None).
 
-    Validation loss is `log_loss` (mean cross-entropy), computed from the gathered probabilities so that it
-    covers every example once, whatever the number of processes.
+    Scores come from the gathered logits, so every example counts once whatever the number of processes.
+    `target`: regression's (mean, std) of the training labels, which the model's standardised output is mapped
+    back through.
     """
+    import numpy as np
     import torch
 
-    from bertctl.metrics import classification_metrics
+    from bertctl.metrics import functional, problem_metrics
+    from bertctl.prediction import outputs_from_logits
 
     model.eval()
-    all_probs, all_labels = [], []
+    all_logits, all_labels = [], []
     with torch.inference_mode():
         for batch in loader:
             logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-            probs, gold = accelerator.gather_for_metrics((torch.softmax(logits.float(), dim=-1), batch["labels"]))
-            all_probs.append(probs.cpu())
+            logits, gold = accelerator.gather_for_metrics((logits.float(), batch["labels"]))
+            all_logits.append(logits.cpu())
             all_labels.append(gold.cpu())
     model.train()
-    return classification_metrics(torch.cat(all_labels).numpy(), torch.cat(all_probs).numpy(), labels).overall
+    logits, references = torch.cat(all_logits).numpy().astype(np.float64), torch.cat(all_labels).numpy()
+    if target is not None:
+        logits = logits * target[1] + target[0]
+    outputs = outputs_from_logits(problem_type, logits)
+    thresholds = functional.best_f1_thresholds(references, outputs) if problem_type == "multi_label_classification" else None
+    return problem_metrics(problem_type, references, outputs, labels, thresholds).overall, thresholds
+
+
+def class_weights(recipe: Recipe, targets: list, labels: list[str]):
+    """train.class_weights as a tensor: CrossEntropy's per-class weight, or (multi-label) BCE's per-label pos_weight.
+
+    'balanced' is inverse frequency: n / (classes x count) per class, as scikit-learn's compute_class_weight;
+    per label, negatives / positives (PyTorch's pos_weight). None when weighting is off.
+    """
+    import numpy as np
+    import torch
+
+    setting = recipe.train.class_weights
+    if setting == "none":
+        return None
+    if isinstance(setting, list):
+        if len(setting) != len(labels):
+            raise BertctlError(
+                f"{recipe.source}: train.class_weights has {len(setting)} weights for {len(labels)} labels ({', '.join(labels)})",
+                fix="give one weight per label, in the labels' order",
+            )
+        return torch.tensor(setting, dtype=torch.float32)
+    if recipe.model.problem_type == "multi_label_classification":
+        matrix = np.asarray(targets, dtype=np.float64)
+        positives = matrix.sum(axis=0)
+        return torch.tensor((len(matrix) - positives) / np.maximum(positives, 1.0), dtype=torch.float32)
+    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=len(labels)).astype(np.float64)
+    return torch.tensor(len(targets) / (len(labels) * np.maximum(counts, 1.0)), dtype=torch.float32)
 
 
 class Classification(Task):
@@ -64,12 +101,14 @@ class Classification(Task):
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
+        self.problem_type = recipe.model.problem_type
         self.run_dir = recipe.run_dir
         self.epochs = recipe.train.epochs
         self.metric = self.curve_metric = recipe.train.metric_for_best
         # what eval lines show: the recipe's eval.metrics, the metric that picks the best model, and the tie-break
-        self.logged_keys = list(dict.fromkeys([*recipe.eval.metrics, self.metric, "log_loss"]))
+        self.logged_keys = list(dict.fromkeys([*recipe.eval.metrics, self.metric, TIE_BREAK[self.problem_type]]))
         self.fast_path: list[str] = []
+        self.target: tuple[float, float] | None = None  # regression: the training labels' mean and std
 
     def load(self, accelerator):
         from bertctl.data import tokenize_data
@@ -87,23 +126,65 @@ class Classification(Task):
         return loader
 
     def build_model(self, accelerator):
+        import numpy as np
+        import torch
+
         from bertctl.fastpath import use_fast_path
         from bertctl.modeling import load_classifier
 
-        model = load_classifier(self.recipe.model.name, labels=self.data.labels, base_dir=self.recipe.base_dir_path)
+        kind = self.problem_type
+        model = load_classifier(self.recipe.model.name, labels=self.data.labels, base_dir=self.recipe.base_dir_path, problem_type=kind)
         if accelerator.device.type == "cpu" and self.recipe.train.cpu_fast_path:
             self.fast_path = use_fast_path(model)
+        targets = self.data.splits["train"]["label"]
+        weights = class_weights(self.recipe, list(targets), self.data.labels)
+        weights = weights.to(accelerator.device) if weights is not None else None
+        if kind == "regression":
+            # standardised targets: the head learns at the scale of its init whatever the label's units; the
+            # scaling is folded into the saved head (saved_weights), so the saved model outputs those units
+            values = np.asarray(targets, dtype=np.float64)
+            self.target = (float(values.mean()), float(values.std()) or 1.0)
+            mean, std = self.target
+            self.criterion = lambda logits, labels: torch.nn.functional.mse_loss(logits.squeeze(-1), (labels - mean) / std)
+            model.config.regression_target = {"mean": self.target[0], "std": self.target[1], "folded_into": "classifier.weight, classifier.bias"}
+        elif kind == "multi_label_classification":
+            self.criterion = torch.nn.BCEWithLogitsLoss(pos_weight=weights)
+        else:
+            self.criterion = torch.nn.CrossEntropyLoss(weight=weights)
+        self.weights = weights
         return model
 
+    def loss(self, model, batch):
+        # the loss transformers computes for config.problem_type, with the recipe's class weights
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        return self.criterion(logits.float(), batch["labels"])
+
+    def saved_weights(self, state_dict):
+        if self.target is None:
+            return state_dict
+        mean, std = self.target
+        folded = dict(state_dict)
+        folded["classifier.weight"] = state_dict["classifier.weight"] * std
+        folded["classifier.bias"] = state_dict["classifier.bias"] * std + mean
+        return folded
+
     def evaluate(self, model, accelerator):
-        return None if self.eval_loader is None else evaluate_loader(model, self.eval_loader, accelerator, self.data.labels)
+        if self.eval_loader is None:
+            return None
+        scores, thresholds = evaluate_loader(model, self.eval_loader, accelerator, self.data.labels, self.problem_type, self.target)
+        if thresholds is not None:
+            # the loop saves the model right after an evaluation that improved: its config then carries these
+            accelerator.unwrap_model(model).config.label_thresholds = {label: round(float(t), 6) for label, t in zip(self.data.labels, thresholds)}
+        return scores
 
     def logged(self, scores):
         return {k: scores[k] for k in self.logged_keys}
 
     def describe(self) -> str:
         fast = f"; CPU fast path: {', '.join(self.fast_path)}" if self.fast_path else ""
-        return f"{len(self.data.splits['train'])} examples, {len(self.data.labels)} labels{fast}"
+        what = {"regression": f"regression of {self.data.labels[0]!r}", "multi_label_classification": f"{len(self.data.labels)} labels (multi-label)"}
+        weighted = f", class weights {self.recipe.train.class_weights if isinstance(self.recipe.train.class_weights, str) else 'given'}" if self.weights is not None else ""
+        return f"{len(self.data.splits['train'])} examples, {what.get(self.problem_type, f'{len(self.data.labels)} labels')}{weighted}{fast}"
 
     def metrics(self, state):
         return {
@@ -117,6 +198,7 @@ class Classification(Task):
             "train_examples": len(self.data.splits["train"]),
             "validation_examples": len(self.data.splits["validation"]) if "validation" in self.data.splits else 0,
             "labels": self.data.labels,
+            "problem_type": self.problem_type,
         }
 
     def card(self, metrics, run_dir):

@@ -143,8 +143,10 @@ def test_prediction_cli_json_schema(tiny_classifier_dir):
     records = json_lines(result.stdout)
     assert [r["text"] for r in records] == ["Stocks fell as oil rose", "Cup final tonight"]
     for record in records:
-        assert set(record) == {"text", "label", "score", "top_k"}
+        assert set(record) == {"text", "label", "score", "top_k", "scores"}
         assert record["label"] in AGNEWS_LABELS and 0 < record["score"] <= 1
+        assert set(record["scores"]) == set(AGNEWS_LABELS) and abs(sum(record["scores"].values()) - 1) < 1e-6
+        assert record["scores"][record["label"]] == record["score"]
         assert [set(k) for k in record["top_k"]] == [{"label", "score"}] * 3
         scores = [k["score"] for k in record["top_k"]]
         assert scores == sorted(scores, reverse=True)

@@ -60,7 +60,7 @@ def records(path: Path) -> list[dict]:
 
 
 def without_scores(record: dict) -> dict:
-    out = {k: v for k, v in record.items() if k not in ("score", "top_k")}
+    out = {k: v for k, v in record.items() if k not in ("score", "top_k", "scores")}
     out["top_k"] = [t["label"] for t in record.get("top_k", [])]
     return out
 

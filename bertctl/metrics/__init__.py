@@ -60,12 +60,61 @@ class ClassificationMetrics:
     """What `bertctl eval` reports: overall scores named as in bertctl.recipe.METRICS, per-class rows, counts."""
 
     overall: dict[str, float]
-    per_class: dict[str, dict[str, float]]  # label -> precision, recall, f1, support
-    confusion_matrix: list[list[int]]  # rows: true label, columns: predicted label, in `labels` order
+    per_class: dict[str, dict[str, Any]]  # label -> precision, recall, f1, support (multi-label: also threshold, confusion)
+    # single-label: rows true label, columns predicted label, in `labels` order; multi-label: per label
+    # [[tn, fp], [fn, tp]]; regression: None
+    confusion_matrix: list | None
     labels: list[str]
+    problem_type: str = "single_label_classification"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metrics": self.overall, "per_class": self.per_class, "confusion_matrix": self.confusion_matrix, "labels": self.labels}
+        out = {"problem_type": self.problem_type, "metrics": self.overall, "per_class": self.per_class, "confusion_matrix": self.confusion_matrix, "labels": self.labels}
+        return out
+
+
+def problem_metrics(problem_type: str, references: Any, outputs: "np.ndarray", labels: list[str], thresholds: Sequence[float] | None = None) -> ClassificationMetrics:
+    """Everything eval reports for a problem type. `outputs`: class probabilities (single-label), per-label
+    probabilities (multi-label, decided at `thresholds`, 0.5 by default), or predicted values (regression)."""
+    if problem_type == "multi_label_classification":
+        return multilabel_metrics(references, outputs, labels, thresholds)
+    if problem_type == "regression":
+        return regression_metrics(references, outputs, labels)
+    return classification_metrics(references, outputs, labels)
+
+
+def multilabel_metrics(references: Any, probabilities: "np.ndarray", labels: list[str], thresholds: Sequence[float] | None = None) -> ClassificationMetrics:
+    import numpy as np
+
+    from bertctl.metrics import functional as F
+    from bertctl.recipe import PROBLEM_METRICS
+
+    refs = np.asarray(references, dtype=np.float64).reshape(len(references), len(labels)) if len(references) else np.zeros((0, len(labels)))
+    probs = np.asarray(probabilities, dtype=np.float64).reshape(refs.shape)
+    cut = np.full(len(labels), 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    preds = (probs >= cut[None, :]).astype(np.float64)
+    scores = F.multilabel_precision_recall_f1(refs, preds)
+    tp, fp, fn, tn = F.multilabel_counts(refs, preds)
+    overall: dict[str, float] = {f"{name}_{average}": float(scores[f"{name}_{average}"]) for name in ("f1", "precision", "recall") for average in ("macro", "micro", "weighted")}
+    overall["subset_accuracy"] = float((preds == refs).all(axis=1).mean()) if refs.size else 0.0
+    overall["hamming_loss"] = float((preds != refs).mean()) if refs.size else 0.0
+    overall["roc_auc_macro"] = F.roc_auc_macro(refs, probs)
+    overall["log_loss"] = F.binary_log_loss(refs, probs)
+    per_class = {
+        label: {
+            "precision": float(scores["precision"][j]), "recall": float(scores["recall"][j]), "f1": float(scores["f1"][j]),
+            "support": int(scores["support"][j]), "threshold": float(cut[j]),
+        }
+        for j, label in enumerate(labels)
+    }
+    confusion = [[[int(tn[j]), int(fp[j])], [int(fn[j]), int(tp[j])]] for j in range(len(labels))]
+    overall = {name: overall[name] for name in PROBLEM_METRICS["multi_label_classification"]}
+    return ClassificationMetrics(overall, per_class, confusion, list(labels), "multi_label_classification")
+
+
+def regression_metrics(references: Any, predictions: "np.ndarray", labels: list[str]) -> ClassificationMetrics:
+    from bertctl.metrics import functional as F
+
+    return ClassificationMetrics(F.regression_scores(references, predictions), {}, None, list(labels), "regression")
 
 
 def classification_metrics(references: Sequence[int], probabilities: "np.ndarray", labels: list[str]) -> ClassificationMetrics:

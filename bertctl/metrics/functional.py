@@ -171,3 +171,144 @@ def expected_calibration_error(references, probabilities, n_bins: int = ECE_BINS
     gap = np.abs(np.bincount(bins, weights=correct, minlength=n_bins) - np.bincount(bins, weights=confidence, minlength=n_bins))
     # sum_b |B|/n * |acc_b - conf_b| == sum_b |sum(correct) - sum(conf)| / n
     return float(gap.sum() / refs.size) if counts.sum() else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# multi-label (references and predictions: examples x labels, 0/1) and regression, as scikit-learn defines them
+
+
+def _indicators(values, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be 2-d (examples x labels), got shape {array.shape}")
+    return array
+
+
+def multilabel_counts(references, predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-label (tp, fp, fn, tn) of 0/1 indicator matrices."""
+    refs, preds = _indicators(references, "references") > 0.5, _indicators(predictions, "predictions") > 0.5
+    if refs.shape != preds.shape:
+        raise ValueError(f"references {refs.shape} and predictions {preds.shape} differ in shape")
+    tp = (refs & preds).sum(axis=0)
+    fp = (~refs & preds).sum(axis=0)
+    fn = (refs & ~preds).sum(axis=0)
+    tn = (~refs & ~preds).sum(axis=0)
+    return tp, fp, fn, tn
+
+
+def multilabel_precision_recall_f1(references, predictions, zero_division: float = 0.0) -> dict[str, np.ndarray | float]:
+    """Per-label precision/recall/F1 and their macro, micro and support-weighted averages (every label counts)."""
+    tp, fp, fn, _ = (c.astype(np.float64) for c in multilabel_counts(references, predictions))
+    support = tp + fn
+    out: dict[str, np.ndarray | float] = {}
+    per = {
+        "precision": _divide(tp, tp + fp, zero_division),
+        "recall": _divide(tp, tp + fn, zero_division),
+        "f1": _divide(2 * tp, 2 * tp + fp + fn, zero_division),
+    }
+    micro = {
+        "precision": float(_divide(tp.sum(keepdims=True), (tp + fp).sum(keepdims=True), zero_division)[0]),
+        "recall": float(_divide(tp.sum(keepdims=True), (tp + fn).sum(keepdims=True), zero_division)[0]),
+        "f1": float(_divide(2 * tp.sum(keepdims=True), (2 * tp + fp + fn).sum(keepdims=True), zero_division)[0]),
+    }
+    for name, values in per.items():
+        out[name] = values
+        out[f"{name}_macro"] = float(values.mean()) if values.size else 0.0
+        out[f"{name}_micro"] = micro[name]
+        out[f"{name}_weighted"] = float((values * support).sum() / support.sum()) if support.sum() else 0.0
+    out["support"] = support
+    return out
+
+
+def rankdata(values) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank (scipy.stats.rankdata's 'average')."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    starts = np.r_[True, sorted_values[1:] != sorted_values[:-1]]
+    group = np.cumsum(starts) - 1
+    first = np.flatnonzero(starts)
+    last = np.r_[first[1:], values.size] - 1
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = (first[group] + last[group]) / 2.0 + 1.0
+    return ranks
+
+
+def roc_auc(references, scores) -> float | None:
+    """Area under the ROC curve of one label (the Mann-Whitney U statistic); None when only one class is present."""
+    refs = np.asarray(references, dtype=np.float64) > 0.5
+    positives, negatives = int(refs.sum()), int((~refs).sum())
+    if positives == 0 or negatives == 0:
+        return None
+    ranks = rankdata(scores)
+    return float((ranks[refs].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def roc_auc_macro(references, scores) -> float:
+    """Mean per-label ROC AUC over the labels that have both classes in `references` (0.0 if none has)."""
+    refs, scores = _indicators(references, "references"), _indicators(scores, "scores")
+    aucs = [auc for j in range(refs.shape[1]) if (auc := roc_auc(refs[:, j], scores[:, j])) is not None]
+    return float(np.mean(aucs)) if aucs else 0.0
+
+
+def binary_log_loss(references, probabilities) -> float:
+    """Mean binary cross-entropy over every (example, label) cell, probabilities clipped like scikit-learn's."""
+    refs, probs = _indicators(references, "references"), _indicators(probabilities, "probabilities")
+    if refs.size == 0:
+        return 0.0
+    eps = np.finfo(np.float64).eps
+    probs = np.clip(probs, eps, 1 - eps)
+    return float(-np.mean(refs * np.log(probs) + (1 - refs) * np.log(1 - probs)))
+
+
+def best_f1_thresholds(references, probabilities, default: float = 0.5) -> np.ndarray:
+    """Per label, the decision threshold that maximises that label's F1 on (references, probabilities).
+
+    Candidates are the label's own probabilities (predict positive when p >= t); the midpoint between the chosen
+    probability and the next lower one is returned, so nearby unseen scores fall on the side they fell in
+    validation. A label with no positive example keeps `default`.
+    """
+    refs, probs = _indicators(references, "references") > 0.5, _indicators(probabilities, "probabilities")
+    out = np.full(refs.shape[1], default, dtype=np.float64)
+    for j in range(refs.shape[1]):
+        positives = int(refs[:, j].sum())
+        if positives == 0:
+            continue
+        order = np.argsort(-probs[:, j], kind="mergesort")
+        p, y = probs[order, j], refs[order, j]
+        tp = np.cumsum(y)
+        predicted = np.arange(1, p.size + 1)
+        # a threshold can only sit between distinct scores: evaluate at the last index of each run of equal scores
+        last_of_run = np.r_[p[1:] != p[:-1], True]
+        f1 = np.where(last_of_run, 2 * tp / (predicted + positives), -1.0)
+        k = int(np.argmax(f1))
+        below = p[k + 1] if k + 1 < p.size else 0.0
+        out[j] = float((p[k] + below) / 2.0)
+    return out
+
+
+def regression_scores(references, predictions) -> dict[str, float]:
+    """pearson, spearman, mse, rmse, mae, r2 (scipy's / scikit-learn's definitions); correlations of a constant are 0."""
+    y = np.asarray(references, dtype=np.float64).reshape(-1)
+    p = np.asarray(predictions, dtype=np.float64).reshape(-1)
+    if y.shape != p.shape:
+        raise ValueError(f"references ({y.size}) and predictions ({p.size}) differ in length")
+    if y.size == 0:
+        return {name: 0.0 for name in ("pearson", "spearman", "mse", "rmse", "mae", "r2")}
+
+    def correlation(a: np.ndarray, b: np.ndarray) -> float:
+        a, b = a - a.mean(), b - b.mean()
+        denominator = np.sqrt((a * a).sum() * (b * b).sum())
+        return float((a * b).sum() / denominator) if denominator > 0 else 0.0
+
+    error = p - y
+    mse = float(np.mean(error**2))
+    total = float(((y - y.mean()) ** 2).sum())
+    return {
+        "pearson": correlation(y, p),
+        "spearman": correlation(rankdata(y), rankdata(p)),
+        "mse": mse,
+        "rmse": float(np.sqrt(mse)),
+        "mae": float(np.mean(np.abs(error))),
+        "r2": 1.0 - float((error**2).sum()) / total if total > 0 else 0.0,
+    }
