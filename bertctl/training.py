@@ -174,7 +174,7 @@ class Classification(Task):
         scores, thresholds = evaluate_loader(model, self.eval_loader, accelerator, self.data.labels, self.problem_type, self.target)
         if thresholds is not None:
             # the loop saves the model right after an evaluation that improved: its config then carries these
-            accelerator.unwrap_model(model).config.label_thresholds = {label: round(float(t), 6) for label, t in zip(self.data.labels, thresholds)}
+            accelerator.unwrap_model(model).config.label_thresholds = {label: float(t) for label, t in zip(self.data.labels, thresholds)}
         return scores
 
     def logged(self, scores):
