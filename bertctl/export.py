@@ -39,6 +39,7 @@ DEFAULT_EXPORTER_WHY = (
 )
 CHECK_TEXTS = 300
 MAX_DROP_POINTS = 0.5
+REGRESSION_TOLERANCE = 1e-3  # fp32 check of a regression export: values within this of torch's (STS-B scores step by 0.2)
 ORT_FUSIONS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu", "Gelu", "FastGelu", "LayerNormalization")
 COPIED = ("recipe.toml", "metrics.json")  # eval on the export needs the recipe's data settings and labels
 
@@ -206,7 +207,16 @@ def _compare_logits(torch_classifier, onnx_classifier, texts, pairs) -> dict[str
     ours, theirs = encode(onnx_classifier, texts, pairs), encode(torch_classifier, texts, pairs)
     same_tokens = all(ours.columns[k] == theirs.columns[k] for k in theirs.columns)
     expected, got = torch_classifier.logits(theirs.columns), onnx_classifier.logits(ours.columns)
-    same = float(np.mean(expected.argmax(1) == got.argmax(1))) if len(texts) else 1.0
+    kind = torch_classifier.problem_type
+    if kind == "regression":
+        # a value has no label to agree on: the fp32 check is that values agree to well under the labels' resolution
+        same = float(np.mean(np.abs(expected - got).max(axis=1) <= REGRESSION_TOLERANCE)) if len(texts) else 1.0
+    elif kind == "multi_label_classification":
+        cut = np.asarray(torch_classifier.thresholds)
+        decided = lambda logits: torch_classifier.outputs(logits) >= cut  # noqa: E731
+        same = float(np.mean((decided(expected) == decided(got)).all(axis=1))) if len(texts) else 1.0
+    else:
+        same = float(np.mean(expected.argmax(1) == got.argmax(1))) if len(texts) else 1.0
     return {"texts": len(texts), "same_tokens": same_tokens, "max_abs_diff": float(np.abs(expected - got).max()), "same_labels": same}
 
 
@@ -282,9 +292,7 @@ def export_run(
     check_is_sequence_classifier(source)
     with staging_dir(target) as tmp:  # first: an unwritable --output fails before minutes of work
         reference = load_for_inference(source, device="cpu")
-        problem_type = getattr(reference.model.config, "problem_type", None) or "single_label_classification"
-        if problem_type != "single_label_classification":
-            raise ModelError(f"{source} is a {problem_type} model; bertctl predicts single-label classes", fix="export a single-label classifier (a `bertctl train` run dir)")
+        problem_type = reference.problem_type
         # eager attention: onnxruntime's Attention fusion matches its MatMul-Softmax-MatMul pattern, not SDPA's
         model = load_classifier(str(source), trained=True, attn_implementation="eager").eval()
         work = tmp / ".work"

@@ -343,3 +343,29 @@ def test_class_weights_change_the_loss_on_skewed_data(tmp_path, small_recipe):
         return next(json.loads(line)["loss"] for line in (run / "train_log.jsonl").read_text().splitlines() if '"train"' in line)
 
     assert first_loss(tmp_path / "plain") != pytest.approx(first_loss(tmp_path / "weighted"), rel=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["multilabel", "regression"])
+def test_export_keeps_thresholds_and_scaling(kind, request, tmp_path):
+    pytest.importorskip("onnxruntime")
+    recipe = request.getfixturevalue(f"{kind}_recipe")
+    run = _train(recipe)
+    exported = tmp_path / "export"
+    result = runner.invoke(app, ["export", str(run), "--output", str(exported)])
+    assert result.exit_code == 0, result.output
+    info = json.loads((exported / "export.json").read_text())
+    assert info["checks"]["logits"]["same_labels"] == 1.0
+    args = ["love this so much", "--pair", "I love it"] if kind == "regression" else ["love this so much", "what a terrible, scary day"]
+    ours = runner.invoke(app, ["predict", "--model", str(exported), "--json", *args])
+    theirs = runner.invoke(app, ["predict", "--model", str(run), "--json", *args])
+    assert ours.exit_code == 0 and theirs.exit_code == 0, ours.output
+    for a, b in zip(ours.stdout.splitlines(), theirs.stdout.splitlines()):
+        a, b = json.loads(a), json.loads(b)
+        if kind == "regression":
+            assert a["value"] == pytest.approx(b["value"], abs=1e-3)
+        else:
+            assert a["labels"] == b["labels"] and a["scores"] == pytest.approx(b["scores"], abs=1e-4)
+    evaluated = json.loads(runner.invoke(app, ["eval", str(exported), "--json"]).stdout)
+    reference = json.loads(runner.invoke(app, ["eval", str(run), "--json"]).stdout)
+    assert evaluated["metrics"] == pytest.approx(reference["metrics"], abs=1e-3)
