@@ -128,7 +128,9 @@ def validate(
 
         loaded_data = load_data(loaded)
         sizes = ", ".join(f"{name} {len(ds)}" for name, ds in loaded_data.splits.items())
-        checked = f"schema and data ({sizes}; labels: {', '.join(loaded_data.labels)})"
+        kind = loaded.model.problem_type
+        what = {"regression": f"regression of {loaded_data.labels[0]!r}", "multi_label_classification": f"multi-label: {', '.join(loaded_data.labels)}"}
+        checked = f"schema and data ({sizes}; {what.get(kind, 'labels: ' + ', '.join(loaded_data.labels))})"
     elif loaded.uses_hub_dataset:
         checked = f"schema (hub dataset {loaded.data.dataset}: files and columns are checked when it loads)"
     typer.echo(f"{recipe}: valid {checked}")

@@ -298,9 +298,13 @@ def check_length(recipe: Recipe) -> dict[str, Any]:
 
 
 def check_single_label(recipe: Recipe) -> None:
-    # multi-label recipes don't exist yet; when they do, cleanlab's multi_label=True path takes them
-    if getattr(recipe.data, "problem_type", "single_label_classification") != "single_label_classification":
-        raise BertctlError("bertctl doctor's label-error check is single-label only so far", fix="run it with --folds 0 for the other checks")
+    # every check compares class labels (conflicting duplicates, label errors); cleanlab's multi_label=True path
+    # would take multi-label data, regression has no label errors of this kind
+    if recipe.model.problem_type != "single_label_classification":
+        raise BertctlError(
+            f"bertctl doctor checks single-label data so far ({recipe.source} is {recipe.model.problem_type})",
+            fix="`bertctl tokenize RECIPE` reports the label distribution and inputs repeated across splits for every problem type",
+        )
 
 
 def train_sample(recipe: Recipe, n: int) -> list[int]:
@@ -658,8 +662,7 @@ def diagnose(
     if not 0.0 < near_threshold <= 1.0:
         raise BertctlError(f"--near-threshold {near_threshold} is not a similarity", fix="use a Jaccard similarity in (0, 1], e.g. --near-threshold 0.8")
     require_extra()
-    if folds:
-        check_single_label(recipe)
+    check_single_label(recipe)
     import numpy as np
 
     timings: dict[str, float] = {}

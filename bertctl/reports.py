@@ -35,10 +35,23 @@ def print_tokenize_report(console: "Console", report: "TokenizeReport") -> None:
             f"{s.truncated_share:.1%}", f"{s.unk_share:.2%}", str(s.empty_dropped),
         )
     console.print(table)
-    labels = Table("label", *[s.name for s in report.splits], box=None)
-    for label in report.labels:
-        labels.add_row(label, *[str(s.label_counts.get(label, 0)) for s in report.splits])
-    console.print(labels)
+    if report.problem_type == "regression":
+        stats = Table(f"{report.labels[0]} (regression)", *[s.name for s in report.splits], box=None)
+        for name in ("mean", "std", "min", "max"):
+            stats.add_row(name, *[f"{s.label_stats[name]:.4g}" if s.label_stats else "" for s in report.splits])
+        console.print(stats)
+    else:
+        multi = report.problem_type == "multi_label_classification"
+        labels = Table("label (rows with it)" if multi else "label", *[s.name for s in report.splits], box=None)
+        for label in report.labels:
+            labels.add_row(label, *[f"{s.label_counts.get(label, 0)} ({s.label_counts.get(label, 0) / max(1, s.examples):.1%})" for s in report.splits])
+        console.print(labels)
+        if multi:
+            most = max((k for s in report.splits for k in s.labels_per_row), default=0)
+            per_row = Table("labels per row", *[s.name for s in report.splits], box=None)
+            for k in range(most + 1):
+                per_row.add_row(str(k), *[str(s.labels_per_row.get(k, 0)) for s in report.splits])
+            console.print(per_row)
     for split, missing in report.labels_missing.items():
         console.print(f"[yellow]labels absent from {split}[/yellow]: {', '.join(missing)}")
     for pair, n in report.duplicates.items():

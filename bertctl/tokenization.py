@@ -55,6 +55,8 @@ class SplitReport:
     truncated_share: float
     unk_share: float
     empty_dropped: int
+    labels_per_row: dict[int, int] = field(default_factory=dict)  # multi-label: rows with 0, 1, 2... labels
+    label_stats: dict[str, float] = field(default_factory=dict)  # regression: mean, std, min, max
 
 
 @dataclass
@@ -64,6 +66,7 @@ class TokenizeReport:
     max_length: int
     labels: list[str]
     from_cache: bool
+    problem_type: str
     cache_dir: str | None
     splits: list[SplitReport]
     labels_missing: dict[str, list[str]] = field(default_factory=dict)  # split -> labels absent there but present elsewhere
@@ -89,7 +92,17 @@ def tokenize_report(recipe: Recipe, tokenizer=None) -> TokenizeReport:
         full = np.asarray(ds["n_tokens"])
         lengths = np.asarray(ds["length"])
         labels = np.asarray(ds["label"])
-        counts = {label: int((labels == i).sum()) for i, label in enumerate(data.labels)}
+        per_row: dict[int, int] = {}
+        stats: dict[str, float] = {}
+        if recipe.model.problem_type == "regression":
+            counts = {}
+            stats = {"mean": float(labels.mean()), "std": float(labels.std()), "min": float(labels.min()), "max": float(labels.max())} if len(labels) else {}
+        elif recipe.model.problem_type == "multi_label_classification":
+            matrix = labels.reshape(len(ds), len(data.labels))
+            counts = {label: int(matrix[:, j].sum()) for j, label in enumerate(data.labels)}
+            per_row = {int(k): int(v) for k, v in zip(*np.unique(matrix.sum(axis=1).astype(int), return_counts=True))}
+        else:
+            counts = {label: int((labels == i).sum()) for i, label in enumerate(data.labels)}
         present[name] = {label for label, n in counts.items() if n}
         inputs[name] = [hash(tuple(ids)) for ids in ds["input_ids"]]  # identical token ids = the same input
         reports.append(
@@ -105,9 +118,11 @@ def tokenize_report(recipe: Recipe, tokenizer=None) -> TokenizeReport:
                 truncated_share=float((full > recipe.model.max_length).mean()) if len(full) else 0.0,
                 unk_share=float(np.asarray(ds["n_unk"]).sum() / max(1, lengths.sum())),
                 empty_dropped=data.dropped_empty.get(name, 0),
+                labels_per_row=per_row,
+                label_stats=stats,
             )
         )
-    everywhere = set().union(*present.values()) if present else set()
+    everywhere = set().union(*present.values()) if present and recipe.model.problem_type != "regression" else set()
     missing = {name: sorted(everywhere - labels) for name, labels in present.items() if everywhere - labels}
     duplicates = {}
     names = list(inputs)
@@ -121,6 +136,7 @@ def tokenize_report(recipe: Recipe, tokenizer=None) -> TokenizeReport:
         max_length=recipe.model.max_length,
         labels=data.labels,
         from_cache=data.from_cache,
+        problem_type=recipe.model.problem_type,
         cache_dir=str(data.cache_dir) if data.cache_dir else None,
         splits=reports,
         labels_missing=missing,

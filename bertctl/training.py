@@ -224,7 +224,7 @@ base_model: {recipe.model.name}
 
 A `BertForSequenceClassification` fine-tuned by `bertctl train {recipe.source}`.
 
-## Labels
+## Labels ({recipe.model.problem_type})
 {", ".join(f"{i}: {name}" for i, name in enumerate(data.labels))}
 
 ## Data
@@ -249,6 +249,25 @@ bertctl predict --model {recipe.run_dir} "some text"
 ```
 ```python
 from transformers import pipeline
-pipeline("text-classification", model="{recipe.run_dir}")("some text")
+pipeline("text-classification", model="{recipe.run_dir}"{PIPELINE_ARGS[recipe.model.problem_type]})("some text")
 ```
-"""
+{PROBLEM_NOTES[recipe.model.problem_type]}"""
+
+
+# how the pipeline gives bertctl's answer for each problem type, and what the card says about it
+PIPELINE_ARGS = {
+    "single_label_classification": "",
+    "multi_label_classification": ', function_to_apply="sigmoid", top_k=None',
+    "regression": ', function_to_apply="none"',
+}
+PROBLEM_NOTES = {
+    "single_label_classification": "",
+    "multi_label_classification": (
+        "\nMulti-label: a label applies when its sigmoid probability reaches its threshold, tuned on validation to maximise"
+        " that label's F1 and saved as `label_thresholds` in `config.json`.\n"
+    ),
+    "regression": (
+        "\nRegression: the model outputs the label's own units (the training targets' standardisation is folded into the"
+        " classifier's weight and bias; `regression_target` in `config.json` records it).\n"
+    ),
+}
