@@ -109,15 +109,22 @@ class Workspace:
     def csv(self, name: str, extra_rows: list[tuple[str, str]] = (), header: str = "text,label") -> str:
         return self.write(name, self.csv_text(extra_rows, header))
 
-    def recipe(self, train: str, *, name: str = "r", labels: bool = True) -> str:
-        """A recipe over the tiny BERT whose run dir would be runs/<name> in the workspace."""
+    def recipe(self, train: str, *, name: str = "r", labels: bool = True, model: str = "", data: str = "", train_keys: str = "") -> str:
+        """A recipe over the tiny BERT whose run dir would be runs/<name> in the workspace; `model`, `data` and
+        `train_keys`: more lines for those tables."""
         label_line = "labels = [" + ", ".join(f'"{label}"' for label in AGNEWS_LABELS) + "]\n" if labels else ""
         return self.write(
             f"{name}.toml",
-            f'[model]\nname = "{self.tiny_bert}"\nmax_length = 64\n'
-            f'[data]\ntrain = "{train}"\n{label_line}'
-            f'[train]\nepochs = 1\nbatch_size = 8\n[output]\ndir = "{self.root / "runs" / name}"\n',
+            f'[model]\nname = "{self.tiny_bert}"\nmax_length = 64\n{model}'
+            f'[data]\ntrain = "{train}"\n{label_line}{data}'
+            f'[train]\nepochs = 1\nbatch_size = 8\n{train_keys}[output]\ndir = "{self.root / "runs" / name}"\n',
         )
+
+    def multilabel(self, rows: str, **keys: str) -> str:
+        """A multi-label recipe over `rows` (tsv lines of text and comma-joined labels) after 20 good ones."""
+        good = "".join(f"{r['text']}\t{r['label']},World\n" for r in self.rows)
+        path = self.write("ml.tsv", "text\tlabels\n" + good + rows)
+        return self.recipe(path, name="ml", model='problem_type = "multi_label_classification"\n' + keys.pop("model", ""), data='label = "labels"\nlabel_separator = ","\n' + keys.pop("data", ""), **keys)
 
     def run(self) -> str:
         """A finished run dir as `bertctl train` leaves it: the tiny classifier, recipe.toml, metrics.json."""
@@ -276,6 +283,35 @@ CASES = [
     Case("validate-integer-labels-out-of-range",
          lambda w: ["validate", w.recipe(w.write("i.csv", "text,label\n" + "".join(f"text {i},{i % 4}\n" for i in range(ROWS)) + "seven,7\nunlabelled,-1\n"))], 2,
          ("i.csv", "integer labels outside 0..3", "7 (line 22", "-1 (line 23", "class ids")),
+    Case("validate-multilabel-unknown-name", lambda w: ["validate", w.multilabel("Parliament votes\tWorld,Politics\n")], 2,
+         ("ml.tsv", "data.label", "'Politics' (line 22", "data.labels")),
+    Case("validate-multilabel-empty-cell", lambda w: ["validate", w.multilabel("no labels given\t\n")], 2,
+         ("ml.tsv", "1 row with an empty label", "line 22", "names joined by ','")),
+    Case("validate-label-list-needs-multilabel", lambda w: ["validate", w.recipe(w.csv("t.csv"), data='label = ["World", "Sports"]\n')], 2,
+         ("data.label", "one per label", "multi_label_classification")),
+    Case("validate-separator-needs-multilabel", lambda w: ["validate", w.recipe(w.csv("t.csv"), data='label_separator = ","\n')], 2,
+         ("data.label_separator", "multi_label_classification")),
+    Case("validate-indicator-column-not-0-1",
+         lambda w: ["validate", w.recipe(w.write("j.csv", "text,toxic,insult\n" + "".join(f"text {i},{i % 2},0\n" for i in range(ROWS)) + "bad row,yes,0\n"), labels=False,
+                                         model='problem_type = "multi_label_classification"\n', data='label = ["toxic", "insult"]\n')], 2,
+         ("j.csv", "'toxic'", "other than 0 and 1", "line 22", "'yes'")),
+    Case("validate-regression-bad-numbers",
+         lambda w: ["validate", w.recipe(w.write("s.csv", "text,score\n" + "".join(f"text {i},{i / 4}\n" for i in range(ROWS)) + "empty,\nword,high\nnan,NaN\n"), labels=False,
+                                         model='problem_type = "regression"\n', data='label = "score"\n')], 2,
+         ("s.csv", "2 rows with an empty or NaN label", "line 22", "line 24", "not a finite number", "'high'", "line 23")),
+    Case("validate-regression-constant-label",
+         lambda w: ["train", w.recipe(w.write("c.csv", "text,score\n" + "".join(f"text {i},3\n" for i in range(ROWS))), labels=False, model='problem_type = "regression"\n', data='label = "score"\n')], 2,
+         ("c.csv", "every label", "is 3", "nothing to learn")),
+    Case("validate-problem-type-misspelt", lambda w: ["validate", w.recipe(w.csv("t.csv"), model='problem_type = "multilabel"\n')], 2,
+         ("model.problem_type", "must be one of", "multi_label_classification")),
+    Case("validate-truncation-misspelt", lambda w: ["validate", w.recipe(w.csv("t.csv"), model='truncation = "head_tail"\n')], 2,
+         ("model.truncation", "must be one of", "head+tail")),
+    Case("validate-class-weights-wrong-length", lambda w: ["validate", w.recipe(w.csv("t.csv"), train_keys="class_weights = [1.0, 2.0]\n")], 2,
+         ("train.class_weights", "2 weights for 4 labels", "one weight per label")),
+    Case("validate-class-weights-misspelt", lambda w: ["validate", w.recipe(w.csv("t.csv"), train_keys='class_weights = "balance"\n')], 2,
+         ("train.class_weights", "did you mean 'balanced'")),
+    Case("validate-metric-of-another-problem-type", lambda w: ["validate", w.multilabel("", train_keys='metric_for_best = "accuracy"\n')], 2,
+         ("train.metric_for_best", "'accuracy' is not a multi-label metric")),
     Case("train-single-class", lambda w: ["train", w.recipe(w.write("one.csv", "text,label\n" + "".join(f"text {i},World\n" for i in range(ROWS))), labels=False)], 2,
          ("one.csv", "single class ('World')", "at least two classes")),
     Case("pretrain-bom-decoded-twice", lambda w: ["pretrain", w.recipe(w.write("bom2.csv", "\u00ef\u00bb\u00bf" + w.csv_text())), "--epochs", "1"], 2,
