@@ -330,7 +330,7 @@ def predict(
     threads: Threads = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="write predictions to a .jsonl or .csv/.tsv file, which appears whole at the end (FILE.partial until then)", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", metavar="", help="continue the interrupted --output FILE from FILE.partial: no line lost, none twice")] = False,
-    as_json: Annotated[bool, typer.Option("--json", metavar="", help="one JSON object per text on stdout: text, label, score, top_k")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="one JSON object per text on stdout: text, label, score, top_k, scores (multi-label: labels, scores; regression: value)")] = False,
     trust_pickle: TrustPickle = False,
     fast_path: Annotated[bool, typer.Option("--fast-path/--no-fast-path", metavar="", help="CPU: compute only [CLS] in the last layer (same labels); --no-fast-path runs the stock transformers forward")] = True,
 ) -> None:
