@@ -573,6 +573,10 @@ def rank_labels(labels: Sequence[str], probs: "np.ndarray", top_k: int) -> list[
 
 
 def check_request(classifier: Classifier, top_k: int, has_pairs: bool) -> None:
+    kind = classifier.problem_type
+    if top_k != 1 and kind != "single_label_classification":
+        shown = "every label at or above its threshold, with every label's score" if kind == "multi_label_classification" else "one value"
+        raise BertctlError(f"--top-k ranks classes, but {classifier.location} is a {kind.replace('_', ' ')} model: it predicts {shown}", fix="drop --top-k")
     n_labels = len(classifier.labels)
     if not 1 <= top_k <= n_labels:
         raise BertctlError(f"--top-k {top_k} is out of range: the model has {n_labels} labels ({', '.join(classifier.labels)})", fix=f"use --top-k between 1 and {n_labels}")

@@ -267,6 +267,19 @@ def test_multilabel_end_to_end_agrees_with_the_pipeline(multilabel_recipe):
         assert record["scores"] == pytest.approx(theirs, abs=1e-5)
         assert record["labels"] == [label for label in sorted(theirs, key=lambda k: -theirs[k]) if theirs[label] >= thresholds[label]]
 
+    # a table output gets the multi-label columns; --top-k has nothing to rank
+    source = multilabel_recipe.parent / "dev.tsv"
+    out = multilabel_recipe.parent / "predicted.csv"
+    result = runner.invoke(app, ["predict", "--model", str(run), "--file", str(source), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    with open(out, newline="", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    assert list(table[0])[-3:] == ["labels", "scores", "error"] and len(table) == 60
+    first = json.loads(runner.invoke(app, ["predict", "--model", str(run), "--json", table[0]["text"]]).stdout)
+    assert table[0]["labels"] == ",".join(first["labels"])
+    ranked = runner.invoke(app, ["predict", "--model", str(run), "--top-k", "2", "some text"])
+    assert ranked.exit_code == 2 and "--top-k" in ranked.output
+
 
 @pytest.mark.slow
 def test_regression_end_to_end_outputs_the_labels_units(regression_recipe):
