@@ -382,3 +382,18 @@ def test_export_keeps_thresholds_and_scaling(kind, request, tmp_path):
     evaluated = json.loads(runner.invoke(app, ["eval", str(exported), "--json"]).stdout)
     reference = json.loads(runner.invoke(app, ["eval", str(run), "--json"]).stdout)
     assert evaluated["metrics"] == pytest.approx(reference["metrics"], abs=1e-3)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_list_columns_load_from_jsonl_and_parquet(tmp_path, tiny_bert_dir, suffix):
+    from conftest import write_rows
+
+    from bertctl.data import load_data
+
+    rows = [{"text": f"text {i}", "emotions": [["joy"], ["anger", "fear"], []][i % 3]} for i in range(12)]
+    write_rows(tmp_path / f"t{suffix}", rows)
+    body = f'[data]\ntrain = "t{suffix}"\nlabel = "emotions"\n'
+    text = recipe_text(tiny_bert_dir, tmp_path / "run", body).replace("max_length = 48\n", 'max_length = 48\nproblem_type = "multi_label_classification"\n')
+    data = load_data(load_recipe(write_recipe(tmp_path, text)))
+    assert data.labels == ["anger", "fear", "joy"]  # inferred from the lists, sorted
+    assert data.splits["train"]["label"][:3] == [[0.0, 0.0, 1.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
