@@ -100,7 +100,8 @@ def trainer_worker(task: str, limit: int | None, epochs: int) -> dict:
     train_s = time.perf_counter() - start
     predicted = trainer.predict(dev_ds)
     shutil.rmtree(out, ignore_errors=True)
-    logits, refs = np.asarray(predicted.predictions, dtype=np.float64), np.asarray(dev_ds["label"])
+    # label_ids, not dev_ds's order: with group_by_length the Trainer's prediction loader may reorder examples
+    logits, refs = np.asarray(predicted.predictions, dtype=np.float64), np.asarray(predicted.label_ids, dtype=np.float64)
     result = {"way": "Trainer", "task": task, "train_examples": len(train_ds), "epochs": epochs, "train_s": train_s, "peak_rss_mb": peak_rss_mb()}
     if task == "goemotions":
         probs = 1 / (1 + np.exp(-logits))
