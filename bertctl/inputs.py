@@ -774,7 +774,7 @@ def encode_indicators(frame: "pd.DataFrame", columns: list[str], key: str, where
         bad: list[int] = []
         out = []
         for row, value in zip(frame.index, frame[column].tolist()):
-            as_int = None if is_blank(value) else (int(value) if isinstance(value, (bool,)) else _as_int(value))
+            as_int = None if is_blank(value) else (int(value) if isinstance(value, bool) else _as_int(value))
             if as_int not in (0, 1):
                 bad.append(int(row))
                 as_int = 0
@@ -792,27 +792,31 @@ def encode_numbers(values: list[Any], key: str, where: str, rows: list[int] | No
 
     rows = list(range(len(values))) if rows is None else rows
     out: list[float] = []
-    empty, bad = [], []
+    empty: list[int] = []
+    bad: list[tuple[int, Any]] = []  # (row, value)
     for row, value in zip(rows, values):
         number = None
         if is_blank(value):
             empty.append(row)
-        elif isinstance(value, (bool,)) or not isinstance(value, (numbers.Real, str)):
-            bad.append(row)
+        elif isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+            bad.append((row, value))
         else:
             try:
                 number = float(value.strip() if isinstance(value, str) else value)
             except ValueError:
-                bad.append(row)
+                bad.append((row, value))
             else:
-                if not math.isfinite(number):
-                    (empty if math.isnan(number) else bad).append(row)
+                if math.isnan(number):
+                    empty.append(row)
+                    number = None
+                elif math.isinf(number):
+                    bad.append((row, value))
                     number = None
         out.append(number if number is not None else 0.0)
     problems = []
     if empty:
         problems.append(Problem(key, f"{_count(len(empty), 'row')} with an empty or NaN label in {where}: {rows_named(path, empty)}", "a regression label is a number: fill in or remove those rows"))
     if bad:
-        shown = ", ".join(f"{row_name(path, r)} ({values[rows.index(r)]!r})" for r in bad[:MAX_ROWS_SHOWN]) + (" ..." if len(bad) > MAX_ROWS_SHOWN else "")
+        shown = ", ".join(f"{row_name(path, r)} ({v!r})" for r, v in bad[:MAX_ROWS_SHOWN]) + (" ..." if len(bad) > MAX_ROWS_SHOWN else "")
         problems.append(Problem(key, f"{_count(len(bad), 'row')} with a label that is not a finite number in {where}: {shown}", "a regression label is a number such as 3.8: fix or remove those rows"))
     return out, problems

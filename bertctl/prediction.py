@@ -69,11 +69,13 @@ def read_run_settings(model_dir: Path | None) -> RunSettings:
         return value if isinstance(value, kind) and not isinstance(value, bool) else None
 
     thresholds = raw.get("eval", {}).get("thresholds", {}) if isinstance(raw.get("eval"), dict) else {}
+    label = raw["data"].get("label") if isinstance(raw.get("data"), dict) else None
+    label_columns = [v for v in label if isinstance(v, str)] if isinstance(label, list) else None  # one 0/1 column per label
     return RunSettings(
         max_length=get("model", "max_length", int),
         text=get("data", "text", str),
         text_pair=get("data", "text_pair", str),
-        label=get("data", "label", str) or ([v for v in labels if isinstance(v, str)] if isinstance(labels := raw.get("data", {}).get("label") if isinstance(raw.get("data"), dict) else None, list) else None),
+        label=get("data", "label", str) or label_columns,
         label_separator=get("data", "label_separator", str),
         thresholds=thresholds if isinstance(thresholds, dict) else {},
         metrics=[m for m in raw["eval"]["metrics"] if isinstance(m, str)] if isinstance(raw.get("eval"), dict) and isinstance(raw["eval"].get("metrics"), list) else None,
@@ -113,8 +115,9 @@ class Classifier:
     @property
     def thresholds(self) -> list[float]:
         """Multi-label decision thresholds in label order: tuned on validation by training, else 0.5."""
-        saved = getattr(self.model.config, "label_thresholds", None) or {}
-        return [float(saved.get(label, DEFAULT_THRESHOLD)) if isinstance(saved, dict) else DEFAULT_THRESHOLD for label in self.labels]
+        saved = getattr(self.model.config, "label_thresholds", None)
+        saved = saved if isinstance(saved, dict) else {}
+        return [float(saved.get(label, DEFAULT_THRESHOLD)) for label in self.labels]
 
     def outputs(self, logits: "np.ndarray") -> "np.ndarray":
         return outputs_from_logits(self.problem_type, logits)
@@ -587,7 +590,8 @@ def check_request(classifier: Classifier, top_k: int, has_pairs: bool) -> None:
         )
 
 
-def _is_empty(item: InputText, has_pairs: bool) -> bool:
+def is_empty(item: InputText, has_pairs: bool) -> bool:
+    """An input with nothing to classify: a blank text, or a blank second text of a pair."""
     from bertctl.inputs import is_blank
 
     return is_blank(item.text) or (has_pairs and is_blank(item.pair))
@@ -595,7 +599,7 @@ def _is_empty(item: InputText, has_pairs: bool) -> bool:
 
 def score_items(classifier: Classifier, items: Sequence[InputText], *, has_pairs: bool, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple["np.ndarray", int]:
     """The outputs (Classifier.outputs) of the items that have text, in order (empty ones are skipped), and how many were truncated."""
-    kept = [item for item in items if not _is_empty(item, has_pairs)]
+    kept = [item for item in items if not is_empty(item, has_pairs)]
     return classify(classifier, [item.text for item in kept], [item.pair or "" for item in kept] if has_pairs else None, batch_size=batch_size)
 
 
@@ -607,7 +611,7 @@ def label_items(classifier: Classifier, items: Sequence[InputText], outputs: "np
     predictions = []
     for item in items:
         base = dict(text=item.text, pair=item.pair, where=item.where, row=item.row, problem_type=kind)
-        if _is_empty(item, has_pairs):
+        if is_empty(item, has_pairs):
             predictions.append(Prediction(**base, label=None, score=None, top_k=[], error=EMPTY_TEXT))
             continue
         output = next(rows)

@@ -33,7 +33,7 @@ from bertctl.errors import BertctlError
 if TYPE_CHECKING:
     import numpy as np
 
-    from bertctl.prediction import Encoded
+    from bertctl.prediction import Encoded, InputText
 
 SERVE_EXTRA = ("fastapi", "uvicorn", "prometheus_client")
 CPU_BATCH_SIZE = 4
@@ -109,12 +109,11 @@ class Backend:
     def forward(self, columns: dict[str, list[list[int]]]) -> "np.ndarray":
         return self.classifier.logits(columns, self.batch_size)  # torch, or onnxruntime for an export dir
 
-    def label(self, texts: Sequence[str], pairs: Sequence[str] | None, outputs: "np.ndarray", top_k: int) -> list[dict[str, Any]]:
-        """`predict --json`'s records for texts (and pairs), from the outputs of those that are not empty."""
-        from bertctl.prediction import InputText, label_items
+    def label(self, items: Sequence["InputText"], outputs: "np.ndarray", *, has_pairs: bool, top_k: int) -> list[dict[str, Any]]:
+        """`predict --json`'s records for items, from the outputs of those that are not empty."""
+        from bertctl.prediction import label_items
 
-        items = [InputText(text, pairs[i] if pairs is not None else None, f"text {i + 1}") for i, text in enumerate(texts)]
-        return [p.to_dict() for p in label_items(self.classifier, items, outputs, has_pairs=pairs is not None, top_k=top_k)]
+        return [p.to_dict() for p in label_items(self.classifier, items, outputs, has_pairs=has_pairs, top_k=top_k)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,7 +346,7 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
     from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
     from bertctl import __version__
-    from bertctl.inputs import is_blank
+    from bertctl.prediction import InputText, is_empty
 
     options = options or ServeOptions()
     metrics = Metrics()
@@ -441,8 +440,8 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
             raise Refused(422, f"pairs has {len(pairs)} texts and texts has {len(texts)}: give one second text per text", ["body", "pairs"])
         if backend.pair_column and pairs is None:
             raise Refused(422, f"this model was trained on sentence pairs (data.text_pair = {backend.pair_column!r}): give \"pairs\", one second text per text", ["body", "pairs"])
-        empty = {i for i, text in enumerate(texts) if is_blank(text) or (pairs is not None and is_blank(pairs[i]))}
-        keep = [i for i in range(len(texts)) if i not in empty]
+        items = [InputText(text, pairs[i] if pairs is not None else None, f"text {i + 1}") for i, text in enumerate(texts)]
+        keep = [i for i, item in enumerate(items) if not is_empty(item, pairs is not None)]  # predict's rule, as label_items applies it
         outputs, truncated = [], 0
         if keep:
             try:
@@ -452,7 +451,7 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
             except Overloaded as exc:
                 raise Refused(503, f"the server is busy: {exc}; retry shortly", headers={"Retry-After": "1"}) from None
             outputs, truncated = backend.classifier.outputs(logits), encoded.truncated
-        out = backend.label(texts, pairs, outputs, body.top_k)
+        out = backend.label(items, outputs, has_pairs=pairs is not None, top_k=body.top_k)
         return JSONResponse({"predictions": out, "truncated": truncated})
 
     @app.get("/health")

@@ -68,8 +68,7 @@ class ClassificationMetrics:
     problem_type: str = "single_label_classification"
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"problem_type": self.problem_type, "metrics": self.overall, "per_class": self.per_class, "confusion_matrix": self.confusion_matrix, "labels": self.labels}
-        return out
+        return {"problem_type": self.problem_type, "metrics": self.overall, "per_class": self.per_class, "confusion_matrix": self.confusion_matrix, "labels": self.labels}
 
 
 def problem_metrics(problem_type: str, references: Any, outputs: "np.ndarray", labels: list[str], thresholds: Sequence[float] | None = None) -> ClassificationMetrics:
