@@ -51,6 +51,8 @@ TrustPickle = Annotated[
     typer.Option("--trust-pickle", metavar="", help="also load pickle-only weights (pytorch_model.bin); unpickling can run code, so only for files you trust"),
 ]
 Quantize = Annotated[Optional[str], typer.Option("--quantize", metavar="int8", help="dynamic int8 Linear layers, faster on CPU (scores shift slightly)", show_default=False)]
+Chunks = Annotated[bool, typer.Option("--chunks", metavar="", help="read a text longer than max_length whole, as overlapping windows whose logits are pooled (mean; max for multi-label)")]
+Stride = Annotated[Optional[int], typer.Option("--stride", min=0, metavar="N", help="tokens consecutive --chunks windows share (default: a quarter of max_length)", show_default=False)]
 Threads = Annotated[Optional[int], typer.Option("--threads", min=1, metavar="N", help="CPU threads (default: the CPUs this process may use)", show_default=False)]
 OutputDir = Annotated[Optional[Path], typer.Option("--output-dir", "-o", metavar="DIR", help="run dir to write (default: the recipe's output.dir; for pretrain, output.dir + '-mlm')", show_default=False)]
 Resume = Annotated[bool, typer.Option("--resume", metavar="", help="continue from the newest checkpoint in the run dir")]
@@ -283,6 +285,8 @@ def eval_cli(
     report: Annotated[Optional[Path], typer.Option("--report", metavar="FILE", help="write the JSON report here (default RUN_DIR/eval.json)", show_default=False)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, metavar="N", help="examples per forward pass (default: the recipe's eval_batch_size)", show_default=False)] = None,
     plot: Annotated[bool, typer.Option("--plot/--no-plot", metavar="", help="also draw the confusion matrix as a PNG beside the report")] = True,
+    chunks: Chunks = False,
+    stride: Stride = None,
     trust_pickle: TrustPickle = False,
 ) -> None:
     """Score a trained model (accuracy, F1, MCC, log loss, calibration, confusion matrix) and gate CI on it.
@@ -293,6 +297,7 @@ def eval_cli(
     bertctl eval runs/agnews --split validation
     bertctl eval runs/agnews --data new.csv --label topic --min accuracy=0.9 --min f1_macro=0.85
     bertctl eval runs/agnews/onnx        # an export: onnxruntime, no torch
+    bertctl eval runs/reviews --chunks --stride 64   # long texts read whole, as overlapping windows
     """
     from bertctl import reports
     from bertctl.errors import GateFailed
@@ -303,7 +308,7 @@ def eval_cli(
         check_report_path(report)
     result = evaluate_run(
         run_dir, split=split, data=data, text=text, text_pair=text_pair, label=label, thresholds=thresholds, batch_size=batch_size,
-        trust_pickle=trust_pickle,
+        trust_pickle=trust_pickle, chunks=chunks, stride=stride,
     )
     write_eval_report(result, report, plot=plot)
     if as_json:
@@ -328,6 +333,8 @@ def predict(
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, metavar="N", help="inputs read, sorted by length and written together: memory grows with N, not with the file")] = 2048,
     quantize: Quantize = None,
     threads: Threads = None,
+    chunks: Chunks = False,
+    stride: Stride = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="write predictions to a .jsonl or .csv/.tsv file, which appears whole at the end (FILE.partial until then)", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", metavar="", help="continue the interrupted --output FILE from FILE.partial: no line lost, none twice")] = False,
     as_json: Annotated[bool, typer.Option("--json", metavar="", help="one JSON object per text on stdout: text, label, score, top_k, scores (multi-label: labels, scores; regression: value)")] = False,
@@ -343,6 +350,7 @@ def predict(
     bertctl predict --model runs/agnews --file headlines.txt --top-k 2 --json
     cat headlines.txt | bertctl predict - --output predictions.jsonl
     bertctl predict --file news.csv --output predictions.csv --resume
+    bertctl predict --model runs/reviews --file reviews.txt --chunks   # long texts whole: windows, pooled logits
     accelerate launch --num_processes 2 -m bertctl predict --file news.csv --output predictions.csv
     """
     from bertctl import prediction, reports, streaming
@@ -351,6 +359,8 @@ def predict(
     main = shard is None or shard.rank == 0
     if resume and (output is None or file is None or str(file) == "-"):
         raise BertctlError("--resume continues an interrupted --output of a --file", fix="rerun the interrupted command, --file FILE --output OUT included, with --resume added")
+    if stride is not None and not chunks:
+        raise BertctlError("--stride sets how many tokens --chunks windows share", fix="add --chunks, or drop --stride")
     if output is not None and main:
         streaming.check_output(output, resume=resume)
     stream = prediction.open_inputs(texts or [], file=file, text_column=text_column, pair_column=text_pair_column, pair=pair, chunk_size=chunk_size)
@@ -359,6 +369,8 @@ def predict(
     classifier = prediction.load_for_inference(
         model, quantize=quantize, threads=threads, trust_pickle=trust_pickle, fast_path=fast_path, device=shard.device if shard else None
     )
+    if chunks:
+        prediction.run_as_windows(classifier, stride)
     stream.for_model(classifier.settings)
     echo = None
     if as_json:

@@ -281,6 +281,7 @@ def cache_key(recipe: Recipe, tokenizer) -> str | None:
         "data": recipe.to_dict()["data"],
         "seed": recipe.train.seed,
         "max_length": recipe.model.max_length,
+        "truncation": recipe.model.truncation,
         "problem_type": recipe.model.problem_type,
         "tokenizer": tokenizer_fingerprint(tokenizer),
     }
@@ -293,21 +294,17 @@ def cache_key(recipe: Recipe, tokenizer) -> str | None:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _tokenize_batch(tokenizer, max_length: int, is_pair: bool):
+def _tokenize_batch(tokenizer, max_length: int, is_pair: bool, truncation: str):
+    from bertctl.truncation import encode_texts
+
     unk = tokenizer.unk_token_id
-    # the untruncated pass below is deliberate (it measures lengths); its "longer than the maximum
-    # sequence length" warning would only alarm the user about inputs that training does truncate
-    warned = getattr(tokenizer, "deprecation_warnings", None)
-    if isinstance(warned, dict):
-        warned["sequence-length-is-longer-than-the-specified-maximum"] = True
 
     def fn(batch: dict[str, list]) -> dict[str, list]:
-        args = (batch["text"], batch["text_pair"]) if is_pair else (batch["text"],)
-        enc = tokenizer(*args, truncation=True, max_length=max_length)
-        # untruncated lengths only feed the report (share truncated); special tokens counted as in `enc`
-        full = tokenizer(*args, truncation=False, add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False)
+        # untruncated lengths only feed the report (how many texts are cut, and by how much)
+        encoded = encode_texts(tokenizer, batch["text"], batch["text_pair"] if is_pair else None, max_length=max_length, truncation=truncation, lengths=True)
+        enc = dict(encoded.columns)
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
-        enc["n_tokens"] = [len(ids) for ids in full["input_ids"]]
+        enc["n_tokens"] = encoded.n_tokens
         enc["n_unk"] = [sum(1 for t in ids if t == unk) for ids in enc["input_ids"]]
         return enc
 
@@ -343,7 +340,7 @@ def tokenize_data(recipe: Recipe, tokenizer, *, use_cache: bool = True) -> Token
             pass  # a corrupt or foreign cache entry: rebuild it below
 
     data = load_data(recipe)
-    fn = _tokenize_batch(tokenizer, recipe.model.max_length, data.is_pair)
+    fn = _tokenize_batch(tokenizer, recipe.model.max_length, data.is_pair, recipe.model.truncation)
     remove = ["text", "text_pair"] if data.is_pair else ["text"]
     splits = DatasetDict(
         {name: ds.map(fn, batched=True, batch_size=1000, remove_columns=remove, desc=f"tokenizing {name}") for name, ds in data.splits.items()}

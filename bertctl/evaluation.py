@@ -25,6 +25,7 @@ from bertctl.recipe import DEFAULT_METRICS, METRICS, PROBLEM_METRICS, SPLITS
 if TYPE_CHECKING:
     from bertctl.metrics import ClassificationMetrics
     from bertctl.prediction import Classifier
+    from bertctl.truncation import Encoded
 
 REPORT_NAME = "eval.json"
 
@@ -162,7 +163,7 @@ class EvalResult:
 
 @dataclass
 class _EvalData:
-    columns: dict[str, list]
+    encoded: "Encoded"
     references: list  # class ids; multi-label: 0/1 rows in the model's label order; regression: numbers
     source: str
     split: str | None
@@ -171,8 +172,10 @@ class _EvalData:
 
 
 def _recipe_split(run_dir: Path, classifier: "Classifier", split: str | None) -> tuple[_EvalData, Any]:
-    from bertctl.data import tokenize_data
+    from bertctl.data import load_data, tokenize_data
+    from bertctl.prediction import encode
     from bertctl.runs import load_run_recipe
+    from bertctl.truncation import Encoded
 
     recipe = load_run_recipe(run_dir)
     if recipe is None:
@@ -194,13 +197,22 @@ def _recipe_split(run_dir: Path, classifier: "Classifier", split: str | None) ->
                 f"{run_dir / 'recipe.toml'}: the recipe has no {wanted} split (it has: {', '.join(available)})",
                 fix=f"use --split {'validation' if 'validation' in available else available[0]}, or pass --data FILE",
             )
-    # tokenize with the run's own tokenizer and max_length, through the same Arrow cache training used
-    tokenized = tokenize_data(recipe, classifier.tokenizer)
-    dataset = tokenized.splits[wanted]
-    wanted_columns = [name for name in (*classifier.input_names, "label", "n_tokens") if name in dataset.column_names]
-    # one bulk read into Python lists: indexing a datasets Column row by row costs ~0.2 ms a row
-    table = dataset.with_format(None).select_columns(wanted_columns)[:]
-    columns = {name: table[name] for name in classifier.input_names if name in table}
+    if classifier.chunk_stride is None:
+        # tokenize with the run's own tokenizer, max_length and truncation, through the same Arrow cache training used
+        tokenized = tokenize_data(recipe, classifier.tokenizer)
+        dataset = tokenized.splits[wanted]
+        wanted_columns = [name for name in (*classifier.input_names, "label", "n_tokens") if name in dataset.column_names]
+        # one bulk read into Python lists: indexing a datasets Column row by row costs ~0.2 ms a row
+        table = dataset.with_format(None).select_columns(wanted_columns)[:]
+        columns = {name: table[name] for name in classifier.input_names if name in table}
+        truncated = sum(1 for n in table["n_tokens"] if n > recipe.model.max_length) if "n_tokens" in table else None
+        encoded = Encoded(columns, truncated or 0, table.get("n_tokens"))
+    else:
+        # --chunks windows the raw texts: the split's rows as training loaded them, before any truncation
+        tokenized = load_data(recipe)
+        table = tokenized.splits[wanted].with_format(None)[:]
+        encoded = encode(classifier, table["text"])
+        truncated = 0
     where = f"{tokenized.sources.get(wanted, wanted)} ({wanted} split)"
     # the recipe's ids index its own label list; the model's ids may be ordered differently
     kind = classifier.problem_type
@@ -212,8 +224,7 @@ def _recipe_split(run_dir: Path, classifier: "Classifier", split: str | None) ->
     else:
         references = _model_ids([tokenized.labels[i] for i in table["label"]], classifier, "--split", where)
     source = f"{wanted} split ({tokenized.sources.get(wanted, wanted)})"
-    truncated = sum(1 for n in table["n_tokens"] if n > recipe.model.max_length) if "n_tokens" in table else None
-    return _EvalData(columns, references, source, wanted, truncated, notes), recipe
+    return _EvalData(encoded, references, source, wanted, truncated, notes), recipe
 
 
 def _model_ids(values: list, classifier: "Classifier", key: str, where: str, path: Path | None = None) -> list[int]:
@@ -283,8 +294,8 @@ def _data_file(path: Path, classifier: "Classifier", text: str | None, text_pair
     encoded = encode(classifier, texts, pairs)
     notes = []
     if encoded.truncated:
-        notes.append(f"{encoded.truncated} texts longer than {classifier.max_length} tokens were truncated")
-    return _EvalData(encoded.columns, references, str(path), None, encoded.truncated, notes)
+        notes.append(f"{encoded.truncated} texts longer than {classifier.max_length} tokens were truncated ({classifier.truncation}); --chunks reads them whole")
+    return _EvalData(encoded, references, str(path), None, encoded.truncated, notes)
 
 
 def evaluate_run(
@@ -298,12 +309,14 @@ def evaluate_run(
     thresholds: dict[str, float] | None = None,
     batch_size: int | None = None,
     trust_pickle: bool = False,
+    chunks: bool = False,
+    stride: int | None = None,
 ) -> EvalResult:
     """Score a run's model on its recipe's eval split (or on --data) and check the gate's thresholds."""
     import numpy as np
 
     from bertctl.metrics import problem_metrics
-    from bertctl.prediction import DEFAULT_BATCH_SIZE, load_for_inference
+    from bertctl.prediction import DEFAULT_BATCH_SIZE, check_windows, encoded_logits, load_for_inference, run_as_windows
     from bertctl.runs import resolve_run_dir
 
     if data is not None and split is not None:
@@ -314,7 +327,12 @@ def evaluate_run(
         raise BertctlError(f"--split {split!r} is not a split", fix=f"use one of: {', '.join(SPLITS)}")
     started = time.perf_counter()
     path = resolve_run_dir(run_dir)
+    if stride is not None and not chunks:
+        raise BertctlError("--stride sets how many tokens --chunks windows share", fix="add --chunks, or drop --stride")
     classifier = load_for_inference(path, trust_pickle=trust_pickle)
+    if chunks:
+        run_as_windows(classifier, stride)
+        check_windows(classifier, bool(classifier.settings.text_pair))
     recipe = None
     if data is not None:
         loaded = _data_file(Path(data).expanduser(), classifier, text, text_pair, label)
@@ -333,7 +351,10 @@ def evaluate_run(
     wanted = (recipe.eval.metrics if recipe is not None else classifier.settings.metrics) or DEFAULT_METRICS[kind]
     reported = [name for name in PROBLEM_METRICS[kind] if name in wanted or name in merged]
     size = batch_size or (recipe.train.eval_batch_size if recipe is not None else classifier.settings.eval_batch_size) or DEFAULT_BATCH_SIZE
-    logits = classifier.logits(loaded.columns, batch_size=size)
+    logits = encoded_logits(classifier, loaded.encoded, batch_size=size)
+    if loaded.encoded.owners is not None:
+        windowed = sum(1 for n in loaded.encoded.n_tokens if n > classifier.max_length)
+        loaded.notes.append(f"--chunks: {windowed} texts longer than {classifier.max_length} tokens ran as {len(loaded.encoded.owners) - len(loaded.references) + windowed} windows (stride {classifier.chunk_stride}), logits pooled by {'max' if kind == 'multi_label_classification' else 'mean'}")
     thresholds = classifier.thresholds if kind == "multi_label_classification" else None
     scores = problem_metrics(kind, np.asarray(loaded.references), classifier.outputs(logits), classifier.labels, thresholds)
     checks = check_thresholds(scores.overall, merged)

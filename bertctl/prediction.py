@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from bertctl.errors import BertctlError, DataError, ModelError
+from bertctl.truncation import Encoded, check_stride, default_stride, encode_texts, encode_windows, pool_windows
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,6 +47,7 @@ class RunSettings:
     """The few recipe.toml values inference needs; None where the dir has no recipe or no such key."""
 
     max_length: int | None = None
+    truncation: str | None = None  # model.truncation: which tokens of a too-long text the model was trained on
     text: str | None = None
     text_pair: str | None = None
     label: str | list[str] | None = None  # a list: one 0/1 column per label (multi-label)
@@ -73,6 +75,7 @@ def read_run_settings(model_dir: Path | None) -> RunSettings:
     label_columns = [v for v in label if isinstance(v, str)] if isinstance(label, list) else None  # one 0/1 column per label
     return RunSettings(
         max_length=get("model", "max_length", int),
+        truncation=get("model", "truncation", str),
         text=get("data", "text", str),
         text_pair=get("data", "text_pair", str),
         label=get("data", "label", str) or label_columns,
@@ -99,6 +102,14 @@ class Classifier:
     settings: RunSettings
     quantized: str | None = None
     fast_path: list[str] = field(default_factory=list)  # what bertctl.fastpath changed (CPU only)
+    chunk_stride: int | None = None  # set by run_as_windows (--chunks): long texts run as overlapping windows
+
+    @property
+    def truncation(self) -> str:
+        """What a too-long text keeps: the run's model.truncation (the tokens it was trained on), else the head."""
+        from bertctl.recipe import TRUNCATIONS
+
+        return self.settings.truncation if self.settings.truncation in TRUNCATIONS else "head"
 
     @property
     def input_names(self) -> list[str]:
@@ -254,23 +265,28 @@ def load_for_inference(
 # tokenizing and the batched forward pass
 
 
-@dataclass
-class Encoded:
-    columns: dict[str, list[list[int]]]  # model input name -> one id list per text, unpadded
-    truncated: int  # texts cut at max_length
-
-
 def encode(classifier: Classifier, texts: Sequence[str], pairs: Sequence[str] | None = None) -> Encoded:
-    """Tokenize without padding (batches pad themselves), truncating at the classifier's max_length."""
-    if not texts:
-        return Encoded({name: [] for name in classifier.input_names}, 0)
-    args = (list(texts), list(pairs)) if pairs is not None else (list(texts),)
-    enc = classifier.tokenizer(*args, truncation=True, max_length=classifier.max_length)
-    # fast tokenizers keep what truncation cut off in each Encoding: no second, untruncated pass needed
-    encodings = getattr(enc, "encodings", None) or []
-    truncated = sum(1 for e in encodings if e.overflowing)
-    columns = {name: enc[name] for name in classifier.input_names if name in enc}
-    return Encoded(columns, truncated)
+    """Tokenize without padding (batches pad themselves): cut at the classifier's max_length by the run's
+    truncation, or (run_as_windows) one row per overlapping window, `owners` saying whose."""
+    if classifier.chunk_stride is not None and pairs is None:
+        return encode_windows(classifier.tokenizer, texts, max_length=classifier.max_length, stride=classifier.chunk_stride)
+    return encode_texts(classifier.tokenizer, texts, pairs, max_length=classifier.max_length, truncation=classifier.truncation)
+
+
+def run_as_windows(classifier: Classifier, stride: int | None = None) -> None:
+    """--chunks: from now on a text longer than max_length runs as windows overlapping by `stride` tokens (default a
+    quarter of max_length), their logits pooled into one row, instead of being truncated."""
+    stride = default_stride(classifier.max_length) if stride is None else stride
+    check_stride(stride, classifier.max_length)
+    classifier.chunk_stride = stride
+
+
+def encoded_logits(classifier: Classifier, encoded: Encoded, batch_size: int = DEFAULT_BATCH_SIZE) -> "np.ndarray":
+    """Logits in input order, one row per text: windows (encode under run_as_windows) pooled back into their text."""
+    logits = classifier.logits(encoded.columns, batch_size)
+    if encoded.owners is None:
+        return logits
+    return pool_windows(logits, encoded.owners, len(encoded.n_tokens or []), classifier.problem_type)
 
 
 def _torch_forward(model, device: str):
@@ -362,7 +378,7 @@ def classify(classifier: Classifier, texts: Sequence[str], pairs: Sequence[str] 
     """The model's outputs for texts, in input order (class or label probabilities, or values: Classifier.outputs),
     plus how many texts were truncated."""
     encoded = encode(classifier, texts, pairs)
-    return classifier.outputs(classifier.logits(encoded.columns, batch_size)), encoded.truncated
+    return classifier.outputs(encoded_logits(classifier, encoded, batch_size)), encoded.truncated
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,7 +570,7 @@ class Tally:
             out.append(f"note: {self.empty} empty input{s} not classified ({', '.join(self.empty_where[:NOTES_SHOWN])}{more}); --json marks them with label null and an \"error\"")
         if self.truncated:
             s = "s" if self.truncated != 1 else ""
-            out.append(f"note: {self.truncated} text{s} longer than {self.max_length} tokens truncated to the model's max_length ({self.max_length})")
+            out.append(f"note: {self.truncated} text{s} longer than {self.max_length} tokens truncated to the model's max_length ({self.max_length}); --chunks reads them whole")
         return out
 
 
@@ -587,6 +603,15 @@ def check_request(classifier: Classifier, top_k: int, has_pairs: bool) -> None:
         raise BertctlError(
             f"{classifier.location} was trained on sentence pairs (data.text_pair = {classifier.settings.text_pair!r}): each input needs its second text",
             fix='bertctl predict "first text" --pair "second text", or --file FILE --text COL --text-pair COL',
+        )
+    check_windows(classifier, has_pairs)
+
+
+def check_windows(classifier: Classifier, has_pairs: bool) -> None:
+    if classifier.chunk_stride is not None and has_pairs:
+        raise BertctlError(
+            "--chunks runs one long text as overlapping windows; sentence pairs are cut longest-first from their ends instead",
+            fix="drop --chunks (and --stride) for a sentence-pair model",
         )
 
 

@@ -101,7 +101,7 @@ class ModelSection:
     )
     truncation: str = field(
         default="head",
-        metadata=_meta("which tokens a too-long text keeps: the first, the last, or the first quarter and last three quarters (head+tail, Sun et al. 2019)", choices=list(TRUNCATIONS)),
+        metadata=_meta("which tokens a too-long text keeps: the first, the last, or a quarter of max_length from the start and the rest from the end (head+tail, Sun et al. 2019)", choices=list(TRUNCATIONS)),
     )
 
 

@@ -35,6 +35,7 @@ def print_tokenize_report(console: "Console", report: "TokenizeReport") -> None:
             f"{s.truncated_share:.1%}", f"{s.unk_share:.2%}", str(s.empty_dropped),
         )
     console.print(table)
+    _print_long_texts(console, report)
     if report.problem_type == "regression":
         stats = Table(f"{report.labels[0]} (regression)", *[s.name for s in report.splits], box=None)
         for name in ("mean", "std", "min", "max"):
@@ -60,6 +61,39 @@ def print_tokenize_report(console: "Console", report: "TokenizeReport") -> None:
             console.print(f"[yellow]{n} examples of {a} also in {b}[/yellow] (identical token ids)")
         else:
             console.print(f"no examples of {a} repeat in {b}")
+
+
+def _print_long_texts(console: "Console", report: "TokenizeReport") -> None:
+    """What each way of fitting a long text into max_length drops: truncation cuts the same number of tokens from
+    different places; --chunks cuts none and runs more windows instead."""
+    from rich.table import Table
+
+    from bertctl.truncation import head_tail_split
+
+    if not any(s.over_max_length for s in report.splits):
+        console.print(f"no text is longer than max_length {report.max_length}: truncation drops nothing")
+        return
+    n = report.max_length
+    if report.is_pair:
+        table = Table(f"split (pairs; over {n} tokens)", "texts", "tokens dropped (longest-first, from the end)", box=None)
+        for s in report.splits:
+            table.add_row(s.name, f"{s.over_max_length} ({s.over_max_length / max(1, s.examples):.1%})", f"{s.tokens_dropped:,}")
+        console.print(table)
+        return
+    head, tail = head_tail_split(n)
+    chosen = {name: " (recipe)" if name == report.truncation else "" for name in ("head", "tail", "head+tail")}
+    table = Table(
+        f"split (over {n} tokens)", "texts", f"head{chosen['head']} drops the end", f"tail{chosen['tail']} drops the start",
+        f"head+tail{chosen['head+tail']} drops the middle", f"--chunks (stride {report.stride}) drops", box=None,
+    )
+    for s in report.splits:
+        dropped = f"{s.tokens_dropped:,}"
+        table.add_row(
+            s.name, f"{s.over_max_length} ({s.over_max_length / max(1, s.examples):.1%})", dropped, dropped, dropped,
+            f"0 ({s.chunk_windows:,} windows)" if s.over_max_length else "0",
+        )
+    console.print(table)
+    console.print(f"head+tail keeps the first {head} and the last {tail} WordPieces of a long text (Sun et al. 2019); model.truncation picks the strategy")
 
 
 def print_train_summary(result) -> None:

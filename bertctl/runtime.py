@@ -72,8 +72,9 @@ class ExportTokenizer:
         for name, default in (("cls", "[CLS]"), ("sep", "[SEP]"), ("pad", "[PAD]"), ("unk", "[UNK]"), ("mask", "[MASK]")):
             token = config.get(f"{name}_token", default)
             setattr(self, f"{name}_token", token.get("content") if isinstance(token, dict) else token)
-        self.pad_token_id = self.backend_tokenizer.token_to_id(self.pad_token) if self.pad_token else None
-        self.unk_token_id = self.backend_tokenizer.token_to_id(self.unk_token) if self.unk_token else None
+        for name in ("pad", "unk", "cls", "sep"):
+            token = getattr(self, f"{name}_token")
+            setattr(self, f"{name}_token_id", self.backend_tokenizer.token_to_id(token) if token else None)
 
     def get_vocab(self) -> dict[str, int]:
         return self.backend_tokenizer.get_vocab()

@@ -55,6 +55,9 @@ class SplitReport:
     truncated_share: float
     unk_share: float
     empty_dropped: int
+    over_max_length: int = 0  # texts longer than max_length
+    tokens_dropped: int = 0  # WordPieces truncation cuts from them (head, tail or head+tail: the same count, different tokens)
+    chunk_windows: int = 0  # windows `--chunks` runs those texts as, at the default stride (dropping none)
     labels_per_row: dict[int, int] = field(default_factory=dict)  # multi-label: rows with 0, 1, 2... labels
     label_stats: dict[str, float] = field(default_factory=dict)  # regression: mean, std, min, max
 
@@ -68,6 +71,9 @@ class TokenizeReport:
     from_cache: bool
     problem_type: str
     cache_dir: str | None
+    truncation: str
+    stride: int  # --chunks' default stride at this max_length
+    is_pair: bool
     splits: list[SplitReport]
     labels_missing: dict[str, list[str]] = field(default_factory=dict)  # split -> labels absent there but present elsewhere
     duplicates: dict[str, int] = field(default_factory=dict)  # "validation~train" -> examples of the first whose input also is in the second
@@ -82,14 +88,18 @@ def tokenize_report(recipe: Recipe, tokenizer=None) -> TokenizeReport:
 
     from bertctl.data import tokenize_data
     from bertctl.modeling import load_tokenizer
+    from bertctl.truncation import default_stride, windows_needed
 
     tokenizer = tokenizer or load_tokenizer(recipe.model.name, base_dir=recipe.base_dir_path)
     data = tokenize_data(recipe, tokenizer)
+    max_length = recipe.model.max_length
+    stride = default_stride(max_length)
     reports = []
     present: dict[str, set[str]] = {}
     inputs: dict[str, list[int]] = {}
     for name, ds in data.splits.items():
         full = np.asarray(ds["n_tokens"])
+        long = full[full > max_length]
         lengths = np.asarray(ds["length"])
         labels = np.asarray(ds["label"])
         per_row: dict[int, int] = {}
@@ -115,9 +125,12 @@ def tokenize_report(recipe: Recipe, tokenizer=None) -> TokenizeReport:
                 length_p90=_percentile(full, 90),
                 length_p99=_percentile(full, 99),
                 length_max=int(full.max()) if len(full) else 0,
-                truncated_share=float((full > recipe.model.max_length).mean()) if len(full) else 0.0,
+                truncated_share=float((full > max_length).mean()) if len(full) else 0.0,
                 unk_share=float(np.asarray(ds["n_unk"]).sum() / max(1, lengths.sum())),
                 empty_dropped=data.dropped_empty.get(name, 0),
+                over_max_length=int(len(long)),
+                tokens_dropped=int((long - max_length).sum()),
+                chunk_windows=0 if data.is_pair else sum(windows_needed(int(n), max_length, stride) for n in long),
                 labels_per_row=per_row,
                 label_stats=stats,
             )
@@ -138,6 +151,9 @@ def tokenize_report(recipe: Recipe, tokenizer=None) -> TokenizeReport:
         from_cache=data.from_cache,
         problem_type=recipe.model.problem_type,
         cache_dir=str(data.cache_dir) if data.cache_dir else None,
+        truncation=recipe.model.truncation,
+        stride=stride,
+        is_pair=data.is_pair,
         splits=reports,
         labels_missing=missing,
         duplicates=duplicates,
