@@ -441,10 +441,14 @@ def _draw(study, summary: SweepSummary, space: dict[str, Any]) -> None:
 
 
 def _importances(study) -> dict[str, float]:
-    """fANOVA (optuna's default; needs scikit-learn), else PED-ANOVA, which needs nothing more."""
-    import importlib.util
+    """optuna's default evaluator (PED-ANOVA from optuna 4.x; before, fANOVA, which needs scikit-learn, else PED-ANOVA)."""
+    import warnings
 
     import optuna
 
-    evaluator = None if importlib.util.find_spec("sklearn") else optuna.importance.PedAnovaImportanceEvaluator()
-    return optuna.importance.get_param_importances(study, evaluator=evaluator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "quantiles select the same set of trials" on a handful of trials
+        try:
+            return optuna.importance.get_param_importances(study)
+        except ImportError:
+            return optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
