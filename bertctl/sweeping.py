@@ -31,7 +31,7 @@ from typing import Any
 from bertctl.errors import BertctlError, RunError
 from bertctl.loop import Interrupted
 from bertctl.recipe import METRICS, Recipe, apply_overrides, recipe_from_dict, schema_field, sweep_metric
-from bertctl.runs import BEST, CHECKPOINTS, atomic_write_json, replace_dir
+from bertctl.runs import BEST, CHECKPOINTS, atomic_write_json, removes_new_empty_dirs, replace_dir
 
 EXTRA_FIX = 'pip install -e ".[sweep]"  (or: pip install "bertctl[sweep]")'
 STUDY_FILE = "study.db"
@@ -153,12 +153,13 @@ def run_sweep(
     _check_can_sweep(recipe, out, resume, again)
     optuna = require_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own line per trial
-    settings = _settings(recipe, out, storage, resume)
-    url = storage or settings["storage"]
-    study = optuna.create_study(
-        study_name=settings["study_name"], storage=url, direction=direction(metric), load_if_exists=True,
-        sampler=build_sampler(recipe), pruner=build_pruner(recipe.sweep.pruner),
-    )
+    with removes_new_empty_dirs(out):  # a storage that can't be opened leaves no empty sweep dir behind
+        settings = _settings(recipe, out, storage, resume)
+        url = storage or settings["storage"]
+        study = open_study(
+            optuna, url, study_name=settings["study_name"], direction=direction(metric), load_if_exists=True,
+            sampler=build_sampler(recipe), pruner=build_pruner(recipe.sweep.pruner),
+        )
     if not resume:
         atomic_write_json(out / SETTINGS_FILE, settings)
     else:
@@ -169,12 +170,12 @@ def run_sweep(
     started = time.perf_counter()
 
     def objective(trial) -> float:
-        params = suggest(trial, space)
         trial_dir = out / TRIALS / f"{trial.number:03d}"
-        # who runs it: --resume fails a RUNNING trial whose process on this host is gone (kill -9) and retries it
+        # who runs it, first: --resume fails a RUNNING trial whose process on this host is gone (kill -9) and retries it
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("dir", str(trial_dir.relative_to(out)))
+        params = suggest(trial, space)
         evaluations = 0
 
         def report(step: int, epoch: float, scores: dict[str, Any]) -> None:
@@ -221,6 +222,25 @@ def run_sweep(
     return summary
 
 
+def open_study(optuna, url: str, *, load: bool = False, **options):
+    """optuna's create_study (or load_study), with a storage it can't open said as an error, not a traceback."""
+    try:
+        if load:
+            return optuna.load_study(storage=url, **options)
+        return optuna.create_study(storage=url, **options)
+    except KeyError:  # load_study: no such study there
+        raise RunError(f"no study {options.get('study_name')!r} in {mask_password(url)}", fix="check --storage") from None
+    except (ImportError, ValueError) as exc:
+        raise RunError(
+            f"cannot open the study storage {mask_password(url)}: {exc}",
+            fix="check the URL (sqlite:///path/study.db, postgresql://user@host/db) and that its driver is installed (pip install psycopg2-binary)",
+        ) from None
+    except Exception as exc:  # sqlalchemy's OperationalError & co: a database that is down, refuses, or is not there
+        if type(exc).__module__.startswith("sqlalchemy"):
+            raise RunError(f"cannot open the study storage {mask_password(url)}: {str(exc).splitlines()[0]}", fix="check that the database runs and the URL's host, user and database") from None
+        raise
+
+
 def _check_can_sweep(recipe: Recipe, out: Path, resume: bool, again: str) -> None:
     """Before any import or write: something to search, something to score it on, and a dir we may write."""
     if not recipe.sweep.space:
@@ -265,9 +285,12 @@ def mask_password(url: str) -> str:
     """The storage URL as sweep.json keeps it: never a password in a file."""
     if url.startswith("sqlite"):
         return url
-    from sqlalchemy.engine import make_url
+    try:
+        from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL sqlalchemy can parse: show its scheme only
+        return url.split("://", 1)[0] + "://..." if "://" in url else "(the --storage value)"
 
 
 def _retry_cut_trials(study, out: Path) -> None:
@@ -410,10 +433,7 @@ def show_sweep(output: str | Path, *, storage: str | None = None, plots: bool = 
     optuna = require_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage or settings["storage"]
-    try:
-        study = optuna.load_study(study_name=settings["study_name"], storage=url)
-    except KeyError:
-        raise RunError(f"no study {settings['study_name']!r} in {mask_password(url)}", fix="check --storage") from None
+    study = open_study(optuna, url, load=True, study_name=settings["study_name"])
     summary = summarize(study, out, url, settings["metric"], 0, list(settings["space"]))
     if plots:
         _draw(study, summary, settings["space"])

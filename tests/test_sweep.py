@@ -399,3 +399,12 @@ def test_sweep_prunes_a_trial_with_a_bad_learning_rate(small_recipe, tmp_path):
     assert not list((tmp_path / "sweep" / "trials").rglob("*.safetensors"))
     shown = runner.invoke(app, ["sweep", "--show", str(tmp_path / "sweep")])
     assert shown.exit_code == 0 and "pruned" in shown.output
+
+
+@pytest.mark.parametrize("url", ["nosuchdb://host/db", "not a url", "postgresql://me:secret@127.0.0.1:1/sweeps"])
+def test_sweep_storage_that_cannot_be_opened_is_an_error(small_recipe, tmp_path, url):
+    recipe = _with_sweep(small_recipe, '[sweep.space]\n"train.epochs" = [1, 2]\n')
+    result = runner.invoke(app, ["sweep", str(recipe), "--output", str(tmp_path / "s"), "--storage", url])
+    assert result.exit_code == 2, result.output
+    assert "cannot open the study storage" in result.stderr and "secret" not in result.stderr
+    assert not (tmp_path / "s").exists()
