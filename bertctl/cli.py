@@ -544,7 +544,7 @@ def pretrain(
 @app.command("sweep")
 @handles_errors
 def sweep_cli(
-    recipe: Annotated[Optional[Path], typer.Argument(help="TOML recipe with a [sweep.space], e.g. recipes/agnews.toml", show_default=False)] = None,
+    recipe: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", help="TOML recipe with a sweep.space table, e.g. recipes/agnews.toml", show_default=False)] = None,
     overrides: Overrides = None,
     trials: Annotated[Optional[int], typer.Option("--trials", min=1, metavar="N", help="trials to finish, complete or pruned, in the study (default: the recipe's sweep.trials)", show_default=False)] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, metavar="S", help="start no trial after S seconds of this run", show_default=False)] = None,
