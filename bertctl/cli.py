@@ -9,6 +9,7 @@
     bertctl doctor recipes/agnews.toml --folds 0
     bertctl export runs/agnews && bertctl predict --model runs/agnews/onnx "Stocks fell"
     bertctl serve runs/agnews
+    bertctl sweep recipes/agnews.toml --trials 12 && bertctl sweep --show runs/agnews-sweep
 
 This is the only module that turns errors into exit codes (2: bad input, 1: a failed eval gate).
 Heavy libraries (torch, transformers, datasets) are imported inside commands so `--help` stays instant.
@@ -550,6 +551,45 @@ def pretrain(
     overrides = [*(overrides or []), *(f"pretrain.{key}={value}" for key, value in flags.items() if value is not None)]
     result = run_pretraining(load_recipe(recipe, overrides), output_dir=output_dir, resume=resume, overwrite=overwrite)
     reports.print_pretrain_summary(result)
+
+
+@app.command("sweep")
+@handles_errors
+def sweep_cli(
+    recipe: Annotated[Optional[Path], typer.Argument(metavar="RECIPE", help="TOML recipe with a sweep.space table, e.g. recipes/agnews.toml", show_default=False)] = None,
+    overrides: Overrides = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, metavar="N", help="trials to finish, complete or pruned, in the study (default: the recipe's sweep.trials)", show_default=False)] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", min=1, metavar="S", help="start no trial after S seconds of this run", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="DIR", help="sweep dir: study, trials/NNN run dirs, best/ (default: the recipe's output.dir + '-sweep')", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", metavar="", help="continue the study in DIR; a trial cut by Ctrl-C or kill -9 is marked failed and run again")] = False,
+    storage: Annotated[Optional[str], typer.Option("--storage", metavar="URL", help="optuna database URL (default sqlite in DIR); one postgresql:// URL lets many machines share a study", show_default=False)] = None,
+    show: Annotated[Optional[Path], typer.Option("--show", metavar="DIR", help="print the trials table of a sweep dir and write its PNGs; runs nothing", show_default=False)] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Search hyper-parameters with optuna (TPE, pruning); each trial is an ordinary run, the best kept as DIR/best.
+
+    bertctl sweep recipes/agnews.toml --trials 12
+    bertctl sweep recipes/agnews.toml --resume
+    bertctl sweep recipes/agnews.toml --storage postgresql://me@db.example/sweeps
+    bertctl sweep --show runs/agnews-sweep
+    """
+    from bertctl import reports
+    from bertctl import sweeping
+
+    if show is not None:
+        if recipe is not None or resume or trials is not None or timeout is not None or output is not None:
+            raise BertctlError("--show reads a sweep dir and runs nothing: it takes no recipe, --trials, --timeout, --output or --resume", fix=f"bertctl sweep --show {show}")
+        summary = sweeping.show_sweep(show, storage=storage)
+    else:
+        if recipe is None:
+            raise BertctlError("sweep needs a recipe with a [sweep.space], or --show DIR", fix="bertctl sweep recipes/agnews.toml --trials 12")
+        from bertctl.recipe import load_recipe
+
+        summary = sweeping.run_sweep(load_recipe(recipe, overrides), output=output, trials=trials, timeout=timeout, resume=resume, storage=storage, progress=not as_json)
+    if as_json:
+        echo_json(summary.to_dict())
+    else:
+        reports.print_sweep_summary(console(), summary, next_steps=show is None)
 
 
 def main() -> None:

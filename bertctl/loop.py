@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shlex
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from bertctl.errors import BertctlError, RunError
 from bertctl.recipe import METRICS, Recipe
@@ -119,9 +120,11 @@ def run_loop(
     overwrite: bool = False,
     progress: bool = True,
     stop_after_steps: int | None = None,
+    on_evaluate: Callable[[int, float, dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Train `task` as `recipe` says into a finished run dir. `stop_after_steps` stops at that global step as
-    Ctrl-C would: checkpoint, then raise Interrupted (tests use it)."""
+    Ctrl-C would: checkpoint, then raise Interrupted (tests use it). `on_evaluate(step, epoch, scores)` is called
+    after each evaluation; what it raises ends the run there (bertctl sweep prunes a trial so)."""
     import torch
     from accelerate.utils import set_seed
 
@@ -193,6 +196,8 @@ def run_loop(
             accelerator.log({f"eval/{k}": v for k, v in logged.items() if isinstance(v, (int, float))}, step=state.global_step)
         best = "" if task.metric is None else "  (best)" if improved else f"  (best {task.metric} {state.best_value:.4f} at step {state.best_step})"
         bar.message(f"eval step {state.global_step}: {format_scores(logged)}{best}")
+        if on_evaluate is not None:
+            on_evaluate(state.global_step, epoch_float, scores)
         patience = recipe.train.early_stopping_patience if task.metric else 0
         return bool(patience) and state.evals_without_gain >= patience
 
@@ -398,22 +403,41 @@ def keep_freed_memory_in_process() -> None:
 
 
 def build_optimizer(model, recipe: Recipe):
-    """AdamW with no weight decay on biases and LayerNorm weights (as in the BERT paper's code)."""
+    """AdamW with no weight decay on biases and LayerNorm weights (as in the BERT paper's code), and with
+    train.layerwise_lr_decay < 1 a lower lr the deeper a parameter sits (layer_lr_scale)."""
     import torch
 
-    decay, no_decay = [], []
+    decay_rate, num_layers = recipe.train.layerwise_lr_decay, getattr(model.config, "num_hidden_layers", 0)
+    by_group: dict[tuple[float, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
+        no_decay = name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
+        by_group.setdefault((layer_lr_scale(name, num_layers, decay_rate), no_decay), []).append(param)
+    # full-lr groups first (decay before no-decay): the progress line and the log show the first group's lr
     groups = [
-        {"params": decay, "weight_decay": recipe.train.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": params, "weight_decay": 0.0 if no_decay else recipe.train.weight_decay, "lr": recipe.train.learning_rate * scale}
+        for (scale, no_decay), params in sorted(by_group.items(), key=lambda item: (-item[0][0], item[0][1]))
     ]
     # the fused kernel updates each tensor in one pass over (param, grad, exp_avg, exp_avg_sq); over the 30k-row
     # embedding table that is ~6x faster than foreach on a CPU (benchmarks/NOTES.md), same AdamW arithmetic
     fused = all(p.device.type in ("cpu", "cuda") for group in groups for p in group["params"])
     return torch.optim.AdamW(groups, lr=recipe.train.learning_rate, **({"fused": True} if fused else {"foreach": True}))
+
+
+_ENCODER_LAYER = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
+_EMBEDDINGS = re.compile(r"(?:^|\.)embeddings\.")
+
+
+def layer_lr_scale(name: str, num_layers: int, decay: float) -> float:
+    """Layer-wise lr decay (ULMFiT; Sun et al. 2019, How to Fine-Tune BERT): encoder.layer.i (0-based, of L) learns at
+    decay^(L-i) of the lr, the embeddings at decay^(L+1), everything above the encoder (pooler, head) at the full lr."""
+    if decay == 1.0:
+        return 1.0
+    layer = _ENCODER_LAYER.search(name)
+    if layer is not None:
+        return decay ** (num_layers - int(layer.group(1)))
+    return decay ** (num_layers + 1) if _EMBEDDINGS.search(name) else 1.0
 
 
 def build_scheduler(optimizer, recipe: Recipe, total_steps: int):

@@ -202,3 +202,57 @@ def plot_positions(path: Path, analysis: Any) -> Path:
     right.set_xlabel("L2 norm")
     right.set_ylabel("positions")
     return _save(fig, path)
+
+
+def plot_sweep_history(path: Path, trials: list[dict[str, Any]], metric: str, maximize: bool) -> Path:
+    """Each trial's metric by trial number (pruned ones at their last report, hollow) and the best so far."""
+    fig = _figure(7, 4)
+    ax = fig.add_subplot(1, 1, 1)
+    for state, style in (("COMPLETE", {"color": "tab:blue"}), ("PRUNED", {"facecolors": "none", "edgecolors": "tab:gray"})):
+        shown = [t for t in trials if t["state"] == state and t["value"] is not None]
+        ax.scatter([t["number"] for t in shown], [t["value"] for t in shown], label=state.lower(), **style)
+    best, xs, ys = None, [], []
+    for t in sorted((t for t in trials if t["state"] == "COMPLETE"), key=lambda t: t["number"]):
+        if best is None or (t["value"] > best if maximize else t["value"] < best):
+            best = t["value"]
+        xs.append(t["number"])
+        ys.append(best)
+    ax.step(xs, ys, where="post", color="tab:red", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"validation {metric}")
+    ax.legend()
+    ax.set_title("bertctl sweep: optimisation history")
+    return _save(fig, path)
+
+
+def plot_sweep_importances(path: Path, importances: dict[str, float], metric: str) -> Path:
+    """How much of the metric's variation each parameter explains (optuna.importance), largest on top."""
+    names = list(importances)[::-1]
+    fig = _figure(7, max(2.5, 0.5 * len(names) + 1.5))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.barh(names, [importances[n] for n in names], color="#4472c4")
+    ax.set_xlabel(f"importance for {metric}")
+    ax.set_title("bertctl sweep: parameter importances")
+    return _save(fig, path)
+
+
+def plot_sweep_params(path: Path, trials: list[dict[str, Any]], keys: list[str], metric: str, log_keys: set[str]) -> Path:
+    """The metric of each complete trial against each parameter, one panel per parameter."""
+    cols = min(3, max(1, len(keys)))
+    rows = math.ceil(max(1, len(keys)) / cols)
+    fig = _figure(4.2 * cols, 3.4 * rows)
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        shown = [t for t in trials if key in t["params"]]
+        values = [t["params"][key] for t in shown]
+        if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            ax.scatter(values, [t["value"] for t in shown], color="tab:blue")
+            if key in log_keys:
+                ax.set_xscale("log")
+        else:  # categorical: strings, booleans
+            labels = sorted({str(v) for v in values})
+            ax.scatter([labels.index(str(v)) for v in values], [t["value"] for t in shown], color="tab:blue")
+            ax.set_xticks(range(len(labels)), labels=labels)
+        ax.set_xlabel(key)
+        ax.set_ylabel(metric)
+    return _save(fig, path)

@@ -145,6 +145,14 @@ class TrainSection:
     scheduler: str = field(default="linear", metadata=_meta("lr decay after warmup", choices=["linear", "cosine", "constant"]))
     gradient_accumulation_steps: int = field(default=1, metadata=_meta("micro-batches per optimizer step", min=1))
     max_grad_norm: float = field(default=1.0, metadata=_meta("clip gradients to this norm (0 = off)", min=0.0))
+    layerwise_lr_decay: float = field(
+        default=1.0,
+        metadata=_meta("layer-wise lr decay (ULMFiT; Sun et al. 2019): encoder layer i of L gets lr x decay^(L-i), embeddings decay^(L+1), the head the full lr (1.0 = off)", gt=0.0, max=1.0),
+    )
+    reinit_layers: int = field(
+        default=0,
+        metadata=_meta("re-initialise the top K encoder layers and the pooler before training, seeded (Zhang et al. 2021, Revisiting Few-sample BERT Fine-tuning); at most the model's layers", min=0),
+    )
     seed: int = field(default=42, metadata=_meta("seeds data order, head init, dropout", min=0))
     mixed_precision: str = field(default="no", metadata=_meta("accelerate mixed precision", choices=["no", "fp16", "bf16"]))
     early_stopping_patience: int = field(default=0, metadata=_meta("stop after this many evaluations without gain (0 = off)", min=0))
@@ -190,6 +198,25 @@ class PretrainSection:
     text: str = field(default="text", metadata=_meta("text column of pretrain.data"))
 
 
+PRUNERS = ("none", "median", "hyperband")
+
+
+@dataclass
+class SweepSection:
+    """`bertctl sweep`: an optuna search over recipe keys (its flags override trials)."""
+
+    trials: int = field(default=20, metadata=_meta("trials to finish (complete or pruned) in the study", min=1))
+    metric: str | None = field(
+        default=None,
+        metadata=_meta("validation metric to optimise, its direction its own (log_loss, mse, ... minimised) (default: train.metric_for_best)", choices=list(METRICS)),
+    )
+    pruner: str = field(default="median", metadata=_meta("stop unpromising trials after an evaluation (optuna's pruners)", choices=list(PRUNERS)))
+    space: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_meta("recipe key = { low = .., high = .., log = true } (a range of its type) or a list of values to choose from"),
+    )
+
+
 @dataclass
 class OutputSection:
     dir: str | None = field(default=None, metadata=_meta("run directory (relative to the working dir); default runs/<recipe name>"))
@@ -202,6 +229,7 @@ class Recipe:
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
     pretrain: PretrainSection = field(default_factory=PretrainSection)
+    sweep: SweepSection = field(default_factory=SweepSection)
     output: OutputSection = field(default_factory=OutputSection)
     # where the recipe came from; not part of the schema
     source: str = field(default="<recipe>", metadata={"internal": True})
@@ -294,7 +322,7 @@ def _type_name(tp: Any) -> str:
         return f"list of {_type_name(get_args(tp)[0])}s"
     if origin is dict:
         return f"table of {_type_name(get_args(tp)[1])}s"
-    return {str: "string", int: "integer", float: "number", bool: "true/false"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {str: "string", int: "integer", float: "number", bool: "true/false", Any: "value"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def _with_article(name: str) -> str:
@@ -318,6 +346,8 @@ class _Mismatch(Exception):
 def _coerce(value: Any, tp: Any) -> Any:
     """Return `value` as type `tp` or raise _Mismatch. Integers are accepted where numbers are."""
     origin = get_origin(tp)
+    if tp is Any:  # checked by its own rule (sweep.space)
+        return value
     if _is_union(tp):
         args = [a for a in get_args(tp) if a is not type(None)]
         detail = ""
@@ -573,6 +603,7 @@ def _check_recipe(recipe: Recipe, problems: list[Problem], failed: set[str] | No
         if problem is not None:
             problems.append(problem)
     _check_problem_type(recipe, problems, ok)
+    _check_sweep(recipe, problems, ok)
 
 
 def label_columns(recipe: Recipe) -> list[str]:
@@ -636,6 +667,111 @@ def _check_problem_type(recipe: Recipe, problems: list[Problem], ok) -> None:
         recipe.eval.metrics = list(DEFAULT_METRICS[kind])
     if t.metric_for_best is None:
         t.metric_for_best = DEFAULT_METRIC_FOR_BEST[kind]
+
+
+def sweep_metric(recipe: Recipe) -> str:
+    """The validation metric a sweep optimises; METRICS says its direction."""
+    return recipe.sweep.metric or recipe.train.metric_for_best or DEFAULT_METRIC_FOR_BEST[recipe.model.problem_type]
+
+
+def schema_field(key: str) -> tuple[dataclasses.Field, Any] | None:
+    """The field and type of a dotted recipe key (train.learning_rate), or None when the schema has no such key."""
+    cls, found = Recipe, None
+    for part in key.split("."):
+        if cls is None or not dataclasses.is_dataclass(cls):
+            return None
+        fields = {f.name: f for f in _schema_fields(cls)}
+        if part not in fields:
+            return None
+        found = (fields[part], typing.get_type_hints(cls)[part])
+        cls = found[1] if dataclasses.is_dataclass(found[1]) else None
+    return None if found is None or dataclasses.is_dataclass(found[1]) else found
+
+
+RANGE_KEYS = ("low", "high", "log")
+
+
+def _check_sweep(recipe: Recipe, problems: list[Problem], ok) -> None:
+    """[sweep]: a metric of the problem type, and a space whose keys are recipe keys and whose values each are."""
+    s, kind = recipe.sweep, recipe.model.problem_type
+    if s.metric is not None and ok("sweep.metric", "model.problem_type") and s.metric not in PROBLEM_METRICS[kind]:
+        allowed = PROBLEM_METRICS[kind]
+        kind_words = kind.replace("_", "-").replace("-classification", "")
+        problems.append(Problem("sweep.metric", f"{s.metric!r} is not a {kind_words} metric", did_you_mean(s.metric, allowed, f"choose from {', '.join(allowed)}")))
+    if not ok("sweep.space"):
+        return
+    keys = [row[0] for row in describe_schema()]
+    for key, spec in s.space.items():
+        where = f"sweep.space.{key}"
+        found = schema_field(key)
+        if found is None:
+            # guess within the key's own section first: "train.lr" -> train.learning_rate
+            section, _, name = str(key).rpartition(".")
+            guess = suggest(name, [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == section]) if section else None
+            fix = f"did you mean '{section}.{guess}'?" if guess else did_you_mean(key, keys, 'name recipe keys, e.g. "train.learning_rate" (bertctl schema lists them)')
+            problems.append(Problem(where, f"{key!r} is not a recipe key", fix))
+            continue
+        if key.startswith("sweep.") or key == "output.dir":
+            problems.append(Problem(where, f"{key} can't be searched: the sweep itself sets it", "remove it from [sweep.space]"))
+            continue
+        spec_field, tp = found
+        meta = dict(spec_field.metadata)
+        if isinstance(spec, list):
+            _check_space_list(where, key, spec, tp, meta, problems)
+        elif isinstance(spec, dict):
+            _check_space_range(where, key, spec, tp, meta, problems)
+        else:
+            problems.append(Problem(where, f"must be a range {{ low = .., high = .. }} or a list of values, got {_show(spec)}", f'write it like: "{key}" = {{ low = 1e-5, high = 1e-4, log = true }} or "{key}" = [2, 3]'))
+
+
+def _check_space_list(where: str, key: str, spec: list, tp: Any, meta: dict[str, Any], problems: list[Problem]) -> None:
+    """Each value of a list must be a value the key itself accepts."""
+    if not spec:
+        problems.append(Problem(where, "is an empty list", "list the values to try, e.g. [2, 3, 4]"))
+    for i, value in enumerate(spec):
+        try:
+            coerced = _coerce(value, tp)
+        except _Mismatch:
+            problems.append(Problem(where, f"value {i + 1} must be {_with_article(_type_name(tp))} like {key} itself, got {_show(value)}"))
+            continue
+        problem = _check_range(key, coerced, meta)
+        if problem is not None:
+            problems.append(Problem(where, f"value {i + 1}: {key} {problem.message}", problem.fix))
+
+
+def _check_space_range(where: str, key: str, spec: dict, tp: Any, meta: dict[str, Any], problems: list[Problem]) -> None:
+    """A range is of the key's own type (int keys: int bounds), within the key's bounds, low <= high, log only above 0."""
+    base = next((a for a in get_args(tp) if a is not type(None)), tp) if _is_union(tp) else tp
+    if base not in (int, float):
+        problems.append(Problem(where, f"is a range, but {key} is {_with_article(_type_name(tp))}", f'list the values to try: "{key}" = [..]'))
+        return
+    for name in spec:
+        if name not in RANGE_KEYS:
+            problems.append(Problem(f"{where}.{name}", "unknown key", did_you_mean(str(name), list(RANGE_KEYS), f"a range has {', '.join(RANGE_KEYS)}")))
+    bounds = {}
+    for name in ("low", "high"):
+        if name not in spec:
+            problems.append(Problem(where, f"has no {name}", f'write it like: "{key}" = {{ low = .., high = .. }}'))
+            continue
+        value = spec[name]
+        try:
+            bounds[name] = _coerce(value, base)
+        except _Mismatch:
+            problems.append(Problem(f"{where}.{name}", f"must be {_with_article(_type_name(base))}, as {key} is, got {_show(value)}"))
+            continue
+        problem = _check_range(key, bounds[name], meta)
+        if problem is not None:
+            problems.append(Problem(f"{where}.{name}", f"{key} {problem.message}", problem.fix))
+            del bounds[name]
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        problems.append(Problem(f"{where}.log", f"must be true or false, got {_show(log)}"))
+        log = False
+    if len(bounds) == 2:
+        if bounds["low"] > bounds["high"]:
+            problems.append(Problem(where, f"low {bounds['low']!r} is above high {bounds['high']!r}", "swap them"))
+        if log and bounds["low"] <= 0:
+            problems.append(Problem(where, f"log = true needs low > 0, got {bounds['low']!r}", "raise low above 0, or set log = false"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -285,3 +285,45 @@ def print_pretrain_summary(result) -> None:
         f'      bertctl fill-mask --model {result.run_dir} "some text with [MASK]"',
         flush=True,
     )
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def print_sweep_summary(console: "Console", summary, next_steps: bool = True) -> None:
+    """The trials table (params, metric, state, time), the best trial, and what the sweep dir holds."""
+    from rich.table import Table
+
+    table = Table("trial", "state", *summary.keys, summary.metric, "time", box=None)
+    best = summary.best["trial"] if summary.best else None
+    for t in summary.trials:
+        value = "-" if t["value"] is None else f"{t['value']:.4f}"
+        retry = f" (retry of {t['retry_of']})" if t.get("retry_of") is not None else ""
+        params = ["-" if key not in t["params"] else _param(t["params"][key]) for key in summary.keys]
+        seconds = "-" if t["seconds"] is None else f"{t['seconds']:.0f} s"
+        table.add_row(f"{t['number']}{' *' if t['number'] == best else ''}", t["state"].lower() + retry, *params, value, seconds)
+    console.print(table)
+    counts = {}
+    for t in summary.trials:
+        counts[t["state"].lower()] = counts.get(t["state"].lower(), 0) + 1
+    console.print(f"\nstudy {summary.study_name!r} in {summary.storage}: {', '.join(f'{n} {s}' for s, n in counts.items()) or 'no trials'}; {summary.metric} ({summary.direction})")
+    if summary.best:
+        console.print(f"best: trial {summary.best['trial']}, {summary.metric} {summary.best[summary.metric]:.4f}, kept in {summary.output / 'best'}")
+    console.print(f"sweep dir {summary.output}: {_size(summary.size_bytes)}")
+    for path in summary.plots:
+        console.print(f"wrote {path}")
+    for note in summary.notes:
+        console.print(note)
+    if next_steps and summary.best:
+        console.print(f"next: bertctl eval {summary.output / 'best'}\n      bertctl sweep --show {summary.output}")
+
+
+def _param(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)

@@ -35,7 +35,7 @@ BEST = "best"
 STATE_FILE = "trainer_state.json"
 LOG_FILE = "train_log.jsonl"
 # keys whose change doesn't alter what a resumed run computes
-RESUME_IGNORES = {"output.dir", "eval.thresholds", "eval.metrics", "eval.split", "train.log_with", "train.log_every_steps"}
+RESUME_IGNORES = {"output.dir", "eval.thresholds", "eval.metrics", "eval.split", "train.log_with", "train.log_every_steps", "sweep."}
 
 
 @contextmanager

@@ -95,6 +95,44 @@ def class_weights(recipe: Recipe, targets: list, labels: list[str]):
     return torch.tensor(len(targets) / (len(labels) * np.maximum(counts, 1.0)), dtype=torch.float32)
 
 
+def check_reinit_layers(recipe: Recipe, model_config) -> None:
+    """train.reinit_layers can't exceed the model's encoder layers: a Problem, as the recipe's other keys."""
+    from bertctl.errors import Problem, RecipeError
+
+    layers = getattr(model_config, "num_hidden_layers", None)
+    if layers is not None and recipe.train.reinit_layers > layers:
+        raise RecipeError(
+            recipe.source,
+            [Problem("train.reinit_layers", f"is {recipe.train.reinit_layers}, but {recipe.model.name} has {layers} encoder layers", f"set train.reinit_layers to at most {layers}")],
+        )
+
+
+def reinit_top_layers(model, k: int, seed: int) -> list[str]:
+    """Re-initialise the top `k` encoder layers and the pooler with the model's own init (its `_init_weights`,
+    config.initializer_range), as Zhang et al. 2021 (Revisiting Few-sample BERT Fine-tuning) do: the top layers
+    are the most specific to pre-training. Seeded by `seed` in a forked RNG, so the draws are the same for a seed
+    and the global RNG (head init already done, dropout to come) is left as it was. Returns the modules reset."""
+    import torch
+
+    if k == 0:
+        return []
+    base = getattr(model, model.base_model_prefix)
+    layers = list(base.encoder.layer)
+    names = [f"{model.base_model_prefix}.encoder.layer.{i}" for i in range(len(layers) - k, len(layers))]
+    modules = layers[len(layers) - k :]
+    if getattr(base, "pooler", None) is not None:
+        names.append(f"{model.base_model_prefix}.pooler")
+        modules.append(base.pooler)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for module in modules:
+            for tensor in [*module.parameters(), *module.buffers()]:
+                # transformers' init functions skip tensors flagged as loaded from the checkpoint
+                tensor._is_hf_initialized = False
+            module.apply(model._init_weights)
+    return names
+
+
 class Classification(Task):
     command, noun = "train", "training"
     resume_ignores = frozenset({"pretrain."})
@@ -120,6 +158,7 @@ class Classification(Task):
             self.data = tokenize_data(recipe, self.tokenizer)
         config = model_config(recipe.model.name, base_dir=recipe.base_dir_path)
         check_trainable(recipe, len(self.data.splits["train"]), config, accelerator.num_processes)
+        check_reinit_layers(recipe, config)
         pad_multiple = 8 if accelerator.device.type == "cuda" else None  # tensor cores like multiples of 8
         loader, _, eval_loader = build_dataloaders(self.data.splits, recipe, self.tokenizer.pad_token_id, pad_to_multiple_of=pad_multiple)
         self.eval_loader = accelerator.prepare(eval_loader) if eval_loader is not None else None
@@ -134,6 +173,7 @@ class Classification(Task):
 
         kind = self.problem_type
         model = load_classifier(self.recipe.model.name, labels=self.data.labels, base_dir=self.recipe.base_dir_path, problem_type=kind)
+        reinit_top_layers(model, self.recipe.train.reinit_layers, self.recipe.train.seed)
         if accelerator.device.type == "cpu" and self.recipe.train.cpu_fast_path:
             self.fast_path = use_fast_path(model)
         targets = self.data.splits["train"]["label"]

@@ -367,6 +367,15 @@ CASES = [
     Case("attention-out-below-a-file", lambda w: ["attention", "--model", w.tiny_bert, "--out", str(Path(w.write("afile", "x")) / "att"), "text"], 2,
          ("afile", "is a file, not a directory")),
     Case("pretrain-data-missing", lambda w: ["pretrain", w.recipe(w.csv("t.csv")), "--data", w.path("nope.txt")], 2, ("nope.txt", "file not found")),
+    # --- bertctl sweep ---------------------------------------------------------------------------
+    Case("sweep-space-bad-keys-and-ranges",
+         lambda w: ["sweep", w.recipe(w.csv("t.csv")), 'sweep.space={"train.lr" = [1e-5], "train.epochs" = { low = 0, high = 2.5 }}'], 2,
+         ("sweep.space.train.lr", "not a recipe key", "did you mean 'train.learning_rate'?", "sweep.space.train.epochs.high", "must be an integer")),
+    Case("sweep-output-not-empty",
+         lambda w: ["sweep", w.recipe(w.csv("t.csv"), data=f'validation = "{w.csv("v.csv")}"\n'), 'sweep.space={"train.epochs" = [1, 2]}',
+                    "--output", str(Path(w.write("mine/notes.txt", "mine")).parent)], 2,
+         ("mine", "not empty", "--resume")),
+    Case("sweep-show-not-a-sweep-dir", lambda w: ["sweep", "--show", str(Path(w.write("plain/notes.txt", "mine")).parent)], 2, ("plain", "not a sweep dir")),
     # --- command options -----------------------------------------------------------------------
     Case("predict-top-k-too-large", lambda w: ["predict", "--model", w.tiny_classifier, "--top-k", "9", "text"], 2, ("--top-k 9", "4 labels", "between 1 and 4")),
     Case("fill-mask-top-k-zero", lambda w: ["fill-mask", "--model", w.mlm, "--top-k", "0", "a [MASK] b"], 2, ("--top-k", "at least 1")),
@@ -483,7 +492,7 @@ def test_bad_input_matrix(case: Case, workspace: Workspace):
 
 
 def test_bad_input_matrix_covers_every_command():
-    commands = ("validate", "tokenize", "train", "eval", "predict", "attention", "pretrain", "fill-mask", "serve")
+    commands = ("validate", "tokenize", "train", "eval", "predict", "attention", "pretrain", "fill-mask", "serve", "sweep")
     refused = {command for command in commands for case in CASES if case.id.startswith(command + "-") and case.exit_code == 2}
     assert refused == set(commands)
     assert sum(case.exit_code == 2 for case in CASES) >= 30 and len({case.id for case in CASES}) == len(CASES)

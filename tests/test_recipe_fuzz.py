@@ -68,6 +68,11 @@ def typed_value(type_name: str):
         "true/false": st.booleans(),
         "list of string": st.lists(st.one_of(st.sampled_from(REAL_VALUES), text), max_size=5),
         "list of number": st.lists(st.one_of(st.floats(-1, 5), st.integers(-1, 3)), max_size=5),
+        "table of values": st.dictionaries(  # [sweep.space]: recipe key = range table or list
+            st.sampled_from(["train.learning_rate", "train.epochs", "train.scheduler", "train.lr", "output.dir"]),
+            st.one_of(st.dictionaries(st.sampled_from(["low", "high", "log", "step"]), scalars, max_size=3), st.lists(scalars, max_size=3), scalars),
+            max_size=3,
+        ),
         "table of number": st.dictionaries(st.one_of(st.sampled_from(["accuracy", "mcc", "log_loss", "ece", "acuracy"]), text), st.one_of(st.floats(), st.integers(-2, 2), text), max_size=4),
     }
     kinds = type_name.replace("strings", "string").replace("numbers", "number").split(" or ")

@@ -1,0 +1,474 @@
+"""`bertctl sweep`: search a recipe's [sweep.space] with optuna; every trial is an ordinary bertctl run.
+
+    bertctl sweep recipes/agnews.toml --trials 12                    # -> runs/agnews-sweep
+    bertctl sweep recipes/agnews.toml --resume                       # after Ctrl-C or kill -9
+    bertctl sweep recipes/agnews.toml --storage postgresql://me@db/sweeps   # many machines, one study
+    bertctl sweep --show runs/agnews-sweep                           # the trials table and PNGs
+
+It reads like optuna's own examples: `objective(trial)` turns `trial.suggest_*` into recipe overrides, runs the
+same `training.train` that `bertctl train` runs (in-process), reports the validation metric after each evaluation
+(the loop's `on_evaluate`) and raises `TrialPruned` when the pruner says so. A sweep dir holds:
+
+    study.db        the optuna study (SQLite), unless --storage names another database
+    sweep.json      what the sweep searches and where its study lives: --resume and --show read it
+    trials/NNN/     trial NNN's run dir (recipe.toml, train_log.jsonl, metrics.json, curves.png); weights deleted
+    best/           the best trial's model, HF-native, swapped in whole when a better trial finishes
+    best.json       which trial best/ is, its params and metric
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bertctl.errors import BertctlError, RunError
+from bertctl.loop import Interrupted
+from bertctl.recipe import METRICS, Recipe, apply_overrides, recipe_from_dict, schema_field, sweep_metric
+from bertctl.runs import BEST, CHECKPOINTS, atomic_write_json, removes_new_empty_dirs, replace_dir
+
+EXTRA_FIX = 'pip install -e ".[sweep]"  (or: pip install "bertctl[sweep]")'
+STUDY_FILE = "study.db"
+SETTINGS_FILE = "sweep.json"
+BEST_FILE = "best.json"
+TRIALS = "trials"
+PLOTS = ("history.png", "importances.png", "params.png")
+WEIGHT_FILES = ("*.safetensors", "pytorch_model.bin", "optimizer.bin", "scheduler.bin")
+
+
+def require_optuna():
+    from bertctl.runtime import require
+
+    return require("optuna", "bertctl sweep", fix=EXTRA_FIX)
+
+
+def direction(metric: str) -> str:
+    """optuna's study direction for a validation metric: METRICS says whether greater is better."""
+    return "maximize" if METRICS[metric] else "minimize"
+
+
+def default_output(recipe: Recipe) -> Path:
+    return recipe.run_dir.with_name(recipe.run_dir.name + "-sweep")
+
+
+@dataclass
+class SweepSummary:
+    """A study as a person reads it: the trials table, the best trial, and what the sweep dir holds."""
+
+    output: Path
+    study_name: str
+    storage: str  # the URL with any password masked
+    metric: str
+    direction: str
+    target: int
+    keys: list[str]
+    trials: list[dict[str, Any]]  # number, state, params, value, seconds
+    best: dict[str, Any] | None
+    size_bytes: int
+    plots: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "output": str(self.output), "plots": [str(p) for p in self.plots]}
+
+
+# ---------------------------------------------------------------------------------------------
+# the search space: [sweep.space] entries -> trial.suggest_* -> recipe overrides
+
+
+def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
+    """One value per space key: a list is a categorical choice, a range an int or float by the key's own type."""
+    params = {}
+    for key, spec in space.items():
+        if isinstance(spec, list):
+            params[key] = trial.suggest_categorical(key, spec)
+            continue
+        _, tp = schema_field(key)
+        is_int = int in getattr(tp, "__args__", (tp,))
+        suggest_range = trial.suggest_int if is_int else trial.suggest_float
+        params[key] = suggest_range(key, spec["low"], spec["high"], log=spec.get("log", False))
+    return params
+
+
+def as_overrides(params: dict[str, Any]) -> list[str]:
+    """Params as the command line's key=value overrides (values in TOML, as `bertctl train` reads them)."""
+    import tomli_w
+
+    return [f"{key}={tomli_w.dumps({'v': value})[4:].strip()}" for key, value in params.items()]
+
+
+def trial_recipe(recipe: Recipe, params: dict[str, Any], trial_dir: Path) -> Recipe:
+    """The sweep's recipe with the trial's params applied by the ordinary override mechanism, into its run dir.
+    The best checkpoint of a trial is picked by the sweep's own metric, so best/ is the best by that metric."""
+    overrides = [*as_overrides(params), f"output.dir={json.dumps(str(trial_dir))}", f"train.metric_for_best={json.dumps(sweep_metric(recipe))}"]
+    raw = recipe.to_dict()
+    apply_overrides(raw, overrides)
+    built = recipe_from_dict(raw, source=recipe.source, base_dir=recipe.base_dir)
+    built.overrides = [*recipe.overrides, *overrides]
+    return built
+
+
+def build_sampler(recipe: Recipe):
+    """TPE, seeded from train.seed: the same study history gives the same params."""
+    optuna = require_optuna()
+    return optuna.samplers.TPESampler(seed=recipe.train.seed)
+
+
+def build_pruner(name: str):
+    """A trial reports once per evaluation (step 1, 2, ...). Median: after 2 finished trials, stop one whose metric is
+    worse than the median of the others' at the same evaluation; Hyperband: successive halving over evaluations."""
+    optuna = require_optuna()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    return optuna.pruners.NopPruner()
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep
+
+
+def run_sweep(
+    recipe: Recipe,
+    *,
+    output: str | Path | None = None,
+    trials: int | None = None,
+    timeout: float | None = None,
+    resume: bool = False,
+    storage: str | None = None,
+    progress: bool = True,
+) -> SweepSummary:
+    """Run (or, with `resume`, continue) the sweep until `trials` (default sweep.trials) trials are complete or pruned
+    in the study, or `timeout` seconds have passed; returns the summary."""
+    out = Path(output) if output is not None else default_output(recipe)
+    space, metric = recipe.sweep.space, sweep_metric(recipe)
+    again = f"bertctl sweep {' '.join([recipe.source, *recipe.overrides])} --output {out} --resume"
+    _check_can_sweep(recipe, out, resume, again)
+    optuna = require_optuna()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own line per trial
+    with removes_new_empty_dirs(out):  # a storage that can't be opened leaves no empty sweep dir behind
+        settings = _settings(recipe, out, storage, resume)
+        url = storage or settings["storage"]
+        study = open_study(
+            optuna, url, study_name=settings["study_name"], direction=direction(metric), load_if_exists=True,
+            sampler=build_sampler(recipe), pruner=build_pruner(recipe.sweep.pruner),
+        )
+    if not resume:
+        atomic_write_json(out / SETTINGS_FILE, settings)
+    else:
+        _retry_cut_trials(study, out)
+        _keep_best_if_missed(study, out, metric)
+    target = trials or recipe.sweep.trials
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    started = time.perf_counter()
+
+    def objective(trial) -> float:
+        trial_dir = out / TRIALS / f"{trial.number:03d}"
+        # who runs it, first: --resume fails a RUNNING trial whose process on this host is gone (kill -9) and retries it
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("dir", str(trial_dir.relative_to(out)))
+        params = suggest(trial, space)
+        evaluations = 0
+
+        def report(step: int, epoch: float, scores: dict[str, Any]) -> None:
+            nonlocal evaluations
+            evaluations += 1
+            trial.report(scores[metric], evaluations)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"{metric} {scores[metric]:.4f} at step {step}")
+
+        from bertctl.training import train
+
+        try:
+            result = train(trial_recipe(recipe, params, trial_dir), output_dir=trial_dir, progress=False, on_evaluate=report)
+        except (Interrupted, KeyboardInterrupt):
+            trial.set_user_attr("interrupted", True)
+            raise
+        finally:
+            _forget_accelerate_state()
+        value = result.metrics["validation"].get(metric)
+        if value is None or not math.isfinite(value):
+            raise optuna.TrialPruned(f"{metric} is {value} (no validation score)")
+        return float(value)
+
+    def after_trial(study, frozen) -> None:
+        trial_dir = out / frozen.user_attrs.get("dir", f"{TRIALS}/{frozen.number:03d}")
+        if frozen.state == optuna.trial.TrialState.COMPLETE and study.best_trial.number == frozen.number:
+            keep_best(trial_dir, out, frozen, metric)
+        drop_weights(trial_dir)
+        if progress:
+            done = sum(t.state in finished for t in study.get_trials(deepcopy=False))
+            print(_progress_line(study, frozen, done, target, metric), flush=True)
+
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    if done < target:
+        try:
+            study.optimize(
+                objective, n_trials=target - done, timeout=timeout, gc_after_trial=True,
+                callbacks=[after_trial, optuna.study.MaxTrialsCallback(target, states=finished)],
+            )
+        except (Interrupted, KeyboardInterrupt):
+            raise Interrupted(f"sweep stopped; the study is kept in {out}", fix=f"continue it with: {again}") from None
+    summary = summarize(study, out, url, metric, target, list(space))
+    summary.notes.append(f"{time.perf_counter() - started:.0f} s this run")
+    return summary
+
+
+def open_study(optuna, url: str, *, load: bool = False, **options):
+    """optuna's create_study (or load_study), with a storage it can't open said as an error, not a traceback."""
+    try:
+        if load:
+            return optuna.load_study(storage=url, **options)
+        return optuna.create_study(storage=url, **options)
+    except KeyError:  # load_study: no such study there
+        raise RunError(f"no study {options.get('study_name')!r} in {mask_password(url)}", fix="check --storage") from None
+    except (ImportError, ValueError) as exc:
+        raise RunError(
+            f"cannot open the study storage {mask_password(url)}: {exc}",
+            fix="check the URL (sqlite:///path/study.db, postgresql://user@host/db) and that its driver is installed (pip install psycopg2-binary)",
+        ) from None
+    except Exception as exc:  # sqlalchemy's OperationalError & co: a database that is down, refuses, or is not there
+        if type(exc).__module__.startswith("sqlalchemy"):
+            raise RunError(f"cannot open the study storage {mask_password(url)}: {str(exc).splitlines()[0]}", fix="check that the database runs and the URL's host, user and database") from None
+        raise
+
+
+def _check_can_sweep(recipe: Recipe, out: Path, resume: bool, again: str) -> None:
+    """Before any import or write: something to search, something to score it on, and a dir we may write."""
+    if not recipe.sweep.space:
+        raise BertctlError(
+            f"{recipe.source} has no [sweep.space]: nothing to search",
+            fix='add e.g. [sweep.space] with "train.learning_rate" = { low = 2e-5, high = 3e-4, log = true }',
+        )
+    if recipe.data.validation is None and recipe.data.validation_fraction is None:
+        raise BertctlError(f"{recipe.source}: a sweep scores trials on validation data, and the recipe has none", fix="set data.validation (or data.validation_fraction)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise BertctlError("bertctl sweep runs in one process", fix="run it without accelerate launch; to use many machines, run it on each with the same --storage URL")
+    if out.exists() and not out.is_dir():
+        raise RunError(f"sweep dir {out} is a file", fix="choose a directory: --output DIR")
+    if resume and not (out / SETTINGS_FILE).is_file():
+        raise RunError(f"no sweep to resume in {out} (no {SETTINGS_FILE})", fix=f"start it without --resume: bertctl sweep {recipe.source} --output {out}")
+    if not resume and out.is_dir() and any(out.iterdir()):
+        raise RunError(f"sweep dir {out} is not empty; nothing in it is overwritten", fix=f"continue the sweep there with --resume ({again}), or choose another --output DIR")
+
+
+def _settings(recipe: Recipe, out: Path, storage: str | None, resume: bool) -> dict[str, Any]:
+    """sweep.json: on a new sweep, made here; on --resume, read and checked against the recipe."""
+    current = {
+        "recipe": recipe.source, "overrides": recipe.overrides, "study_name": recipe.name,
+        "storage": storage or f"sqlite:///{(out / STUDY_FILE).resolve()}", "metric": sweep_metric(recipe), "space": recipe.sweep.space,
+    }
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        return {**current, "storage": mask_password(current["storage"])}
+    saved = json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8"))
+    changed = [key for key in ("metric", "space") if saved.get(key) != current[key]]
+    if changed:
+        raise RunError(
+            f"the recipe's sweep.{' and sweep.'.join(changed)} differ from those the sweep in {out} was started with",
+            fix="resume with the original recipe, or start a new sweep with another --output DIR",
+        )
+    if storage is None and "***" in saved["storage"]:
+        raise RunError(f"the sweep in {out} uses a database whose password is not saved", fix="pass --storage URL again")
+    return saved
+
+
+def mask_password(url: str) -> str:
+    """The storage URL as sweep.json keeps it: never a password in a file."""
+    if url.startswith("sqlite"):
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL sqlalchemy can parse: show its scheme only
+        return url.split("://", 1)[0] + "://..." if "://" in url else "(the --storage value)"
+
+
+def _retry_cut_trials(study, out: Path) -> None:
+    """A trial cut by kill -9 stays RUNNING in the study, one cut by Ctrl-C is FAIL with `interrupted`: mark the first
+    failed (only this host's, whose process is gone: another machine's running trial is alive), and queue each one's
+    params again, once."""
+    from optuna.trial import TrialState
+
+    host, cut = socket.gethostname(), []
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.RUNNING and trial.user_attrs.get("host") == host and not _alive(trial.user_attrs.get("pid")):
+            study.tell(trial.number, state=TrialState.FAIL)
+            cut.append(trial)
+        elif trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted"):
+            cut.append(trial)
+    retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+    for trial in cut:
+        drop_weights(out / trial.user_attrs.get("dir", f"{TRIALS}/{trial.number:03d}"))
+        if trial.number not in retried:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _forget_accelerate_state() -> None:
+    """accelerate keeps its state in process-wide singletons; each trial starts from a clean one, so a trial's
+    mixed_precision or gradient_accumulation_steps never leaks into the next."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+
+
+# ---------------------------------------------------------------------------------------------
+# what stays on disk
+
+
+def keep_best(trial_dir: Path, out: Path, frozen, metric: str) -> None:
+    """Copy the trial's run dir (model, tokenizer, recipe, metrics; no checkpoints) to a temp dir, then swap it in
+    as best/: a reader finds the old best or the new one, never a mix."""
+    tmp = out / f".{BEST}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(trial_dir, tmp, ignore=shutil.ignore_patterns(CHECKPOINTS, BEST, f".{BEST}.tmp"))
+    replace_dir(tmp, out / BEST)
+    atomic_write_json(out / BEST_FILE, {"trial": frozen.number, "dir": str(trial_dir.relative_to(out)), "params": frozen.params, metric: frozen.value})
+
+
+def _keep_best_if_missed(study, out: Path, metric: str) -> None:
+    """A kill -9 between a best trial's end and its copy to best/: its weights are still in its dir, so copy now."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not complete:
+        return
+    best = study.best_trial
+    trial_dir = out / best.user_attrs.get("dir", f"{TRIALS}/{best.number:03d}")
+    kept = json.loads((out / BEST_FILE).read_text(encoding="utf-8")).get("trial") if (out / BEST_FILE).is_file() else None
+    if kept != best.number and (trial_dir / "config.json").is_file() and any(trial_dir.glob("*.safetensors")):
+        keep_best(trial_dir, out, best, metric)
+    drop_weights(trial_dir)
+
+
+def drop_weights(trial_dir: Path) -> None:
+    """Keep a trial's metrics, log, recipe and curves; delete its checkpoints and weights (disk stays bounded)."""
+    if not trial_dir.is_dir():
+        return
+    for name in (CHECKPOINTS, BEST, f".{BEST}.tmp"):
+        shutil.rmtree(trial_dir / name, ignore_errors=True)
+    for pattern in WEIGHT_FILES:
+        for path in trial_dir.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file() and not p.is_symlink())
+
+
+# ---------------------------------------------------------------------------------------------
+# reading a study: the progress line, the table, --show
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.4g}"
+    return str(value)
+
+
+def format_params(params: dict[str, Any]) -> str:
+    return " ".join(f"{key.rsplit('.', 1)[-1]}={_format_value(value)}" for key, value in params.items())
+
+
+def _trial_value(frozen) -> float | None:
+    """A complete trial's metric; a pruned one's last reported value."""
+    if frozen.value is not None:
+        return frozen.value
+    if frozen.intermediate_values:
+        return frozen.intermediate_values[max(frozen.intermediate_values)]
+    return None
+
+
+def _progress_line(study, frozen, done: int, target: int, metric: str) -> str:
+    value = _trial_value(frozen)
+    shown = f"{metric} {value:.4f}" if value is not None else f"{metric} -"
+    try:
+        best = study.best_trial
+        best_text = f"best {best.value:.4f} (trial {best.number})"
+    except ValueError:
+        best_text = "best -"
+    state = frozen.state.name.lower()
+    seconds = (frozen.datetime_complete - frozen.datetime_start).total_seconds() if frozen.datetime_complete and frozen.datetime_start else 0.0
+    return f"trial {done}/{target} (#{frozen.number})  {state:<8}  {shown}  {best_text}  {format_params(frozen.params)}  {seconds:.0f} s"
+
+
+def summarize(study, out: Path, url: str, metric: str, target: int, keys: list[str]) -> SweepSummary:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        rows.append({"number": t.number, "state": t.state.name, "params": dict(t.params), "value": _trial_value(t), "seconds": seconds, "retry_of": t.user_attrs.get("retry_of")})
+    best = json.loads((out / BEST_FILE).read_text(encoding="utf-8")) if (out / BEST_FILE).is_file() else None
+    return SweepSummary(out, study.study_name, mask_password(url), metric, study.direction.name.lower(), target, keys, rows, best, dir_size(out))
+
+
+def show_sweep(output: str | Path, *, storage: str | None = None, plots: bool = True) -> SweepSummary:
+    """The study of a sweep dir as a table, and its PNGs: optimisation history, parameter importances, and the
+    metric against each parameter."""
+    out = Path(output)
+    if not (out / SETTINGS_FILE).is_file():
+        raise RunError(f"{out} is not a sweep dir (no {SETTINGS_FILE})", fix="name the --output dir of a bertctl sweep, e.g. bertctl sweep --show runs/agnews-sweep")
+    settings = json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8"))
+    if storage is None and "***" in settings["storage"]:
+        raise RunError(f"the sweep in {out} uses a database whose password is not saved", fix="pass --storage URL too")
+    optuna = require_optuna()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage or settings["storage"]
+    study = open_study(optuna, url, load=True, study_name=settings["study_name"])
+    summary = summarize(study, out, url, settings["metric"], 0, list(settings["space"]))
+    if plots:
+        _draw(study, summary, settings["space"])
+    return summary
+
+
+def _draw(study, summary: SweepSummary, space: dict[str, Any]) -> None:
+    from bertctl import plots
+
+    out, metric = summary.output, summary.metric
+    complete = [t for t in summary.trials if t["state"] == "COMPLETE"]
+    if not complete:
+        summary.notes.append("no complete trial yet: no plots")
+        return
+    summary.plots.append(plots.plot_sweep_history(out / PLOTS[0], summary.trials, metric, summary.direction == "maximize"))
+    if len(complete) >= 2:
+        try:
+            summary.plots.append(plots.plot_sweep_importances(out / PLOTS[1], _importances(study), metric))
+        except Exception as exc:  # importances are a nicety: too few distinct trials, a missing package
+            summary.notes.append(f"no importances.png: {exc}")
+    else:
+        summary.notes.append("importances.png needs 2 complete trials")
+    log_keys = {key for key, spec in space.items() if isinstance(spec, dict) and spec.get("log")}
+    summary.plots.append(plots.plot_sweep_params(out / PLOTS[2], complete, summary.keys, metric, log_keys))
+
+
+def _importances(study) -> dict[str, float]:
+    """optuna's default evaluator (PED-ANOVA from optuna 4.x; before, fANOVA, which needs scikit-learn, else PED-ANOVA)."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "quantiles select the same set of trials" on a handful of trials
+        try:
+            return optuna.importance.get_param_importances(study)
+        except ImportError:
+            return optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
