@@ -305,7 +305,10 @@ def save_model(accelerator, model, tokenizer, target: Path, adjust=None) -> None
         tmp = target.with_name(f".{target.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            with writing("the model", tmp):
+            from bertctl.modeling import quiet_transformers
+
+            # transformers v5 draws a "Writing model shards" bar per save: noise between bertctl's eval lines
+            with writing("the model", tmp), quiet_transformers():
                 unwrapped = accelerator.unwrap_model(model)
                 state_dict = accelerator.get_state_dict(model)
                 unwrapped.save_pretrained(tmp, state_dict=adjust(state_dict) if adjust else state_dict, safe_serialization=True)
