@@ -375,8 +375,12 @@ def export_run(
 
 def export_readme(target: Path, info: dict[str, Any], refused: list[str]) -> str:
     """The export's model card: what it is, how to run it, and what the checks measured."""
+    from bertctl.prediction import read_run_settings
+
     logits = info["checks"]["logits"]
     metric = info["checks"].get("metric")
+    truncation = read_run_settings(Path(info["source"])).truncation or "head"
+    cut = "" if truncation == "head" else f" bertctl cuts a longer text by the run's `model.truncation` ({truncation}); other runtimes cut its head."
     lines = [
         f"# {target.name}: ONNX export of {Path(info['source']).name}",
         "",
@@ -384,7 +388,7 @@ def export_readme(target: Path, info: dict[str, Any], refused: list[str]) -> str
         f" {'int8 dynamic quantization (onnxruntime), ' if info['quantize'] else 'fp32, '}onnxruntime BERT fusions"
         f" ({', '.join(f'{k} {v}' for k, v in info['fusions'].items()) or 'none'}).",
         "",
-        f"Labels: {', '.join(info['labels'])}. Truncation at {info['max_length']} tokens. Inputs `input_ids`, `attention_mask`,"
+        f"Labels: {', '.join(info['labels'])}. Truncation at {info['max_length']} tokens.{cut} Inputs `input_ids`, `attention_mask`,"
         " `token_type_ids` (int64, batch x sequence, both axes dynamic); output `logits` (batch x labels).",
         "",
         "## Run it",
