@@ -68,6 +68,10 @@ def selected_positions_mlm(mlm, pooler: dict[str, Any] | None = None):
             self.mlm = inner
             self.pooler = pooler
 
+        @property
+        def config(self):  # the loop reads the encoder's config (layers for train.layerwise_lr_decay)
+            return self.mlm.config
+
         def forward(self, **batch):
             outputs = pretraining_logits(self.mlm, batch)
             logits, gold = outputs["mlm"]
