@@ -398,6 +398,19 @@ def keep_freed_memory_in_process() -> None:
         pass
 
 
+def release_freed_memory() -> None:
+    """Hand the heap that keep_freed_memory_in_process kept back to the kernel, once a training is over (between
+    sweep trials): up to 1 GB of it would otherwise stay in the process, and in its RSS, for the next trial."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 # ---------------------------------------------------------------------------------------------
 # optimizer, accelerator, checks
 

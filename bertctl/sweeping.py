@@ -18,6 +18,7 @@ same `training.train` that `bertctl train` runs (in-process), reports the valida
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bertctl.errors import BertctlError, RunError
-from bertctl.loop import Interrupted
+from bertctl.loop import Interrupted, release_freed_memory
 from bertctl.recipe import METRICS, Recipe, apply_overrides, recipe_from_dict, schema_field, sweep_metric
 from bertctl.runs import BEST, CHECKPOINTS, atomic_write_json, removes_new_empty_dirs, replace_dir
 
@@ -194,6 +195,8 @@ def run_sweep(
             raise
         finally:
             _forget_accelerate_state()
+            gc.collect()  # the trial's model, optimizer and batches, before the heap is trimmed
+            release_freed_memory()
         value = result.metrics["validation"].get(metric)
         if value is None or not math.isfinite(value):
             raise optuna.TrialPruned(f"{metric} is {value} (no validation score)")
