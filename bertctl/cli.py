@@ -360,8 +360,9 @@ def predict(
     main = shard is None or shard.rank == 0
     if resume and (output is None or file is None or str(file) == "-"):
         raise BertctlError("--resume continues an interrupted --output of a --file", fix="rerun the interrupted command, --file FILE --output OUT included, with --resume added")
-    if stride is not None and not chunks:
-        raise BertctlError("--stride sets how many tokens --chunks windows share", fix="add --chunks, or drop --stride")
+    from bertctl.truncation import check_chunk_options
+
+    check_chunk_options(chunks, stride)
     if output is not None and main:
         streaming.check_output(output, resume=resume)
     stream = prediction.open_inputs(texts or [], file=file, text_column=text_column, pair_column=text_pair_column, pair=pair, chunk_size=chunk_size)

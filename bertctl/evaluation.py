@@ -327,8 +327,9 @@ def evaluate_run(
         raise BertctlError(f"--split {split!r} is not a split", fix=f"use one of: {', '.join(SPLITS)}")
     started = time.perf_counter()
     path = resolve_run_dir(run_dir)
-    if stride is not None and not chunks:
-        raise BertctlError("--stride sets how many tokens --chunks windows share", fix="add --chunks, or drop --stride")
+    from bertctl.truncation import check_chunk_options
+
+    check_chunk_options(chunks, stride)
     classifier = load_for_inference(path, trust_pickle=trust_pickle)
     if chunks:
         run_as_windows(classifier, stride)

@@ -268,7 +268,8 @@ def load_for_inference(
 def encode(classifier: Classifier, texts: Sequence[str], pairs: Sequence[str] | None = None) -> Encoded:
     """Tokenize without padding (batches pad themselves): cut at the classifier's max_length by the run's
     truncation, or (run_as_windows) one row per overlapping window, `owners` saying whose."""
-    if classifier.chunk_stride is not None and pairs is None:
+    if classifier.chunk_stride is not None:
+        check_windows(classifier, pairs is not None)  # pairs never fall back to truncation silently
         return encode_windows(classifier.tokenizer, texts, max_length=classifier.max_length, stride=classifier.chunk_stride)
     return encode_texts(classifier.tokenizer, texts, pairs, max_length=classifier.max_length, truncation=classifier.truncation)
 

@@ -63,6 +63,12 @@ def default_stride(max_length: int) -> int:
     return max_length // 4
 
 
+def check_chunk_options(chunks: bool, stride: int | None) -> None:
+    """--stride without --chunks: said before anything is loaded."""
+    if stride is not None and not chunks:
+        raise BertctlError("--stride sets how many tokens --chunks windows share", fix="add --chunks, or drop --stride")
+
+
 def check_stride(stride: int, max_length: int) -> None:
     budget = max_length - SPECIAL_TOKENS
     if not 0 <= stride < budget:

@@ -254,3 +254,12 @@ def test_train_eval_predict_with_head_tail_and_chunks(long_recipe):
     predicted = runner.invoke(app, ["predict", "--model", str(run), "--chunks", "--json", LONG])
     assert predicted.exit_code == 0, predicted.output
     assert json.loads(predicted.stdout)["label"] in AGNEWS_LABELS
+
+
+def test_eval_chunks_refuses_pairs_named_on_the_command_line(tail_model_dir, tmp_path):
+    from bertctl.errors import BertctlError
+    from bertctl.evaluation import evaluate_run
+
+    data = write_csv(tmp_path / "pairs.csv", [{"a": f"first {i}", "b": f"second {i}", "label": "World"} for i in range(4)])
+    with pytest.raises(BertctlError, match="sentence pairs"):
+        evaluate_run(tail_model_dir, data=data, text="a", text_pair="b", chunks=True)
