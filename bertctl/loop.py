@@ -17,6 +17,7 @@ import re
 import shlex
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -396,6 +397,45 @@ def keep_freed_memory_in_process() -> None:
         libc.mallopt(m_trim_threshold, 1 << 30)
     except (OSError, AttributeError):  # not glibc (musl, ...): keep the allocator's defaults
         pass
+
+
+class PeakRss:
+    """The highest resident memory (MB) seen while a block runs, sampled every `interval` s from /proc/self/statm
+    by a daemon thread (Linux; `mb` stays None elsewhere). Sampling, not the kernel's VmHWM: resetting that
+    (/proc/self/clear_refs) would also reset the process peak that `/usr/bin/time -v` reports."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval, self.mb = interval, None
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _resident_mb(self) -> float | None:
+        try:
+            pages = int(Path("/proc/self/statm").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            return None
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+    def _sample(self) -> None:
+        while True:
+            now = self._resident_mb()
+            if now is None:
+                return
+            self.mb = now if self.mb is None else max(self.mb, now)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "PeakRss":
+        self._thread = threading.Thread(target=self._sample, name="bertctl-peak-rss", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        now = self._resident_mb()
+        if now is not None:
+            self.mb = now if self.mb is None else max(self.mb, now)
 
 
 def release_freed_memory() -> None:

@@ -296,17 +296,18 @@ def _size(n: int) -> str:
 
 
 def print_sweep_summary(console: "Console", summary, next_steps: bool = True) -> None:
-    """The trials table (params, metric, state, time), the best trial, and what the sweep dir holds."""
+    """The trials table (params, metric, state, time, peak RSS), the best trial, and what the sweep dir holds."""
     from rich.table import Table
 
-    table = Table("trial", "state", *summary.keys, summary.metric, "time", box=None)
+    table = Table("trial", "state", *summary.keys, summary.metric, "time", "peak RSS", box=None)
     best = summary.best["trial"] if summary.best else None
     for t in summary.trials:
         value = "-" if t["value"] is None else f"{t['value']:.4f}"
         retry = f" (retry of {t['retry_of']})" if t.get("retry_of") is not None else ""
         params = ["-" if key not in t["params"] else _param(t["params"][key]) for key in summary.keys]
         seconds = "-" if t["seconds"] is None else f"{t['seconds']:.0f} s"
-        table.add_row(f"{t['number']}{' *' if t['number'] == best else ''}", t["state"].lower() + retry, *params, value, seconds)
+        memory = "-" if t.get("peak_rss_mb") is None else f"{t['peak_rss_mb'] / 1000:.2f} GB"
+        table.add_row(f"{t['number']}{' *' if t['number'] == best else ''}", t["state"].lower() + retry, *params, value, seconds, memory)
     console.print(table)
     counts = {}
     for t in summary.trials:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bertctl.errors import BertctlError, RunError
-from bertctl.loop import Interrupted, release_freed_memory
+from bertctl.loop import Interrupted, PeakRss, release_freed_memory
 from bertctl.recipe import METRICS, Recipe, apply_overrides, recipe_from_dict, schema_field, sweep_metric
 from bertctl.runs import BEST, CHECKPOINTS, atomic_write_json, removes_new_empty_dirs, replace_dir
 
@@ -69,7 +69,7 @@ class SweepSummary:
     direction: str
     target: int
     keys: list[str]
-    trials: list[dict[str, Any]]  # number, state, params, value, seconds
+    trials: list[dict[str, Any]]  # number, state, params, value, seconds, retry_of, peak_rss_mb
     best: dict[str, Any] | None
     size_bytes: int
     plots: list[Path] = field(default_factory=list)
@@ -188,21 +188,27 @@ def run_sweep(
 
         from bertctl.training import train
 
+        memory = PeakRss()
         try:
-            result = train(trial_recipe(recipe, params, trial_dir), output_dir=trial_dir, progress=False, on_evaluate=report)
+            with memory:
+                result = train(trial_recipe(recipe, params, trial_dir), output_dir=trial_dir, progress=False, on_evaluate=report)
         except (Interrupted, KeyboardInterrupt):
             trial.set_user_attr("interrupted", True)
             raise
         finally:
             _forget_accelerate_state()
-            gc.collect()  # the trial's model, optimizer and batches, before the heap is trimmed
-            release_freed_memory()
+            if memory.mb is not None:
+                trial.set_user_attr("peak_rss_mb", round(memory.mb, 1))
         value = result.metrics["validation"].get(metric)
         if value is None or not math.isfinite(value):
             raise optuna.TrialPruned(f"{metric} is {value} (no validation score)")
         return float(value)
 
     def after_trial(study, frozen) -> None:
+        # here, not in objective: a pruned trial's exception (whose frames hold its model, optimizer and batches) is
+        # gone only once optuna has told the study; then the heap the trial freed goes back to the kernel
+        gc.collect()
+        release_freed_memory()
         trial_dir = out / frozen.user_attrs.get("dir", f"{TRIALS}/{frozen.number:03d}")
         if frozen.state == optuna.trial.TrialState.COMPLETE and study.best_trial.number == frozen.number:
             keep_best(trial_dir, out, frozen, metric)
@@ -412,14 +418,15 @@ def _progress_line(study, frozen, done: int, target: int, metric: str) -> str:
         best_text = "best -"
     state = frozen.state.name.lower()
     seconds = (frozen.datetime_complete - frozen.datetime_start).total_seconds() if frozen.datetime_complete and frozen.datetime_start else 0.0
-    return f"trial {done}/{target} (#{frozen.number})  {state:<8}  {shown}  {best_text}  {format_params(frozen.params)}  {seconds:.0f} s"
+    memory = f"  peak RSS {frozen.user_attrs['peak_rss_mb'] / 1000:.2f} GB" if "peak_rss_mb" in frozen.user_attrs else ""
+    return f"trial {done}/{target} (#{frozen.number})  {state:<8}  {shown}  {best_text}  {format_params(frozen.params)}  {seconds:.0f} s{memory}"
 
 
 def summarize(study, out: Path, url: str, metric: str, target: int, keys: list[str]) -> SweepSummary:
     rows = []
     for t in study.get_trials(deepcopy=False):
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
-        rows.append({"number": t.number, "state": t.state.name, "params": dict(t.params), "value": _trial_value(t), "seconds": seconds, "retry_of": t.user_attrs.get("retry_of")})
+        rows.append({"number": t.number, "state": t.state.name, "params": dict(t.params), "value": _trial_value(t), "seconds": seconds, "retry_of": t.user_attrs.get("retry_of"), "peak_rss_mb": t.user_attrs.get("peak_rss_mb")})
     best = json.loads((out / BEST_FILE).read_text(encoding="utf-8")) if (out / BEST_FILE).is_file() else None
     return SweepSummary(out, study.study_name, mask_password(url), metric, study.direction.name.lower(), target, keys, rows, best, dir_size(out))
 
