@@ -1,11 +1,17 @@
-"""Memory across a sweep's trials: peak RSS of a 1-trial sweep and of a 10-trial sweep, each in a fresh process.
+"""Memory across a sweep's trials: is the memory a trial freed given back before the next trial?
 
-    python benchmarks/sweep_memory.py                       # a 4-layer, 256-wide BERT (real vocab), 300/100 AG News rows
+    python benchmarks/sweep_memory.py                       # 10 equal short trials vs 1: a 4-layer, 256-wide BERT, 300/100 AG News rows
     python benchmarks/sweep_memory.py --trials 10 --model sentence-transformers/all-MiniLM-L6-v2 --train 400
+    python benchmarks/sweep_memory.py --recipe recipes/agnews.toml --trials 8          # a real sweep vs its trials alone
 
-Trials run in-process, one after another (bertctl.sweeping.run_sweep, pruning off so every trial trains fully); if
-a trial left its model, optimizer, data or accelerate state behind, the 10-trial peak would grow with the trials.
-Peak RSS is the process's VmHWM (the high-water mark of resident memory) when the sweep has finished.
+Equal trials: a 1-trial and an N-trial sweep, each in a fresh process (pruning off so every trial trains fully); if a
+trial left its model, optimizer, data or accelerate state behind, the N-trial peak would grow with the trials. Peak
+RSS is the process's VmHWM (the high-water mark of resident memory) when the sweep has finished.
+
+--recipe: the recipe's own sweep (`bertctl sweep RECIPE --trials N`), then, each in a fresh process, `bertctl train`
+of the trial recipes that use the most memory in the sweep (by each trial's sampled peak, `peak RSS` in the sweep's
+table): one per batch size, max_length and model. Trials differ in batch size and length, so the fair single-trial
+figure is the largest trial alone, not an average one. Peaks of whole processes come from wait4's ru_maxrss.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -65,19 +72,67 @@ def worker(args) -> None:
     print(json.dumps({"trials": len(summary.trials), "peak_rss_mb": round(_vm_hwm_mb(), 1), "seconds": round(time.perf_counter() - start, 1)}))
 
 
+def _run_measured(cmd: list[str], env: dict[str, str], log: Path) -> float:
+    """Run `cmd` to the end; its peak RSS in MiB (the kernel's own high-water mark of that process)."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed (exit {proc.returncode}); its output:\n{log.read_text()[-3000:]}")
+    return usage.ru_maxrss / 1024
+
+
+def real_sweep(args, env: dict[str, str]) -> None:
+    from bertctl.recipe import load_recipe
+    from bertctl.sweeping import show_sweep
+
+    work = Path(args.dir or tempfile.mkdtemp(prefix="sweep-memory-"))
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "sweep"
+    bertctl = [sys.executable, "-m", "bertctl"]
+    sweep_peak = _run_measured([*bertctl, "sweep", args.recipe, *args.overrides, "--trials", str(args.trials), "--output", str(out)], env, work / "sweep.log")
+    print((work / "sweep.log").read_text(), end="")
+    trials = [t for t in show_sweep(out, plots=False).trials if t.get("peak_rss_mib") is not None]
+    print(f"\nsweep of {len(trials)} trials: process peak RSS {sweep_peak:,.0f} MiB")
+    # the heaviest trial of each memory shape (batch size, max_length, model), run alone
+    heaviest: dict[tuple, dict] = {}
+    for t in trials:
+        recipe = load_recipe(out / "trials" / f"{t['number']:03d}" / "recipe.toml")
+        shape = (recipe.train.batch_size, recipe.model.max_length, recipe.model.name)
+        if shape not in heaviest or t["peak_rss_mib"] > heaviest[shape]["peak_rss_mib"]:
+            heaviest[shape] = t
+    alone = {}
+    for shape, t in heaviest.items():
+        trial_recipe = out / "trials" / f"{t['number']:03d}" / "recipe.toml"
+        run_dir = work / f"alone-{t['number']:03d}"
+        alone[t["number"]] = _run_measured([*bertctl, "train", str(trial_recipe), f"output.dir={json.dumps(str(run_dir))}"], env, work / f"alone-{t['number']:03d}.log")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        print(f"trial {t['number']} (batch {shape[0]}, max_length {shape[1]}) alone: peak RSS {alone[t['number']]:,.0f} MiB; in the sweep (sampled) {t['peak_rss_mib']:,.0f} MiB")
+    largest = max(alone.values())
+    ratio = sweep_peak / largest
+    print(f"ratio sweep / largest trial alone: {sweep_peak:,.0f} / {largest:,.0f} = {ratio:.3f}  ({'within' if ratio <= 1.10 else 'NOT within'} 10%)")
+    print(f"(sweep dir and logs in {work})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10, help="trials of the long sweep (the short one has 1)")
     parser.add_argument("--model", default=None, help="model dir or hub id (default: a random 4-layer, 256-wide BERT)")
     parser.add_argument("--train", type=int, default=300, help="data.limit.train")
     parser.add_argument("--validation", type=int, default=100, help="data.limit.validation")
+    parser.add_argument("--recipe", default=None, help="measure this recipe's own sweep against its largest trials alone")
+    parser.add_argument("overrides", nargs="*", help="key=value recipe overrides (with --recipe)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--dir", help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help="with --recipe: where the sweep and its logs go (default: a new temp dir)")
     args = parser.parse_args()
     if args.worker:
         worker(args)
         return
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if args.recipe:
+        real_sweep(args, env)
+        return
     results = {}
     for n in (1, args.trials):
         with tempfile.TemporaryDirectory() as tmp:

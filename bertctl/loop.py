@@ -400,12 +400,12 @@ def keep_freed_memory_in_process() -> None:
 
 
 class PeakRss:
-    """The highest resident memory (MB) seen while a block runs, sampled every `interval` s from /proc/self/statm
+    """The highest resident memory (MiB) seen while a block runs, sampled every `interval` s from /proc/self/statm
     by a daemon thread (Linux; `mb` stays None elsewhere). Sampling, not the kernel's VmHWM: resetting that
     (/proc/self/clear_refs) would also reset the process peak that `/usr/bin/time -v` reports."""
 
     def __init__(self, interval: float = 0.02):
-        self.interval, self.mb = interval, None
+        self.interval, self.mib = interval, None
         self._stop = threading.Event()
         self._thread = None
 
@@ -414,14 +414,14 @@ class PeakRss:
             pages = int(Path("/proc/self/statm").read_text().split()[1])
         except (OSError, IndexError, ValueError):
             return None
-        return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
     def _sample(self) -> None:
         while True:
             now = self._resident_mb()
             if now is None:
                 return
-            self.mb = now if self.mb is None else max(self.mb, now)
+            self.mib = now if self.mib is None else max(self.mib, now)
             if self._stop.wait(self.interval):
                 return
 
@@ -435,7 +435,7 @@ class PeakRss:
         self._thread.join()
         now = self._resident_mb()
         if now is not None:
-            self.mb = now if self.mb is None else max(self.mb, now)
+            self.mib = now if self.mib is None else max(self.mib, now)
 
 
 def release_freed_memory() -> None:

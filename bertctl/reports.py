@@ -306,7 +306,7 @@ def print_sweep_summary(console: "Console", summary, next_steps: bool = True) ->
         retry = f" (retry of {t['retry_of']})" if t.get("retry_of") is not None else ""
         params = ["-" if key not in t["params"] else _param(t["params"][key]) for key in summary.keys]
         seconds = "-" if t["seconds"] is None else f"{t['seconds']:.0f} s"
-        memory = "-" if t.get("peak_rss_mb") is None else f"{t['peak_rss_mb'] / 1000:.2f} GB"
+        memory = "-" if t.get("peak_rss_mib") is None else f"{t['peak_rss_mib'] / 1024:.2f} GiB"
         table.add_row(f"{t['number']}{' *' if t['number'] == best else ''}", t["state"].lower() + retry, *params, value, seconds, memory)
     console.print(table)
     counts = {}

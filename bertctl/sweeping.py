@@ -69,7 +69,7 @@ class SweepSummary:
     direction: str
     target: int
     keys: list[str]
-    trials: list[dict[str, Any]]  # number, state, params, value, seconds, retry_of, peak_rss_mb
+    trials: list[dict[str, Any]]  # number, state, params, value, seconds, retry_of, peak_rss_mib
     best: dict[str, Any] | None
     size_bytes: int
     plots: list[Path] = field(default_factory=list)
@@ -197,8 +197,8 @@ def run_sweep(
             raise
         finally:
             _forget_accelerate_state()
-            if memory.mb is not None:
-                trial.set_user_attr("peak_rss_mb", round(memory.mb, 1))
+            if memory.mib is not None:
+                trial.set_user_attr("peak_rss_mib", round(memory.mib, 1))
         value = result.metrics["validation"].get(metric)
         if value is None or not math.isfinite(value):
             raise optuna.TrialPruned(f"{metric} is {value} (no validation score)")
@@ -418,7 +418,7 @@ def _progress_line(study, frozen, done: int, target: int, metric: str) -> str:
         best_text = "best -"
     state = frozen.state.name.lower()
     seconds = (frozen.datetime_complete - frozen.datetime_start).total_seconds() if frozen.datetime_complete and frozen.datetime_start else 0.0
-    memory = f"  peak RSS {frozen.user_attrs['peak_rss_mb'] / 1000:.2f} GB" if "peak_rss_mb" in frozen.user_attrs else ""
+    memory = f"  peak RSS {frozen.user_attrs['peak_rss_mib'] / 1024:.2f} GiB" if "peak_rss_mib" in frozen.user_attrs else ""
     return f"trial {done}/{target} (#{frozen.number})  {state:<8}  {shown}  {best_text}  {format_params(frozen.params)}  {seconds:.0f} s{memory}"
 
 
@@ -426,7 +426,7 @@ def summarize(study, out: Path, url: str, metric: str, target: int, keys: list[s
     rows = []
     for t in study.get_trials(deepcopy=False):
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
-        rows.append({"number": t.number, "state": t.state.name, "params": dict(t.params), "value": _trial_value(t), "seconds": seconds, "retry_of": t.user_attrs.get("retry_of"), "peak_rss_mb": t.user_attrs.get("peak_rss_mb")})
+        rows.append({"number": t.number, "state": t.state.name, "params": dict(t.params), "value": _trial_value(t), "seconds": seconds, "retry_of": t.user_attrs.get("retry_of"), "peak_rss_mib": t.user_attrs.get("peak_rss_mib")})
     best = json.loads((out / BEST_FILE).read_text(encoding="utf-8")) if (out / BEST_FILE).is_file() else None
     return SweepSummary(out, study.study_name, mask_password(url), metric, study.direction.name.lower(), target, keys, rows, best, dir_size(out))
 

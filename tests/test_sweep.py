@@ -297,6 +297,22 @@ def test_sweep_llrd_and_reinit_train_end_to_end(small_recipe, tmp_path):
     assert not (tmp_path / "r3").exists()
 
 
+@pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="PeakRss reads /proc (Linux)")
+def test_sweep_peak_rss_sees_memory_freed_inside_the_block():
+    from bertctl.loop import PeakRss
+
+    with PeakRss(interval=0.005) as before:
+        time.sleep(0.05)
+    with PeakRss(interval=0.005) as memory:
+        time.sleep(0.05)  # the thread's first sample comes before the buffer
+        buffer = b"\x01" * (200 << 20)  # touched: resident, not just reserved
+        time.sleep(0.2)
+        del buffer
+        time.sleep(0.05)
+    # the 200 MiB were gone before the block ended, so only the sampling thread can have seen them
+    assert memory.mib >= before.mib + 150
+
+
 # ---------------------------------------------------------------------------------------------
 # sweeps of the tiny BERT
 
@@ -351,6 +367,7 @@ def test_sweep_survives_kill_9_and_resumes_to_exactly_the_trials(small_recipe, t
     assert retry.params == trials[1].params and retry.state.name == "COMPLETE"
     assert "trial 3/3" in resumed.output and "best" in resumed.output
     assert "sweep dir" in resumed.output  # the size line
+    assert "peak RSS" in resumed.output and all(t.user_attrs["peak_rss_mib"] > 100 for t in trials if t.state.name == "COMPLETE")
 
     # best/ is the best complete trial, HF-native; every trial dir keeps its log and metrics, no weights
     best = _study(out).best_trial
@@ -399,6 +416,7 @@ def test_sweep_prunes_a_trial_with_a_bad_learning_rate(small_recipe, tmp_path):
     assert not list((tmp_path / "sweep" / "trials").rglob("*.safetensors"))
     shown = runner.invoke(app, ["sweep", "--show", str(tmp_path / "sweep")])
     assert shown.exit_code == 0 and "pruned" in shown.output
+    assert "peak RSS" in shown.output and all(t["peak_rss_mib"] > 100 for t in summary.trials)  # torch alone is more
 
 
 @pytest.mark.parametrize("url", ["nosuchdb://host/db", "not a url", "postgresql://me:secret@127.0.0.1:1/sweeps"])
