@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import AGNEWS, AGNEWS_LABELS, AGNEWS_RECIPE, REPO, command_line, emit_result, load_average, machine_summary, run_worker, table  # noqa: E402
+from common import AGNEWS, AGNEWS_RECIPE, REPO, command_line, emit_result, load_average, machine_summary, run_worker, table  # noqa: E402
 
 FILLER = REPO / "recipes" / "data" / "goemotions" / "train.tsv"
 STRATEGIES = ["head", "tail", "head+tail"]

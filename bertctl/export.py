@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertctl.errors import BertctlError, GateFailed, ModelError, RunError
+from bertctl.errors import BertctlError, GateFailed, RunError
 from bertctl.prediction import QUANTIZE_CHOICES
 from bertctl.runtime import EXPORT_FILE, MODEL_FILE, is_export_dir, require
 

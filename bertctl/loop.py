@@ -17,11 +17,10 @@ import re
 import shlex
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from bertctl.errors import BertctlError, RunError
 from bertctl.recipe import METRICS, Recipe
@@ -121,11 +120,9 @@ def run_loop(
     overwrite: bool = False,
     progress: bool = True,
     stop_after_steps: int | None = None,
-    on_evaluate: Callable[[int, float, dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Train `task` as `recipe` says into a finished run dir. `stop_after_steps` stops at that global step as
-    Ctrl-C would: checkpoint, then raise Interrupted (tests use it). `on_evaluate(step, epoch, scores)` is called
-    after each evaluation; what it raises ends the run there (bertctl sweep prunes a trial so)."""
+    Ctrl-C would: checkpoint, then raise Interrupted (tests use it)."""
     import torch
     from accelerate.utils import set_seed
 
@@ -197,8 +194,6 @@ def run_loop(
             accelerator.log({f"eval/{k}": v for k, v in logged.items() if isinstance(v, (int, float))}, step=state.global_step)
         best = "" if task.metric is None else "  (best)" if improved else f"  (best {task.metric} {state.best_value:.4f} at step {state.best_step})"
         bar.message(f"eval step {state.global_step}: {format_scores(logged)}{best}")
-        if on_evaluate is not None:
-            on_evaluate(state.global_step, epoch_float, scores)
         patience = recipe.train.early_stopping_patience if task.metric else 0
         return bool(patience) and state.evals_without_gain >= patience
 
@@ -396,58 +391,6 @@ def keep_freed_memory_in_process() -> None:
         libc.mallopt(m_mmap_threshold, 256 << 20)
         libc.mallopt(m_trim_threshold, 1 << 30)
     except (OSError, AttributeError):  # not glibc (musl, ...): keep the allocator's defaults
-        pass
-
-
-class PeakRss:
-    """The highest resident memory (MiB) seen while a block runs, sampled every `interval` s from /proc/self/statm
-    by a daemon thread (Linux; `mb` stays None elsewhere). Sampling, not the kernel's VmHWM: resetting that
-    (/proc/self/clear_refs) would also reset the process peak that `/usr/bin/time -v` reports."""
-
-    def __init__(self, interval: float = 0.02):
-        self.interval, self.mib = interval, None
-        self._stop = threading.Event()
-        self._thread = None
-
-    def _resident_mb(self) -> float | None:
-        try:
-            pages = int(Path("/proc/self/statm").read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            return None
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-    def _sample(self) -> None:
-        while True:
-            now = self._resident_mb()
-            if now is None:
-                return
-            self.mib = now if self.mib is None else max(self.mib, now)
-            if self._stop.wait(self.interval):
-                return
-
-    def __enter__(self) -> "PeakRss":
-        self._thread = threading.Thread(target=self._sample, name="bertctl-peak-rss", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        now = self._resident_mb()
-        if now is not None:
-            self.mib = now if self.mib is None else max(self.mib, now)
-
-
-def release_freed_memory() -> None:
-    """Hand the heap that keep_freed_memory_in_process kept back to the kernel, once a training is over (between
-    sweep trials): up to 1 GB of it would otherwise stay in the process, and in its RSS, for the next trial."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
         pass
 
 

@@ -1,5 +1,5 @@
-"""bertctl sweep: the [sweep] table's checks, the seeded sampler, llrd and reinit, and sweeps of tiny BERTs that are
-killed, resumed, pruned and shown."""
+"""bertctl sweep: the [sweep] table's checks, the seeded sampler, llrd and reinit, and sweeps that are killed, resumed,
+pruned and shown (the shipped AG News recipe on 300 texts; tiny BERTs)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from bertctl.cli import app
 from bertctl.errors import BertctlError, RecipeError
 from bertctl.recipe import load_recipe, recipe_from_dict, sweep_metric
 
-from conftest import AGNEWS, AGNEWS_LABELS
+from conftest import AGNEWS, AGNEWS_LABELS, REPO
 
 runner = CliRunner()
 DATA = {"train": str(AGNEWS / "train.csv"), "validation": str(AGNEWS / "dev.csv"), "labels": AGNEWS_LABELS}
@@ -297,27 +297,66 @@ def test_sweep_llrd_and_reinit_train_end_to_end(small_recipe, tmp_path):
     assert not (tmp_path / "r3").exists()
 
 
-@pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="PeakRss reads /proc (Linux)")
-def test_sweep_peak_rss_sees_memory_freed_inside_the_block():
-    from bertctl.loop import PeakRss
+def _child(tmp_path: Path, script: str):
+    """A TrainProcess whose child is a small Python script in place of `bertctl train` (it writes run_dir's log)."""
+    from bertctl.sweeping import TrainProcess
 
-    with PeakRss(interval=0.005) as before:
-        time.sleep(0.05)
-    with PeakRss(interval=0.005) as memory:
-        time.sleep(0.05)  # the thread's first sample comes before the buffer
-        buffer = b"\x01" * (200 << 20)  # touched: resident, not just reserved
-        time.sleep(0.2)
-        del buffer
-        time.sleep(0.05)
-    # the 200 MiB were gone before the block ended, so only the sampling thread can have seen them
-    assert memory.mib >= before.mib + 150
+    run_dir = tmp_path / "trials" / "000"
+    child = TrainProcess(load_recipe(REPO / "recipes" / "agnews.toml"), run_dir, tmp_path / "trials" / "000.log")
+    child.command = [sys.executable, "-c", script, str(run_dir / "train_log.jsonl")]
+    child.poll_seconds = 0.01
+    return child
+
+
+def test_sweep_train_process_yields_eval_lines_as_written_and_after_exit(tmp_path):
+    script = """
+import json, sys, time, pathlib
+log = pathlib.Path(sys.argv[1]); log.parent.mkdir(parents=True)
+with log.open("w") as fh:
+    fh.write(json.dumps({"type": "train", "step": 5}) + "\\n"); fh.flush()
+    fh.write('{"type": "eval", "step": 10, '); fh.flush(); time.sleep(0.2)   # half a line, then the rest
+    fh.write('"accuracy": 0.5}\\n'); fh.flush(); time.sleep(0.2)
+    fh.write(json.dumps({"type": "eval", "step": 20, "accuracy": 0.75}) + "\\n")  # just before it exits
+print("done")
+"""
+    child = _child(tmp_path, script)
+    with child:
+        records = list(child.evaluations())
+    assert records == [{"type": "eval", "step": 10, "accuracy": 0.5}, {"type": "eval", "step": 20, "accuracy": 0.75}]
+    child.check()  # exit 0
+    assert child.returncode == 0 and (tmp_path / "trials" / "000.log").read_text().strip() == "done"
+    if hasattr(os, "wait4"):
+        assert 1 < child.peak_rss_mib < 1000  # the child's own peak, a small Python process
+
+
+def test_sweep_train_process_is_killed_when_the_trial_is_cut(tmp_path):
+    script = """
+import json, sys, time, pathlib
+log = pathlib.Path(sys.argv[1]); log.parent.mkdir(parents=True)
+log.write_text(json.dumps({"type": "eval", "step": 10, "accuracy": 0.5}) + "\\n")
+time.sleep(60)
+"""
+    child = _child(tmp_path, script)
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="pruned"):
+        with child:
+            for record in child.evaluations():
+                raise RuntimeError("pruned")
+    assert child.returncode == -signal.SIGKILL and time.perf_counter() - started < 30
+
+
+def test_sweep_train_process_failure_is_an_error_naming_its_log(tmp_path):
+    child = _child(tmp_path, "import sys; print('error: data.train not found'); sys.exit(2)")
+    with child:
+        assert list(child.evaluations()) == []
+    with pytest.raises(BertctlError) as excinfo:
+        child.check()
+    assert "exited with 2" in str(excinfo.value) and "data.train not found" in str(excinfo.value)
+    assert "000.log" in excinfo.value.fix
 
 
 # ---------------------------------------------------------------------------------------------
 # sweeps of the tiny BERT
-
-
-SPACE = '[sweep]\npruner = "none"\n[sweep.space]\n"train.learning_rate" = { low = 5e-4, high = 2e-3, log = true }\n"train.epochs" = [3, 4]\n'
 
 
 def _study(out: Path):
@@ -340,13 +379,30 @@ def _running_trial(db: Path) -> int | None:
     return rows[0][0] if rows else None
 
 
+def _processes_naming(path: Path) -> list[int]:
+    """Live processes whose command line names `path` (Linux /proc; none elsewhere)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = next((line for line in (entry / "status").read_text().splitlines() if line.startswith("State:")), "")
+        except OSError:
+            continue
+        if str(path) in cmdline and "zombie" not in state:
+            found.append(int(entry.name))
+    return found
+
+
 @pytest.mark.slow
-def test_sweep_survives_kill_9_and_resumes_to_exactly_the_trials(small_recipe, tmp_path):
-    recipe = _with_sweep(small_recipe, SPACE)
+def test_sweep_survives_kill_9_and_resumes_to_exactly_the_trials(tmp_path):
+    # the shipped recipe's own [sweep] table and model (MiniLM), on 300 training texts; pruning off, so that every
+    # trial that finishes is complete
+    recipe = REPO / "recipes" / "agnews.toml"
+    short = ["data.limit.train=300", "data.limit.validation=100", 'sweep.pruner="none"']
     out = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "bertctl", "sweep", str(recipe), "--trials", "3", "--output", str(out)]
+    cmd = [sys.executable, "-m", "bertctl", "sweep", str(recipe), *short, "--trials", "3", "--output", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
+    deadline = time.time() + 600
     # kill -9 once the second trial (#1) is training: its log has a line
     while time.time() < deadline and proc.poll() is None:
         if _running_trial(out / "study.db") == 1 and (out / "trials" / "001" / "train_log.jsonl").is_file():
@@ -356,9 +412,14 @@ def test_sweep_survives_kill_9_and_resumes_to_exactly_the_trials(small_recipe, t
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert _states(out) == ["COMPLETE", "RUNNING"]
+    # the trial's `bertctl train` child died with the sweep: nothing trains on into trials/001
+    deadline = time.time() + 10
+    while time.time() < deadline and _processes_naming(out / "trials" / "001"):
+        time.sleep(0.1)
+    assert not _processes_naming(out / "trials" / "001")
     assert (out / "best" / "model.safetensors").is_file()
 
-    resumed = runner.invoke(app, ["sweep", str(recipe), "--trials", "3", "--output", str(out), "--resume"])
+    resumed = runner.invoke(app, ["sweep", str(recipe), *short, "--trials", "3", "--output", str(out), "--resume"])
     assert resumed.exit_code == 0, resumed.output
     trials = _study(out).get_trials(deepcopy=False)
     assert [t.state.name for t in trials].count("COMPLETE") == 3
@@ -376,7 +437,8 @@ def test_sweep_survives_kill_9_and_resumes_to_exactly_the_trials(small_recipe, t
 
     predicted = pipeline("text-classification", model=str(out / "best"))(["Stocks fell as oil prices rose"])
     assert predicted[0]["label"] in AGNEWS_LABELS
-    for trial_dir in (out / "trials").iterdir():
+    for trial_dir in (p for p in (out / "trials").iterdir() if p.is_dir() and not p.is_symlink()):
+        assert (out / "trials" / f"{trial_dir.name}.log").is_file()  # what its bertctl train printed
         assert not list(trial_dir.rglob("*.safetensors")) and not (trial_dir / "checkpoints").exists()
         assert (trial_dir / "recipe.toml").is_file() and (trial_dir / "train_log.jsonl").is_file()
     assert (out / "trials" / f"{best.number:03d}" / "metrics.json").is_file()
@@ -387,7 +449,7 @@ def test_sweep_survives_kill_9_and_resumes_to_exactly_the_trials(small_recipe, t
     assert "learning_rate" in shown.output and "complete" in shown.output and "fail" in shown.output
     for png in ("history.png", "importances.png", "params.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG", png
-    again = runner.invoke(app, ["sweep", str(recipe), "--trials", "3", "--output", str(out), "--resume"])
+    again = runner.invoke(app, ["sweep", str(recipe), *short, "--trials", "3", "--output", str(out), "--resume"])
     assert again.exit_code == 0 and _states(out).count("COMPLETE") == 3  # done: nothing more runs
 
 
@@ -411,8 +473,8 @@ def test_sweep_prunes_a_trial_with_a_bad_learning_rate(small_recipe, tmp_path):
     assert pruned["value"] > max(t["value"] for t in summary.trials[:2])  # log_loss: lower is better
     assert summary.best["trial"] in (0, 1) and summary.direction == "minimize"
     log = [json.loads(line) for line in (tmp_path / "sweep" / "trials" / "002" / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log if r["type"] == "eval"] == [10]  # stopped at its first evaluation
-    assert not (tmp_path / "sweep" / "trials" / "002" / "metrics.json").exists()
+    assert [r["step"] for r in log if r["type"] == "eval"][0] == 10
+    assert list(optuna.load_study(study_name=recipe.name, storage=storage).trials[2].intermediate_values) == [1]  # pruned at its first evaluation
     assert not list((tmp_path / "sweep" / "trials").rglob("*.safetensors"))
     shown = runner.invoke(app, ["sweep", "--show", str(tmp_path / "sweep")])
     assert shown.exit_code == 0 and "pruned" in shown.output
