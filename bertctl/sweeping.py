@@ -157,7 +157,9 @@ def run_sweep(
     again = f"bertctl sweep {' '.join([recipe.source, *recipe.overrides])} --output {out} --resume"
     _check_can_sweep(recipe, out, resume, again)
     optuna = require_optuna()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own line per trial
+    # the sweep prints its own line per trial, and its errors as bertctl errors: optuna's "Trial N failed" warning
+    # would add a traceback (on Ctrl-C too)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     with removes_new_empty_dirs(out):  # a storage that can't be opened leaves no empty sweep dir behind
         settings = _settings(recipe, out, storage, resume)
         url = storage or settings["storage"]
@@ -287,7 +289,7 @@ class TrainProcess:
             tail = self.console_log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-12:]
             raise RunError(
                 f"trial run {self.run_dir} failed: `bertctl train` exited with {self.returncode}:\n" + "\n".join(tail),
-                fix=f"its whole output is in {self.console_log}; the trial's recipe is {self.run_dir / 'recipe.toml'}",
+                fix=f"its whole output is in {self.console_log}" + (f"; the trial's recipe is {self.run_dir / 'recipe.toml'}" if (self.run_dir / "recipe.toml").is_file() else ""),
             )
 
     def _reap(self, block: bool) -> bool:

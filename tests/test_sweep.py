@@ -454,6 +454,17 @@ def test_sweep_survives_kill_9_and_resumes_to_exactly_the_trials(tmp_path):
 
 
 @pytest.mark.slow
+def test_sweep_trial_that_fails_is_an_error_naming_the_cause_and_its_log(small_recipe, tmp_path):
+    recipe = _with_sweep(small_recipe, '[sweep.space]\n"train.epochs" = [1, 2]\n')
+    out = tmp_path / "sweep"
+    result = runner.invoke(app, ["sweep", str(recipe), f'model.name="{tmp_path / "no-such-model"}"', "--trials", "2", "--output", str(out)])
+    assert result.exit_code == 2
+    assert "trial run" in result.stderr and "no-such-model" in result.stderr and "does not exist" in result.stderr
+    assert str(out / "trials" / "000.log") in result.stderr and "Traceback" not in result.output + result.stderr
+    assert _states(out) == ["FAIL"]
+
+
+@pytest.mark.slow
 def test_sweep_prunes_a_trial_with_a_bad_learning_rate(small_recipe, tmp_path):
     import optuna
 
