@@ -79,16 +79,21 @@ def machine_summary() -> dict[str, Any]:
     }
 
 
+def maxrss_mib(maxrss: int) -> float:
+    """getrusage's / wait4's ru_maxrss in MiB: bytes on macOS, KiB on Linux."""
+    return maxrss / (1024 * 1024) if sys.platform == "darwin" else maxrss / 1024
+
+
 def peak_rss_mb() -> float:
-    """This process's resident-memory high-water mark (VmHWM), in MiB."""
+    """This process's resident-memory high-water mark (VmHWM), in MiB. VmHWM, because exec resets it, while
+    getrusage's RUSAGE_SELF keeps the peak of the forked copy of the parent from before exec."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+    return maxrss_mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def matmul_peak_gflops(threads: int | None = None, sizes: tuple[int, ...] = (1024, 1536, 2048), seconds: float = 1.0) -> dict[str, Any]:

@@ -27,25 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-AGNEWS = REPO / "recipes" / "data" / "agnews"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import AGNEWS, REPO, maxrss_mib, peak_rss_mb  # noqa: E402
+
 RESULT = "SWEEP_MEMORY "
-
-
-def _mib(maxrss: int) -> float:
-    return maxrss / (2**20 if sys.platform == "darwin" else 2**10)  # bytes on macOS, KiB on Linux
-
-
-def _own_peak_mib() -> float:
-    """This process's own high-water mark: VmHWM, which exec resets (getrusage's RUSAGE_SELF keeps the peak of the
-    forked copy of the parent from before exec, 435 MiB here when the parent had torch loaded)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return _mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def _small_model(out: Path) -> Path:
@@ -86,8 +71,8 @@ def worker(args) -> None:
     summary = run_sweep(load_recipe(recipe, args.overrides), output=work / "sweep", trials=args.trials, progress=True)
     print(RESULT + json.dumps({
         "trials": [{k: t[k] for k in ("number", "state", "params", "value", "seconds", "peak_rss_mib")} for t in summary.trials],
-        "sweep_process_mib": round(_own_peak_mib(), 1),
-        "largest_trial_mib": round(_mib(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss), 1),
+        "sweep_process_mib": round(peak_rss_mb(), 1),  # VmHWM: not the pre-exec fork of a parent with torch loaded (435 MiB)
+        "largest_trial_mib": round(maxrss_mib(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss), 1),
         "seconds": round(time.perf_counter() - start, 1),
     }), flush=True)
 
@@ -117,7 +102,7 @@ def _alone(trial_recipe: Path, env: dict[str, str], work: Path) -> float:
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{(work / 'alone.log').read_text()[-3000:]}")
     shutil.rmtree(run_dir, ignore_errors=True)
-    return _mib(usage.ru_maxrss)
+    return maxrss_mib(usage.ru_maxrss)
 
 
 def _print_sweep(result: dict, label: str) -> None:

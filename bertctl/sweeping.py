@@ -184,13 +184,11 @@ def run_sweep(
         trial.set_user_attr("dir", str(trial_dir.relative_to(out)))
         params = suggest(trial, space)
         built = trial_recipe(recipe, params, trial_dir)  # a bad value is an error here, before any process starts
-        evaluations = 0
         child = TrainProcess(built, trial_dir, out / TRIALS / f"{trial.number:03d}.log")
         try:
             with child:
-                for record in child.evaluations():
-                    evaluations += 1
-                    trial.report(record[metric], evaluations)
+                for evaluation, record in enumerate(child.evaluations(), start=1):
+                    trial.report(record[metric], evaluation)
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"{metric} {record[metric]:.4f} at step {record['step']}")
         except KeyboardInterrupt:
@@ -247,9 +245,13 @@ class TrainProcess:
     def __init__(self, recipe: Recipe, run_dir: Path, console_log: Path):
         self.command = [sys.executable, "-m", "bertctl", "train", recipe.source, *recipe.overrides]
         self.run_dir, self.console_log = run_dir, console_log
-        self.returncode: int | None = None
         self.peak_rss_mib: float | None = None
         self._proc = None
+
+    @property
+    def returncode(self) -> int | None:
+        """The child's exit code (negative: killed by that signal); None while it runs."""
+        return None if self._proc is None else self._proc.returncode
 
     def __enter__(self) -> "TrainProcess":
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
@@ -295,12 +297,11 @@ class TrainProcess:
     def _reap(self, block: bool) -> bool:
         """Whether the child has ended; when it has, its exit code and peak RSS."""
         if not hasattr(os, "wait4"):  # Windows: no rusage
-            self.returncode = self._proc.wait() if block else self._proc.poll()
-            return self.returncode is not None
+            return (self._proc.wait() if block else self._proc.poll()) is not None
         pid, status, usage = os.wait4(self._proc.pid, 0 if block else os.WNOHANG)
         if pid == 0:
             return False
-        self.returncode = self._proc.returncode = os.waitstatus_to_exitcode(status)
+        self._proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait for it again
         self.peak_rss_mib = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)  # bytes there, KiB on Linux
         return True
 

@@ -346,7 +346,6 @@ def test_indicator_columns_train_and_serve(tmp_path, tiny_bert_dir):
 
 @pytest.mark.slow
 def test_class_weights_change_the_loss_on_skewed_data(tmp_path, small_recipe):
-
     plain = runner.invoke(app, ["train", str(small_recipe), "train.epochs=1", f"output.dir={tmp_path / 'plain'}"])
     weighted = runner.invoke(app, ["train", str(small_recipe), "train.epochs=1", "train.class_weights=[1.0, 1.0, 1.0, 8.0]", f"output.dir={tmp_path / 'weighted'}"])
     assert plain.exit_code == 0 and weighted.exit_code == 0, weighted.output
