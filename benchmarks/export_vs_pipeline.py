@@ -66,23 +66,23 @@ def timed(cmd: list[str]) -> float:
 
 def exporter_choice(run_dir: Path, work: Path, texts: list[str], rounds: int) -> dict:
     """Both exporters on the same run: fusions, texts/s of the ONNX forward, labels against torch."""
-    from bertctl import prediction
+    from bertctl import inference
     from bertctl.export import export_run
 
-    torch_model = prediction.load_for_inference(run_dir, device="cpu")
-    reference = torch_model.logits(prediction.encode(torch_model, texts).columns).argmax(1)
+    torch_model = inference.load_for_inference(run_dir, device="cpu")
+    reference = inference.logits(torch_model, inference.encode(torch_model, texts).columns).argmax(1)
     out = {}
     for exporter in ("torchscript", "dynamo"):
         start = time.perf_counter()
         result = export_run(run_dir, output=work / f"exporter-{exporter}", exporter=exporter, force=True, texts=100)
         seconds = time.perf_counter() - start
-        model = prediction.load_for_inference(result.output)
-        columns = prediction.encode(model, texts).columns
-        model.logits({k: v[:64] for k, v in columns.items()})  # warm-up: thread pool, allocator
+        model = inference.load_for_inference(result.output)
+        columns = inference.encode(model, texts).columns
+        inference.logits(model, {k: v[:64] for k, v in columns.items()})  # warm-up: thread pool, allocator
         best = float("inf")
         for _ in range(rounds):
             start = time.perf_counter()
-            labels = model.logits(columns).argmax(1)
+            labels = inference.logits(model, columns).argmax(1)
             best = min(best, time.perf_counter() - start)
         out[exporter] = {"texts_per_s": len(texts) / best, "fusions": result.info["fusions"], "opset": result.info["opset"],
                          "same_labels_as_torch": float((labels == reference).mean()), "export_s": seconds}

@@ -61,7 +61,7 @@ def build_documents(source: Path, out: Path, n: int | None, words: int, seed: in
 
 
 def score(run_dir: str, dev: Path, chunks: bool) -> dict:
-    from bertctl.prediction import load_for_inference, predict_texts, run_as_windows
+    from bertctl.inference import load_for_inference, predict_texts, run_as_windows
 
     with open(dev, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))

@@ -74,9 +74,9 @@ def worker(args: argparse.Namespace) -> None:
             code = exc.code or 0
     else:
         from bertctl.inputs import json_value, read_table
-        from bertctl.prediction import InputText, label_items, load_for_inference, score_items
+        from bertctl.inference import InputText, label_items, load_for_inference, score_items
         from bertctl.runs import atomic_write_text
-        from bertctl.streaming import RecordFormat
+        from bertctl.inference.streaming import RecordFormat
 
         classifier = load_for_inference(args.model, threads=args.threads)
         frame = read_table(Path(args.file))
@@ -145,7 +145,7 @@ def main() -> None:
         small, large = min(streamed), max(streamed)
         print(f"\npeak RSS {large:,} lines / {small:,} lines: {streamed[large] / streamed[small]:.2f}x "
               f"({streamed[large] - streamed[small]:+.0f} MiB for {large // small}x the lines); load average at end {load_average()}")
-    from bertctl.prediction import DEFAULT_CHUNK_SIZE
+    from bertctl.inference import DEFAULT_CHUNK_SIZE
 
     print(json.dumps({"benchmark": "predict_at_scale", "command": command_line(), "machine": machine, "threads": args.threads,
                       "chunk_size": DEFAULT_CHUNK_SIZE, "results": results}, default=str))

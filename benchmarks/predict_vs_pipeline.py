@@ -59,14 +59,14 @@ def main() -> None:
     from transformers import pipeline
     from transformers.utils import logging as hf_logging
 
-    from bertctl import prediction
+    from bertctl import inference
 
     hf_logging.set_verbosity_error()
     loads = {}
     classifiers = {}
     for mode, quantize, fast_path in (("fp32", None, True), ("int8", "int8", True), ("fp32 stock", None, False), ("int8 stock", "int8", False)):
         start = time.perf_counter()
-        classifiers[mode] = prediction.load_for_inference(str(run_dir), quantize=quantize, threads=args.threads, fast_path=fast_path)
+        classifiers[mode] = inference.load_for_inference(str(run_dir), quantize=quantize, threads=args.threads, fast_path=fast_path)
         loads[mode] = time.perf_counter() - start
     max_length = classifiers["fp32"].max_length
     start = time.perf_counter()
@@ -78,7 +78,7 @@ def main() -> None:
 
     def run_bertctl(classifier):
         def call(batch):
-            return [p.label for p in prediction.predict_texts(classifier, batch).predictions]
+            return [p.label for p in inference.predict_texts(classifier, batch).predictions]
 
         return call
 

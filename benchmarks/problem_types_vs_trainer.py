@@ -68,7 +68,8 @@ def trainer_worker(task: str, limit: int | None, epochs: int) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
     from transformers.utils import logging as hf_logging
 
-    from bertctl.metrics import functional, problem_metrics
+    from bertctl.metrics import functional
+    from bertctl.problems import problem_type
     from bertctl.modeling import resolve_model
 
     hf_logging.set_verbosity_error()
@@ -105,11 +106,11 @@ def trainer_worker(task: str, limit: int | None, epochs: int) -> dict:
     result = {"way": "Trainer", "task": task, "train_examples": len(train_ds), "epochs": epochs, "train_s": train_s, "peak_rss_mb": peak_rss_mb()}
     if task == "goemotions":
         probs = 1 / (1 + np.exp(-logits))
-        fixed = problem_metrics(spec["problem_type"], refs, probs, labels).overall
-        tuned = problem_metrics(spec["problem_type"], refs, probs, labels, functional.best_f1_thresholds(refs, probs)).overall
+        fixed = problem_type(spec["problem_type"]).score(refs, probs, labels).overall
+        tuned = problem_type(spec["problem_type"]).score(refs, probs, labels, functional.best_f1_thresholds(refs, probs)).overall
         result.update(metrics=fixed, metrics_tuned_thresholds=tuned)
     else:
-        result.update(metrics=problem_metrics(spec["problem_type"], refs, logits[:, 0], labels).overall)
+        result.update(metrics=problem_type(spec["problem_type"]).score(refs, logits[:, 0], labels).overall)
     return result
 
 

@@ -57,20 +57,20 @@ def dev_texts() -> list[str]:
 def offline_worker(run_dir: str, rounds: int, threads: int | None) -> None:
     import numpy as np
 
-    from bertctl import prediction
+    from bertctl import inference
 
-    classifier = prediction.load_for_inference(run_dir, threads=threads)
+    classifier = inference.load_for_inference(run_dir, threads=threads)
     texts = dev_texts()
-    prediction.predict_texts(classifier, texts[:64])  # warm-up: thread pools, allocator
+    inference.predict_texts(classifier, texts[:64])  # warm-up: thread pools, allocator
     best, best_cpu, labels = float("inf"), float("inf"), []
     for _ in range(rounds):
         start, cpu = time.perf_counter(), time.process_time()
-        labels = [p.label for p in prediction.predict_texts(classifier, texts).predictions]
+        labels = [p.label for p in inference.predict_texts(classifier, texts).predictions]
         best, best_cpu = min(best, time.perf_counter() - start), min(best_cpu, time.process_time() - cpu)
     singles, single_cpu = [], []
     for text in texts[:100]:
         start, cpu = time.perf_counter(), time.process_time()
-        prediction.predict_texts(classifier, [text])
+        inference.predict_texts(classifier, [text])
         singles.append(time.perf_counter() - start)
         single_cpu.append(time.process_time() - cpu)
     import torch
@@ -88,7 +88,7 @@ def naive_server(run_dir: str, threads: int | None) -> None:
     from fastapi import FastAPI
     from transformers import pipeline
 
-    from bertctl.prediction import read_run_settings
+    from bertctl.inference import read_run_settings
 
     if threads:
         torch.set_num_threads(threads)

@@ -131,9 +131,9 @@ def validate(
 
         loaded_data = load_data(loaded)
         sizes = ", ".join(f"{name} {len(ds)}" for name, ds in loaded_data.splits.items())
-        kind = loaded.model.problem_type
-        what = {"regression": f"regression of {loaded_data.labels[0]!r}", "multi_label_classification": f"multi-label: {', '.join(loaded_data.labels)}"}
-        checked = f"schema and data ({sizes}; {what.get(kind, 'labels: ' + ', '.join(loaded_data.labels))})"
+        from bertctl.problems import problem_type
+
+        checked = f"schema and data ({sizes}; {problem_type(loaded.model.problem_type).describe(loaded_data.labels)})"
     elif loaded.uses_hub_dataset:
         checked = f"schema (hub dataset {loaded.data.dataset}: files and columns are checked when it loads)"
     typer.echo(f"{recipe}: valid {checked}")
@@ -354,48 +354,22 @@ def predict(
     bertctl predict --model runs/reviews --file reviews.txt --chunks   # long texts whole: windows, pooled logits
     accelerate launch --num_processes 2 -m bertctl predict --file news.csv --output predictions.csv
     """
-    from bertctl import prediction, reports, streaming
+    from bertctl import reports
+    from bertctl.inference import predict_command
 
-    shard = streaming.launched_shard()
-    main = shard is None or shard.rank == 0
-    if resume and (output is None or file is None or str(file) == "-"):
-        raise BertctlError("--resume continues an interrupted --output of a --file", fix="rerun the interrupted command, --file FILE --output OUT included, with --resume added")
-    from bertctl.truncation import check_chunk_options
-
-    check_chunk_options(chunks, stride)
-    if output is not None and main:
-        streaming.check_output(output, resume=resume)
-    stream = prediction.open_inputs(texts or [], file=file, text_column=text_column, pair_column=text_pair_column, pair=pair, chunk_size=chunk_size)
-    if shard is not None and stream.source == "stdin":
-        raise BertctlError("under accelerate launch every process reads the input, and stdin reaches one of them", fix="give the texts as a file: --file texts.txt")
-    classifier = prediction.load_for_inference(
-        model, quantize=quantize, threads=threads, trust_pickle=trust_pickle, fast_path=fast_path, device=shard.device if shard else None
+    summary = predict_command(
+        texts, model=model, file=file, text_column=text_column, pair_column=text_pair_column, pair=pair, top_k=top_k, batch_size=batch_size,
+        chunk_size=chunk_size, quantize=quantize, threads=threads, chunks=chunks, stride=stride, output=output, resume=resume, as_json=as_json,
+        trust_pickle=trust_pickle, fast_path=fast_path, show=lambda block, first: reports.print_predictions(console(), block, top_k, start=first + 1),
+        write=lambda text: typer.echo(text, nl=False), terminal=(sys.stdout.isatty(), sys.stderr.isatty()),
     )
-    if chunks:
-        prediction.run_as_windows(classifier, stride)
-    stream.for_model(classifier.settings)
-    echo = None
-    if as_json:
-        lines = streaming.RecordFormat.of(".jsonl", stream)
-        echo = lambda block, first: typer.echo(lines.records(block), nl=False)  # noqa: E731
-    elif output is None:
-        echo = lambda block, first: reports.print_predictions(console(), block, top_k, start=first + 1)  # noqa: E731
-    live = None  # command-line texts: one quick chunk, no progress to show
-    if stream.file is not None or stream.source == "stdin":
-        # a bar where it can't garble the results on the same terminal (they show the progress there); a log gets a line every 30 s
-        live = (None if echo and sys.stdout.isatty() else True) if sys.stderr.isatty() else False
-    summary = streaming.predict_stream(
-        classifier, stream, output=output, resume=resume, echo=echo if main else None, top_k=top_k, batch_size=batch_size,
-        chunk_size=chunk_size, shard=shard, live_progress=live,
-    )
-    if not main:
+    if summary is None:
         return
     for note in summary.tally.notes():
         typer.echo(note, err=True)
     if output is not None:
         carried = f" ({summary.carried} of them before the interruption)" if summary.carried else ""
         typer.echo(f"wrote {summary.written} predictions to {output}{carried}", err=True)
-
 
 @app.command()
 @handles_errors
@@ -485,7 +459,7 @@ def serve(
     curl -s 127.0.0.1:8000/predict -d '{"texts": ["Stocks fell as oil prices rose"]}'
     bertctl serve runs/agnews --port 9000 --max-wait-ms 5 --max-batch-tokens 8192
     """
-    from bertctl.serving import ServeOptions, serve as run_server
+    from bertctl.serving.app import ServeOptions, serve as run_server
 
     options = ServeOptions(host, port, max_batch_tokens, max_wait_ms, max_queue, max_texts, max_body_bytes, batch_size)
     run_server(model, options, threads=threads, quantize=quantize, trust_pickle=trust_pickle)
@@ -503,7 +477,7 @@ def fill_mask_cli(
 
     bertctl fill-mask --model runs/agnews-mlm "Stocks [MASK] as oil prices rose."
     """
-    from bertctl.prediction import fill_mask
+    from bertctl.pretraining import fill_mask
     from bertctl.reports import print_fill_mask
 
     result = fill_mask(model, text, top_k)

@@ -25,6 +25,7 @@ from bertctl.inputs import (
     blank_text_problem, column_problems, encode_indicators, encode_labels, encode_multi_labels, encode_numbers, first_line, infer_labels,
     infer_multi_labels, read_table, read_texts,
 )
+from bertctl.problems import MULTI_LABEL, REGRESSION, problem_type
 from bertctl.recipe import SPLITS, Recipe, label_columns, load_recipe
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def load_data(recipe: Recipe) -> LoadedData:
     from datasets import Dataset
 
     d = recipe.data
-    kind = recipe.model.problem_type
+    problem = problem_type(recipe.model.problem_type)
     frames, sources, declared = _read_split_frames(recipe)
     problems: list[Problem] = []
     text_columns = [d.text] + ([d.text_pair] if d.text_pair else [])
@@ -119,11 +120,11 @@ def load_data(recipe: Recipe) -> LoadedData:
         raise RecipeError(recipe.source, problems)
 
     indicators = isinstance(d.label, list)
-    if kind == "regression":
+    if problem == REGRESSION:
         labels = [d.label]  # one output, named after what it predicts
     elif indicators:
         labels = list(d.label)
-    elif kind == "multi_label_classification":
+    elif problem == MULTI_LABEL:
         labels = d.labels or declared or infer_multi_labels(list(frames["train"][d.label]), d.label_separator)
     else:
         labels = d.labels or declared or infer_labels(list(frames["train"][d.label]))
@@ -136,20 +137,20 @@ def load_data(recipe: Recipe) -> LoadedData:
     for split, frame in frames.items():
         path = None if recipe.uses_hub_dataset else Path(sources[split])
         frame = frame.reset_index(drop=True)
-        blank, problem = blank_text_problem(frame, text_columns, f"data.{split}", sources[split], path, "fill in or remove those rows, or set data.drop_empty = true to skip them")
+        blank, blank_problem = blank_text_problem(frame, text_columns, f"data.{split}", sources[split], path, "fill in or remove those rows, or set data.drop_empty = true to skip them")
         if blank and d.drop_empty:
             # dropping keeps the original index, so later problems still name the rows' places in the file
             frame = frame.drop(index=blank)
             dropped[split] = len(blank)
-        elif problem is not None:
-            problems.append(problem)
+        elif blank_problem is not None:
+            problems.append(blank_problem)
         key = "data.label" if split == "train" else f"data.{split}"
         rows = [int(i) for i in frame.index]
-        if kind == "regression":
+        if problem == REGRESSION:
             targets, label_problems = encode_numbers(list(frame[d.label]), key, sources[split], rows, path=path)
         elif indicators:
             targets, label_problems = encode_indicators(frame, labels, key, sources[split], path=path)
-        elif kind == "multi_label_classification":
+        elif problem == MULTI_LABEL:
             targets, label_problems = encode_multi_labels(
                 list(frame[d.label]), labels, key, sources[split], rows, separator=d.label_separator, path=path, owner=owner, fix=fix
             )
@@ -164,9 +165,9 @@ def load_data(recipe: Recipe) -> LoadedData:
     if "train" in encoded and not encoded["train"]["label"] and not problems:
         problems.append(Problem("data.train", f"no rows left in {sources['train']} after dropping {dropped.get('train', 0)} with empty texts", "fill in the texts"))
     if not problems and encoded.get("train", {}).get("label"):
-        problem = _nothing_to_learn(kind, encoded["train"]["label"], labels, sources["train"])
-        if problem is not None:
-            problems.append(problem)
+        nothing = problem.nothing_to_learn(encoded["train"]["label"], labels, sources["train"])
+        if nothing is not None:
+            problems.append(nothing)
     if problems:
         raise RecipeError(recipe.source, problems)
 
@@ -177,23 +178,6 @@ def load_data(recipe: Recipe) -> LoadedData:
             # a seeded random sample rather than the first rows: files are often sorted by label
             splits[split] = splits[split].shuffle(seed=recipe.train.seed).select(range(limit))
     return LoadedData(splits, list(labels), sources, dropped, is_pair=d.text_pair is not None)
-
-
-def _nothing_to_learn(kind: str, targets: list, labels: list[str], source: str) -> Problem | None:
-    """Training data with a single class, no labels at all, or one constant value teaches nothing."""
-    if kind == "regression":
-        if min(targets) == max(targets):
-            return Problem("data.train", f"every label in {source} is {targets[0]:g}: nothing to learn", "train on data whose labels vary")
-        return None
-    if kind == "multi_label_classification":
-        if not any(any(row) for row in targets):
-            return Problem("data.train", f"no row of {source} has any label: nothing to learn", "train on rows with labels")
-        return None
-    present = set(targets)
-    if len(present) < 2:
-        only = labels[next(iter(present))] if present else "(none)"
-        return Problem("data.train", f"has a single class ({only!r}) in {source}: nothing to learn", "train on data with at least two classes")
-    return None
 
 
 def unlabeled_texts(source: "Recipe | Path", column: str = "text") -> tuple[list[str], list[str] | None, str]:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from bertctl.errors import BertctlError, DataError, RunError
+from bertctl.problems import SINGLE_LABEL
 from bertctl.recipe import SPLITS, LimitSection, Recipe
 
 if TYPE_CHECKING:
@@ -300,7 +301,7 @@ def check_length(recipe: Recipe) -> dict[str, Any]:
 def check_single_label(recipe: Recipe) -> None:
     # every check compares class labels (conflicting duplicates, label errors); cleanlab's multi_label=True path
     # would take multi-label data, regression has no label errors of this kind
-    if recipe.model.problem_type != "single_label_classification":
+    if recipe.model.problem_type != SINGLE_LABEL.name:
         raise BertctlError(
             f"bertctl doctor checks single-label data so far ({recipe.source} is {recipe.model.problem_type})",
             fix="`bertctl tokenize RECIPE` reports the label distribution and inputs repeated across splits for every problem type",

@@ -5,7 +5,7 @@
     json_path, png_path = write_eval_report(result)            # eval.json + eval_confusion_matrix.png
     failures = result.failed                                   # thresholds not met (bertctl eval exits 1)
 
-Inference goes through bertctl.prediction's Classifier.logits, the same batched pass `bertctl predict` uses; the
+Inference goes through bertctl.inference's forward pass, the same batched pass `bertctl predict` uses; the
 metrics are the local evaluate modules in bertctl.metrics (offline, numpy).
 """
 
@@ -17,15 +17,18 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
+from bertctl import inputs, plots
+from bertctl.data import load_data, tokenize_data
 from bertctl.errors import BertctlError, DataError, Problem, RunError
-from bertctl.recipe import DEFAULT_METRICS, METRICS, PROBLEM_METRICS, SPLITS
-
-if TYPE_CHECKING:
-    from bertctl.metrics import ClassificationMetrics
-    from bertctl.prediction import Classifier
-    from bertctl.truncation import Encoded
+from bertctl.inference import DEFAULT_BATCH_SIZE, Classifier, encode, encoded_logits, load_for_inference, run_as_windows
+from bertctl.inference.forward import check_windows
+from bertctl.metrics import ClassificationMetrics
+from bertctl.problems import MULTI_LABEL, REGRESSION
+from bertctl.recipe import METRICS, SPLITS, threshold_problem
+from bertctl.runs import atomic_write_json, check_writable_path, load_run_recipe, removes_new_empty_dirs, resolve_run_dir
+from bertctl.truncation import Encoded, check_chunk_options
 
 REPORT_NAME = "eval.json"
 
@@ -36,8 +39,6 @@ REPORT_NAME = "eval.json"
 
 def parse_min_options(values: Sequence[str] | None) -> dict[str, float]:
     """`--min accuracy=0.9 --min f1_macro=0.85` -> {"accuracy": 0.9, "f1_macro": 0.85}; one error listing every bad one."""
-    from bertctl.recipe import threshold_problem
-
     thresholds: dict[str, float] = {}
     problems = []
     for text in values or []:
@@ -171,12 +172,7 @@ class _EvalData:
     notes: list[str]
 
 
-def _recipe_split(run_dir: Path, classifier: "Classifier", split: str | None) -> tuple[_EvalData, Any]:
-    from bertctl.data import load_data, tokenize_data
-    from bertctl.prediction import encode
-    from bertctl.runs import load_run_recipe
-    from bertctl.truncation import Encoded
-
+def _recipe_split(run_dir: Path, classifier: Classifier, split: str | None) -> tuple[_EvalData, Any]:
     recipe = load_run_recipe(run_dir)
     if recipe is None:
         raise RunError(
@@ -215,10 +211,10 @@ def _recipe_split(run_dir: Path, classifier: "Classifier", split: str | None) ->
         truncated = 0
     where = f"{tokenized.sources.get(wanted, wanted)} ({wanted} split)"
     # the recipe's ids index its own label list; the model's ids may be ordered differently
-    kind = classifier.problem_type
-    if kind == "regression":
+    problem = classifier.problem
+    if problem == REGRESSION:
         references = [float(v) for v in table["label"]]
-    elif kind == "multi_label_classification":
+    elif problem == MULTI_LABEL:
         names = [[tokenized.labels[j] for j, on in enumerate(row) if on] for row in table["label"]]
         references = _model_targets(names, classifier, "--split", where)
     else:
@@ -230,39 +226,33 @@ def _recipe_split(run_dir: Path, classifier: "Classifier", split: str | None) ->
 def _model_ids(values: list, classifier: "Classifier", key: str, where: str, path: Path | None = None) -> list[int]:
     """Labels -> the model's class ids by training's rule; one it doesn't know is an error (scoring it as a
     new class would hide a label-set mismatch between the data and the model)."""
-    from bertctl.inputs import encode_labels, problems_error
-
     fix = "use the model's label names, drop those rows, or evaluate a model trained with these labels"
-    ids, problems = encode_labels(values, classifier.labels, key, where, path=path, owner="the model", fix=fix)
+    ids, problems = inputs.encode_labels(values, classifier.labels, key, where, path=path, owner="the model", fix=fix)
     if problems:
-        raise problems_error(problems)
+        raise inputs.problems_error(problems)
     return ids
 
 
 def _model_targets(values: list, classifier: "Classifier", key: str, where: str, path: Path | None = None, separator: str | None = None) -> list[list[float]]:
     """Multi-label cells -> 0/1 rows in the model's label order, by training's rule (an unknown name is an error)."""
-    from bertctl.inputs import encode_multi_labels, problems_error
-
     fix = "use the model's label names, drop those rows, or evaluate a model trained with these labels"
-    targets, problems = encode_multi_labels(values, classifier.labels, key, where, separator=separator, path=path, owner="the model", fix=fix)
+    targets, problems = inputs.encode_multi_labels(values, classifier.labels, key, where, separator=separator, path=path, owner="the model", fix=fix)
     if problems:
-        raise problems_error(problems)
+        raise inputs.problems_error(problems)
     return targets
 
 
 def _references(frame, classifier: "Classifier", label: str | list[str], path: Path) -> list:
     """--data's labels as the model's problem type reads them: class ids, 0/1 rows, or numbers."""
-    from bertctl import inputs
-
-    kind = classifier.problem_type
+    problem = classifier.problem
     where = f"{path} (column {label!r})"
-    if kind == "regression":
+    if problem == REGRESSION:
         values, problems = inputs.encode_numbers(frame[label].tolist(), "--label", where, path=path)
-    elif kind == "multi_label_classification" and isinstance(label, list):
+    elif problem == MULTI_LABEL and isinstance(label, list):
         if list(label) != list(classifier.labels):
             raise BertctlError(f"--label columns {label!r} are not the model's labels ({', '.join(classifier.labels)})", fix="name one 0/1 column per model label, in the model's order")
         values, problems = inputs.encode_indicators(frame, list(label), "--label", str(path), path=path)
-    elif kind == "multi_label_classification":
+    elif problem == MULTI_LABEL:
         return _model_targets(frame[label].tolist(), classifier, "--label", where, path, classifier.settings.label_separator)
     else:
         return _model_ids(frame[label].tolist(), classifier, "--label", where, path)
@@ -271,10 +261,7 @@ def _references(frame, classifier: "Classifier", label: str | list[str], path: P
     return values
 
 
-def _data_file(path: Path, classifier: "Classifier", text: str | None, text_pair: str | None, label: str | None) -> _EvalData:
-    from bertctl import inputs
-    from bertctl.prediction import encode
-
+def _data_file(path: Path, classifier: Classifier, text: str | None, text_pair: str | None, label: str | None) -> _EvalData:
     settings = classifier.settings
     text = text or settings.text or "text"
     text_pair = text_pair or settings.text_pair
@@ -315,10 +302,6 @@ def evaluate_run(
     """Score a run's model on its recipe's eval split (or on --data) and check the gate's thresholds."""
     import numpy as np
 
-    from bertctl.metrics import problem_metrics
-    from bertctl.prediction import DEFAULT_BATCH_SIZE, check_windows, encoded_logits, load_for_inference, run_as_windows
-    from bertctl.runs import resolve_run_dir
-
     if data is not None and split is not None:
         raise BertctlError("--split picks a split of the run's recipe; --data evaluates a file instead", fix="pass one of --split and --data")
     if data is None and any(v is not None for v in (text, text_pair, label)):
@@ -327,8 +310,6 @@ def evaluate_run(
         raise BertctlError(f"--split {split!r} is not a split", fix=f"use one of: {', '.join(SPLITS)}")
     started = time.perf_counter()
     path = resolve_run_dir(run_dir)
-    from bertctl.truncation import check_chunk_options
-
     check_chunk_options(chunks, stride)
     classifier = load_for_inference(path, trust_pickle=trust_pickle)
     if chunks:
@@ -345,19 +326,18 @@ def evaluate_run(
         raise DataError(f"{loaded.source}: no examples to evaluate", fix="point --data or the recipe's split at labelled rows")
     merged = merge_thresholds(recipe_thresholds, thresholds)
     # eval.metrics decides what is reported; a gated metric is always reported beside its gate
-    kind = classifier.problem_type
+    problem = classifier.problem
     for metric in merged:
-        if metric not in PROBLEM_METRICS[kind]:
-            raise BertctlError(f"--min {metric}: {metric!r} is not a metric of this {kind.replace('_', ' ')} model", fix=f"gate on one of: {', '.join(PROBLEM_METRICS[kind])}")
-    wanted = (recipe.eval.metrics if recipe is not None else classifier.settings.metrics) or DEFAULT_METRICS[kind]
-    reported = [name for name in PROBLEM_METRICS[kind] if name in wanted or name in merged]
+        if metric not in problem.metrics:
+            raise BertctlError(f"--min {metric}: {metric!r} is not a metric of this {problem.title} model", fix=f"gate on one of: {', '.join(problem.metrics)}")
+    wanted = (recipe.eval.metrics if recipe is not None else classifier.settings.metrics) or problem.default_metrics
+    reported = [name for name in problem.metrics if name in wanted or name in merged]
     size = batch_size or (recipe.train.eval_batch_size if recipe is not None else classifier.settings.eval_batch_size) or DEFAULT_BATCH_SIZE
     logits = encoded_logits(classifier, loaded.encoded, batch_size=size)
     if loaded.encoded.owners is not None:
         windowed = sum(1 for n in loaded.encoded.n_tokens if n > classifier.max_length)
-        loaded.notes.append(f"--chunks: {windowed} texts longer than {classifier.max_length} tokens ran as {len(loaded.encoded.owners) - len(loaded.references) + windowed} windows (stride {classifier.chunk_stride}), logits pooled by {'max' if kind == 'multi_label_classification' else 'mean'}")
-    thresholds = classifier.thresholds if kind == "multi_label_classification" else None
-    scores = problem_metrics(kind, np.asarray(loaded.references), classifier.outputs(logits), classifier.labels, thresholds)
+        loaded.notes.append(f"--chunks: {windowed} texts longer than {classifier.max_length} tokens ran as {len(loaded.encoded.owners) - len(loaded.references) + windowed} windows (stride {classifier.chunk_stride}), logits pooled by {problem.pool_name}")
+    scores = problem.score(np.asarray(loaded.references), problem.scores(logits), classifier.labels, classifier.thresholds)
     checks = check_thresholds(scores.overall, merged)
     scores.overall = {name: scores.overall[name] for name in reported}
     return EvalResult(
@@ -388,8 +368,6 @@ def plot_path_for(report: Path) -> Path:
 
 
 def check_report_path(path: Path) -> None:
-    from bertctl.runs import check_writable_path
-
     check_writable_path(path, "--report", example="reports/eval.json")
 
 
@@ -399,9 +377,6 @@ def write_eval_report(result: EvalResult, report: Path | None = None, *, plot: b
     The PNG is drawn into a temp file and moved into place only after eval.json is written, so a failed
     write (disk full, read-only) leaves the previous report and PNG as a matching pair, and no new files.
     """
-    from bertctl import plots
-    from bertctl.runs import atomic_write_json, removes_new_empty_dirs
-
     path = Path(report) if report is not None else default_report_path(result)
     check_report_path(path)
     png = plot_path_for(path) if plot and result.metrics.confusion_matrix is not None else None
@@ -417,7 +392,7 @@ def write_eval_report(result: EvalResult, report: Path | None = None, *, plot: b
                 drawn = Path(name)
                 first, value = next(iter(result.metrics.overall.items()))
                 title = f"{Path(result.run_dir).name}: {result.split or Path(result.source).name}, {first} {value:.3f}"
-                draw = plots.plot_label_confusions if result.metrics.problem_type == "multi_label_classification" else plots.plot_confusion_matrix
+                draw = plots.plot_label_confusions if result.metrics.problem_type == MULTI_LABEL.name else plots.plot_confusion_matrix
                 draw(result.metrics.confusion_matrix, result.metrics.labels, drawn, title)
             atomic_write_json(path, result.to_dict())
             if drawn is not None:

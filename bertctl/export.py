@@ -25,8 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from bertctl.errors import BertctlError, GateFailed, RunError
-from bertctl.prediction import QUANTIZE_CHOICES
-from bertctl.runtime import EXPORT_FILE, MODEL_FILE, is_export_dir, require
+from bertctl.inference import QUANTIZE_CHOICES, encode, load_for_inference, logits as forward_logits, read_run_settings
+from bertctl.inference.onnx import EXPORT_FILE, MODEL_FILE, is_export_dir, load_export, require
+from bertctl.modeling import check_is_sequence_classifier, load_classifier
+from bertctl.problems import REGRESSION, problem_type
+from bertctl.recipe import METRICS
+from bertctl.runs import check_writable_path, load_run_recipe, removes_new_empty_dirs, replace_dir, resolve_run_dir
 
 EXPORTERS = {"torchscript": (14, 20), "dynamo": (18, 23)}  # exporter -> the opsets it writes
 DEFAULT_EXPORTER = "torchscript"
@@ -39,7 +43,6 @@ DEFAULT_EXPORTER_WHY = (
 )
 CHECK_TEXTS = 300
 MAX_DROP_POINTS = 0.5
-REGRESSION_TOLERANCE = 1e-3  # fp32 check of a regression export: values within this of torch's (STS-B scores step by 0.2)
 ORT_FUSIONS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu", "Gelu", "FastGelu", "LayerNormalization")
 COPIED = ("recipe.toml", "metrics.json")  # eval on the export needs the recipe's data settings and labels
 
@@ -62,8 +65,6 @@ def default_output(run_dir: Path, quantize: str | None) -> Path:
 
 def check_options(run_dir: Path | str | None, output: Path | None, quantize: str | None, opset: int | None, exporter: str, overwrite: bool, force: bool) -> tuple[Path, Path, int]:
     """(run dir, output dir, opset), every usage error raised before anything heavy is imported."""
-    from bertctl.runs import check_writable_path, resolve_run_dir
-
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise BertctlError(f"--quantize {quantize!r} is not supported", fix=f"use one of: {', '.join(QUANTIZE_CHOICES)}")
     if exporter not in EXPORTERS:
@@ -93,8 +94,6 @@ def check_options(run_dir: Path | str | None, output: Path | None, quantize: str
 @contextlib.contextmanager
 def staging_dir(target: Path):
     """A temp dir beside `target` (same filesystem, so the final rename is atomic), removed unless moved into place."""
-    from bertctl.runs import removes_new_empty_dirs
-
     with removes_new_empty_dirs(target.parent):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -180,11 +179,9 @@ def _quantize(source: Path, target: Path) -> None:
 def check_texts(run_dir: Path, tokenizer, n: int = CHECK_TEXTS) -> tuple[list[str], list[str] | None, str]:
     """(texts, pairs, where from): the run's validation texts (else test, else train), or seeded random vocab
     sequences of varied length for a model dir without a recipe."""
-    from bertctl.runs import load_run_recipe
-
     recipe = load_run_recipe(run_dir)
     if recipe is not None:
-        from bertctl.data import load_data
+        from bertctl.data import load_data  # datasets and pandas: only an export of a run with a recipe needs them
 
         data = load_data(recipe)
         split = next(s for s in ("validation", "test", "train") if s in data.splits)
@@ -202,29 +199,16 @@ def check_texts(run_dir: Path, tokenizer, n: int = CHECK_TEXTS) -> tuple[list[st
 def _compare_logits(torch_classifier, onnx_classifier, texts, pairs) -> dict[str, Any]:
     import numpy as np
 
-    from bertctl.prediction import encode
-
     ours, theirs = encode(onnx_classifier, texts, pairs), encode(torch_classifier, texts, pairs)
     same_tokens = all(ours.columns[k] == theirs.columns[k] for k in theirs.columns)
-    expected, got = torch_classifier.logits(theirs.columns), onnx_classifier.logits(ours.columns)
-    kind = torch_classifier.problem_type
-    if kind == "regression":
-        # a value has no label to agree on: the fp32 check is that values agree to well under the labels' resolution
-        same = float(np.mean(np.abs(expected - got).max(axis=1) <= REGRESSION_TOLERANCE)) if len(texts) else 1.0
-    elif kind == "multi_label_classification":
-        cut = np.asarray(torch_classifier.thresholds)
-        decided = lambda logits: torch_classifier.outputs(logits) >= cut  # noqa: E731
-        same = float(np.mean((decided(expected) == decided(got)).all(axis=1))) if len(texts) else 1.0
-    else:
-        same = float(np.mean(expected.argmax(1) == got.argmax(1))) if len(texts) else 1.0
+    expected, got = forward_logits(torch_classifier, theirs.columns), forward_logits(onnx_classifier, ours.columns)
+    same = torch_classifier.problem.agreement(expected, got, torch_classifier.thresholds)
     return {"texts": len(texts), "same_tokens": same_tokens, "max_abs_diff": float(np.abs(expected - got).max()), "same_labels": same}
 
 
 def _metric_check(run_dir: Path, export_dir: Path, max_drop: float) -> dict[str, Any]:
     """The run's validation metric from the torch model and from the export, both through `bertctl eval`'s code."""
-    from bertctl.evaluation import evaluate_run
-    from bertctl.recipe import METRICS
-    from bertctl.runs import load_run_recipe
+    from bertctl.evaluation import evaluate_run  # evaluation imports export's neighbours (data, plots): only checks need it
 
     recipe = load_run_recipe(run_dir)
     split = "validation" if recipe.data.validation is not None or recipe.data.validation_fraction is not None else None
@@ -285,14 +269,10 @@ def export_run(
     source, target, opset = check_options(run_dir, output, quantize, opset, exporter, overwrite, force)
     require("onnxruntime", "bertctl export")
     require("onnx", "bertctl export")
-    from bertctl.modeling import check_is_sequence_classifier, load_classifier
-    from bertctl.prediction import load_for_inference
-    from bertctl.runtime import load_export
-
     check_is_sequence_classifier(source)
     with staging_dir(target) as tmp:  # first: an unwritable --output fails before minutes of work
         reference = load_for_inference(source, device="cpu")
-        problem_type = reference.problem_type
+        problem = reference.problem
         # eager attention: onnxruntime's Attention fusion matches its MatMul-Softmax-MatMul pattern, not SDPA's
         model = load_classifier(str(source), trained=True, attn_implementation="eager").eval()
         work = tmp / ".work"
@@ -306,7 +286,7 @@ def export_run(
         shutil.rmtree(work)
 
         config = json.loads((source / "config.json").read_text(encoding="utf-8"))  # the run's, as transformers wrote it
-        config["problem_type"] = problem_type
+        config["problem_type"] = problem.name
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
         _write_tokenizer(reference.tokenizer, tmp, reference.max_length)
         for name in COPIED:
@@ -325,7 +305,7 @@ def export_run(
             "outputs": ["logits"],
             "dynamic_axes": {"batch": 0, "sequence": 1},
             "labels": reference.labels,
-            "problem_type": problem_type,
+            "problem_type": problem.name,
             "max_length": reference.max_length,
             "versions": _versions(),
             "checks": {},
@@ -341,18 +321,21 @@ def export_run(
             f"the ONNX model labels {100 * (1 - logits['same_labels']):.1f}% of {logits['texts']} texts differently from torch"
             f" (max abs logit diff {logits['max_abs_diff']:.2e}{'' if logits['same_tokens'] else '; token ids differ'})"
         ]
-        if quantize is not None:
+        # a regression export has no labels to compare: the metric says what its values are worth
+        if quantize is not None or problem == REGRESSION:
+            metric: dict[str, Any] | None = None
             if (source / "recipe.toml").is_file():
                 metric = _metric_check(source, tmp, max_drop)
                 if not metric["passed"]:
                     refused.append(
-                        f"int8 drops {metric['metric']} on the {metric['split'] or 'eval'} split by {metric['drop_points']:.2f} points "
+                        f"{quantize or 'the export'} drops {metric['metric']} on the {metric['split'] or 'eval'} split by {metric['drop_points']:.2f} points "
                         f"({metric['torch']:.4f} -> {metric['onnx']:.4f}; at most {max_drop} allowed)"
                     )
-            else:
+            elif quantize is not None:
                 metric = {"passed": False, "reason": f"{source} has no recipe.toml, so there is no validation split to measure the int8 drop on"}
                 refused.append(metric["reason"])
-            info["checks"]["metric"] = metric
+            if metric is not None:
+                info["checks"]["metric"] = metric
         if refused and not force:
             raise GateFailed(
                 f"export of {source} refused, nothing written to {target}:\n" + "\n".join(f"  {r}" for r in refused),
@@ -362,8 +345,6 @@ def export_run(
         (tmp / EXPORT_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(export_readme(target, info, refused), encoding="utf-8")
         try:
-            from bertctl.runs import replace_dir
-
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the export private to this user
@@ -375,10 +356,9 @@ def export_run(
 
 def export_readme(target: Path, info: dict[str, Any], refused: list[str]) -> str:
     """The export's model card: what it is, how to run it, and what the checks measured."""
-    from bertctl.prediction import read_run_settings
-
     logits = info["checks"]["logits"]
     metric = info["checks"].get("metric")
+    agrees, kind = problem_type(info["problem_type"]).agrees_on, info["quantize"] or "onnx"
     truncation = read_run_settings(Path(info["source"])).truncation or "head"
     cut = "" if truncation == "head" else f" bertctl cuts a longer text by the run's `model.truncation` ({truncation}); other runtimes cut its head."
     lines = [
@@ -406,13 +386,13 @@ def export_readme(target: Path, info: dict[str, Any], refused: list[str]) -> str
         "",
         "| check | result |",
         "|---|---|",
-        f"| logits vs torch on {logits['source']} | max abs diff {logits['max_abs_diff']:.2e}; same labels {100 * logits['same_labels']:.2f}%;"
+        f"| logits vs torch on {logits['source']} | max abs diff {logits['max_abs_diff']:.2e}; {agrees} {100 * logits['same_labels']:.2f}%;"
         f" same token ids: {'yes' if logits['same_tokens'] else 'no'} |",
     ]
     if metric is not None and "metric" in metric:
         lines.append(
-            f"| int8 {metric['metric']} on {metric['split'] or 'the eval'} split ({metric['examples']} examples) | torch {metric['torch']:.4f},"
-            f" int8 {metric['onnx']:.4f}: drop {metric['drop_points']:.2f} points (limit {metric['max_drop_points']}) |"
+            f"| {kind} {metric['metric']} on {metric['split'] or 'the eval'} split ({metric['examples']} examples) | torch {metric['torch']:.4f},"
+            f" {kind} {metric['onnx']:.4f}: drop {metric['drop_points']:.2f} points (limit {metric['max_drop_points']}) |"
         )
     elif metric is not None:
         lines.append(f"| int8 metric drop | not measured: {metric['reason']} |")
@@ -425,14 +405,15 @@ def export_readme(target: Path, info: dict[str, Any], refused: list[str]) -> str
 
 def summary(result: ExportResult) -> str:
     logits = result.checks["logits"]
+    agrees, kind = problem_type(result.info["problem_type"]).agrees_on, result.info["quantize"] or "onnx"
     lines = [
         f"exported to {result.output} ({result.info['exporter']} exporter, opset {result.info['opset']}, {result.info['quantize'] or 'fp32'};"
         f" fused: {', '.join(f'{k} {v}' for k, v in result.info['fusions'].items()) or 'nothing'})",
-        f"  logits vs torch on {logits['texts']} texts: max abs diff {logits['max_abs_diff']:.2e}, same labels {100 * logits['same_labels']:.2f}%",
+        f"  logits vs torch on {logits['texts']} texts: max abs diff {logits['max_abs_diff']:.2e}, {agrees} {100 * logits['same_labels']:.2f}%",
     ]
     metric = result.checks.get("metric")
     if metric and "metric" in metric:
-        lines.append(f"  {metric['metric']}: torch {metric['torch']:.4f}, int8 {metric['onnx']:.4f} (drop {metric['drop_points']:.2f} points, limit {metric['max_drop_points']})")
+        lines.append(f"  {metric['metric']}: torch {metric['torch']:.4f}, {kind} {metric['onnx']:.4f} (drop {metric['drop_points']:.2f} points, limit {metric['max_drop_points']})")
     lines += [f"  kept with --force: {r}" for r in result.refused]
     lines.append(f'next: bertctl predict --model {result.output} "some text"')
     return "\n".join(lines)

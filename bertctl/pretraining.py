@@ -12,6 +12,7 @@ fine-tune (model.name = "runs/agnews-mlm").
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -326,3 +327,59 @@ Fine-tune a classifier from it: set `[model] name = "{run_dir}"` in a recipe, th
 bertctl fill-mask --model {run_dir} "The man went to the [MASK]."
 ```
 """
+
+
+# ---------------------------------------------------------------------------------------------
+# filling [MASK] with a masked-language model (bertctl pretrain output): `bertctl fill-mask`
+
+
+@dataclass
+class MaskPrediction:
+    position: int  # token index in the input ([CLS] = 0)
+    candidates: list[dict[str, Any]]  # {"token", "token_id", "probability"}, most likely first
+
+
+@dataclass
+class FillMaskResult:
+    text: str
+    tokens: list[str]
+    masks: list[MaskPrediction]
+    filled: str  # the text with every [MASK] replaced by its most likely token
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fill_mask(model, text: str, top_k: int = 5, *, tokenizer=None) -> FillMaskResult:
+    """The top-k tokens (with probabilities) for each [MASK] in `text`.
+
+    `model` is a name/dir (loaded with `load_masked_lm`, which refuses models without an MLM head) or an already
+    loaded masked-LM, in which case pass its `tokenizer`.
+    """
+    import torch
+
+    if isinstance(model, (str, Path)):
+        model, tokenizer, _ = load_masked_lm(str(model))
+    if tokenizer is None:
+        raise ValueError("pass the tokenizer with an already loaded model")
+    if top_k < 1:
+        raise BertctlError(f"--top-k must be at least 1, got {top_k}", fix="e.g. --top-k 5")
+    mask = tokenizer.mask_token
+    encoding = tokenizer(text, truncation=True, max_length=getattr(model.config, "max_position_embeddings", 512), return_tensors="pt")
+    ids = encoding["input_ids"][0]
+    positions = (ids == tokenizer.mask_token_id).nonzero().flatten().tolist()
+    if not positions:
+        raise BertctlError(f"the text has no {mask} token to fill: {text!r}", fix=f'write {mask} where a word should be predicted, e.g. "The man went to the {mask}."')
+    with torch.inference_mode():
+        logits = model(**encoding).logits[0]
+    probs = torch.softmax(logits[positions].float(), dim=-1)
+    top = torch.topk(probs, k=min(top_k, probs.shape[-1]), dim=-1)
+    masks = []
+    filled_ids = ids.clone()
+    for row, position in enumerate(positions):
+        token_ids = top.indices[row].tolist()
+        tokens = tokenizer.convert_ids_to_tokens(token_ids)
+        masks.append(MaskPrediction(position, [{"token": t, "token_id": i, "probability": float(p)} for t, i, p in zip(tokens, token_ids, top.values[row].tolist())]))
+        filled_ids[position] = token_ids[0]
+    filled = tokenizer.decode(filled_ids, skip_special_tokens=True)
+    return FillMaskResult(text, tokenizer.convert_ids_to_tokens(ids.tolist()), masks, filled)

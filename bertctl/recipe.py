@@ -23,62 +23,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
+from bertctl import problems
 from bertctl.errors import Problem, RecipeError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DATA_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt"}
 SPLITS = ("train", "validation", "test")
 
-PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+PROBLEM_TYPES = problems.NAMES
 TRUNCATIONS = ("head", "tail", "head+tail")
 
 # metric name -> greater is better; `evaluation` computes all of them offline
-METRICS = {
-    "accuracy": True,
-    "f1_macro": True,
-    "f1_micro": True,
-    "f1_weighted": True,
-    "precision_macro": True,
-    "precision_micro": True,
-    "precision_weighted": True,
-    "recall_macro": True,
-    "recall_micro": True,
-    "recall_weighted": True,
-    "mcc": True,
-    "log_loss": False,
-    "ece": False,
-    # multi-label
-    "subset_accuracy": True,
-    "hamming_loss": False,
-    "roc_auc_macro": True,
-    # regression
-    "pearson": True,
-    "spearman": True,
-    "mse": False,
-    "rmse": False,
-    "mae": False,
-    "r2": True,
-}
+METRICS = problems.GREATER_IS_BETTER
 # the values a metric can take, for checking thresholds; [0, 1] unless listed
 METRIC_RANGES = {
     "mcc": (-1.0, 1.0), "log_loss": (0.0, math.inf), "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0),
     "mse": (0.0, math.inf), "rmse": (0.0, math.inf), "mae": (0.0, math.inf), "r2": (-math.inf, 1.0),
 }
-_AVERAGED = [f"{m}_{a}" for m in ("f1", "precision", "recall") for a in ("macro", "micro", "weighted")]
 # the metrics each problem type has, and its defaults: what eval reports, and what picks the best checkpoint
-PROBLEM_METRICS = {
-    "single_label_classification": ["accuracy", *_AVERAGED, "mcc", "log_loss", "ece"],
-    "multi_label_classification": [*_AVERAGED, "subset_accuracy", "hamming_loss", "roc_auc_macro", "log_loss"],
-    "regression": ["pearson", "spearman", "mse", "rmse", "mae", "r2"],
-}
-DEFAULT_METRICS = {
-    "single_label_classification": ["accuracy", "f1_macro"],
-    "multi_label_classification": ["f1_macro", "f1_micro", "subset_accuracy"],
-    "regression": ["pearson", "spearman", "rmse"],
-}
-DEFAULT_METRIC_FOR_BEST = {"single_label_classification": "accuracy", "multi_label_classification": "f1_macro", "regression": "spearman"}
-# the validation loss that breaks ties between equal best-metric values
-TIE_BREAK = {"single_label_classification": "log_loss", "multi_label_classification": "log_loss", "regression": "mse"}
+PROBLEM_METRICS = {p.name: list(p.metrics) for p in problems.PROBLEM_TYPES.values()}
+DEFAULT_METRICS = {p.name: list(p.default_metrics) for p in problems.PROBLEM_TYPES.values()}
+DEFAULT_METRIC_FOR_BEST = {p.name: p.metric_for_best for p in problems.PROBLEM_TYPES.values()}
+TIE_BREAK = {p.name: p.tie_break for p in problems.PROBLEM_TYPES.values()}
 
 # accelerate's LoggerType values, listed here so validating a recipe doesn't import accelerate
 TRACKERS = ["all", "aim", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive", "swanlab"]

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bertctl.problems import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from bertctl.recipe import METRICS
+from bertctl.truncation import head_tail_split
+
 if TYPE_CHECKING:
     from rich.console import Console
 
     from bertctl.attention import AttentionReport, PositionAnalysis
-    from bertctl.prediction import FillMaskResult
+    from bertctl.pretraining import FillMaskResult
     from bertctl.tokenization import InputRow, TokenizeReport
 
 
@@ -36,13 +40,13 @@ def print_tokenize_report(console: "Console", report: "TokenizeReport") -> None:
         )
     console.print(table)
     _print_long_texts(console, report)
-    if report.problem_type == "regression":
+    if report.problem_type == REGRESSION.name:
         stats = Table(f"{report.labels[0]} (regression)", *[s.name for s in report.splits], box=None)
         for name in ("mean", "std", "min", "max"):
             stats.add_row(name, *[f"{s.label_stats[name]:.4g}" if s.label_stats else "" for s in report.splits])
         console.print(stats)
     else:
-        multi = report.problem_type == "multi_label_classification"
+        multi = report.problem_type == MULTI_LABEL.name
         labels = Table("label (rows with it)" if multi else "label", *[s.name for s in report.splits], box=None)
         for label in report.labels:
             labels.add_row(label, *[f"{s.label_counts.get(label, 0)} ({s.label_counts.get(label, 0) / max(1, s.examples):.1%})" for s in report.splits])
@@ -68,7 +72,6 @@ def _print_long_texts(console: "Console", report: "TokenizeReport") -> None:
     different places; --chunks cuts none and runs more windows instead."""
     from rich.table import Table
 
-    from bertctl.truncation import head_tail_split
 
     if not any(s.over_max_length for s in report.splits):
         console.print(f"no text is longer than max_length {report.max_length}: truncation drops nothing")
@@ -132,7 +135,6 @@ def print_eval_report(console: "Console", result) -> None:
     """`bertctl eval`: overall metrics with their gate status, per-class rows, the confusion matrix."""
     from rich.table import Table
 
-    from bertctl.recipe import METRICS
 
     m = result.metrics
     console.print(f"[bold]{_plain(result.run_dir)}[/bold] on {_plain(result.source)}: {result.examples} examples, max_length {result.max_length}, {result.seconds:.1f} s")
@@ -150,7 +152,7 @@ def print_eval_report(console: "Console", result) -> None:
         arrow = "" if METRICS[name] else " (lower is better)"
         overall.add_row(name + arrow, f"{value:.4f}", gate)
     console.print(overall)
-    multi = m.problem_type == "multi_label_classification"
+    multi = m.problem_type == MULTI_LABEL.name
     if m.per_class:
         extra = ("threshold", "tp", "fp", "fn") if multi else ()
         per_class = Table("label", "precision", "recall", "f1", "support", *extra, box=None, title="per label" if multi else "per class", title_justify="left")
@@ -184,11 +186,11 @@ def print_predictions(console: "Console", predictions: list, top_k: int = 1, sta
     table.add_column("text")
     if has_pairs:
         table.add_column("pair")
-    kind = predictions[0].problem_type if predictions else "single_label_classification"
-    single = kind == "single_label_classification"
-    if kind == "regression":
+    problem = predictions[0].problem if predictions else SINGLE_LABEL
+    single = problem == SINGLE_LABEL
+    if problem == REGRESSION:
         table.add_column("value", justify="right", no_wrap=True)
-    elif kind == "multi_label_classification":
+    elif problem == MULTI_LABEL:
         table.add_column("labels (each at or above its threshold, with its probability)")
     else:
         table.add_column("label", no_wrap=True)
@@ -200,9 +202,9 @@ def print_predictions(console: "Console", predictions: list, top_k: int = 1, sta
         cells = [str(i), _shorten(p.text, width)] + ([_shorten(p.pair or "", width)] if has_pairs else [])
         if p.error is not None:
             cells += ["[yellow](empty)[/yellow]"]
-        elif kind == "regression":
+        elif problem == REGRESSION:
             cells += [f"{p.value:.4g}"]
-        elif kind == "multi_label_classification":
+        elif problem == MULTI_LABEL:
             cells += [", ".join(f"{_plain(label)} {p.scores[label]:.3f}" for label in p.labels) or "[dim](none)[/dim]"]
         else:
             cells += [_plain(p.label), f"{p.score:.3f}"] + ([", ".join(f"{_plain(label)} {score:.3f}" for label, score in p.top_k[1:])] if top_k > 1 else [])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bertctl.problems import MULTI_LABEL, REGRESSION, problem_type
 from bertctl.recipe import Recipe
 
 
@@ -104,10 +105,11 @@ def tokenize_report(recipe: Recipe, tokenizer=None) -> TokenizeReport:
         labels = np.asarray(ds["label"])
         per_row: dict[int, int] = {}
         stats: dict[str, float] = {}
-        if recipe.model.problem_type == "regression":
+        problem = problem_type(recipe.model.problem_type)
+        if problem == REGRESSION:
             counts = {}
             stats = {"mean": float(labels.mean()), "std": float(labels.std()), "min": float(labels.min()), "max": float(labels.max())} if len(labels) else {}
-        elif recipe.model.problem_type == "multi_label_classification":
+        elif problem == MULTI_LABEL:
             matrix = labels.reshape(len(ds), len(data.labels))
             counts = {label: int(matrix[:, j].sum()) for j, label in enumerate(data.labels)}
             per_row = {int(k): int(v) for k, v in zip(*np.unique(matrix.sum(axis=1).astype(int), return_counts=True))}
@@ -135,7 +137,7 @@ def tokenize_report(recipe: Recipe, tokenizer=None) -> TokenizeReport:
                 label_stats=stats,
             )
         )
-    everywhere = set().union(*present.values()) if present and recipe.model.problem_type != "regression" else set()
+    everywhere = set().union(*present.values()) if present and problem_type(recipe.model.problem_type).has_classes else set()
     missing = {name: sorted(everywhere - labels) for name, labels in present.items() if everywhere - labels}
     duplicates = {}
     names = list(inputs)

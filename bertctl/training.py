@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from bertctl.errors import BertctlError
+from bertctl.data import tokenize_data
+from bertctl.errors import BertctlError, Problem, RecipeError
 from bertctl.loop import PadCollator, RunResult, Task, build_train_loader, check_trainable, run_loop
-from bertctl.recipe import TIE_BREAK, Recipe
+from bertctl.modeling import load_classifier, load_tokenizer, model_config
+from bertctl.problems import ProblemType, problem_type
+from bertctl.recipe import Recipe
 
 
 def build_dataloaders(splits, recipe: Recipe, pad_token_id: int, *, pad_to_multiple_of: int | None = None):
@@ -37,7 +40,7 @@ def build_dataloaders(splits, recipe: Recipe, pad_token_id: int, *, pad_to_multi
     return train, train.batch_sampler, eval_loader
 
 
-def evaluate_loader(model, loader, accelerator, labels: list[str], problem_type: str = "single_label_classification", target=None) -> tuple[dict[str, Any], Any]:
+def evaluate_loader(model, loader, accelerator, labels: list[str], problem: ProblemType, target=None) -> tuple[dict[str, Any], Any]:
     """Validation metrics over all processes' shards, without the duplicates that pad the last batch, and what the
     saved model needs from them (multi-label: per-label thresholds tuned here; else None).
 
@@ -47,9 +50,6 @@ def evaluate_loader(model, loader, accelerator, labels: list[str], problem_type:
     """
     import numpy as np
     import torch
-
-    from bertctl.metrics import functional, problem_metrics
-    from bertctl.prediction import outputs_from_logits
 
     model.eval()
     all_logits, all_labels = [], []
@@ -63,18 +63,14 @@ def evaluate_loader(model, loader, accelerator, labels: list[str], problem_type:
     logits, references = torch.cat(all_logits).numpy().astype(np.float64), torch.cat(all_labels).numpy()
     if target is not None:
         logits = logits * target[1] + target[0]
-    outputs = outputs_from_logits(problem_type, logits)
-    thresholds = functional.best_f1_thresholds(references, outputs) if problem_type == "multi_label_classification" else None
-    return problem_metrics(problem_type, references, outputs, labels, thresholds).overall, thresholds
+    scores = problem.scores(logits)
+    thresholds = problem.tune_thresholds(references, scores)
+    return problem.score(references, scores, labels, thresholds).overall, thresholds
 
 
 def class_weights(recipe: Recipe, targets: list, labels: list[str]):
     """train.class_weights as a tensor: CrossEntropy's per-class weight, or (multi-label) BCE's per-label pos_weight.
-
-    'balanced' is inverse frequency: n / (classes x count) per class, as scikit-learn's compute_class_weight;
-    per label, negatives / positives (PyTorch's pos_weight). None when weighting is off.
-    """
-    import numpy as np
+    'balanced' is the problem type's rule (ProblemType.class_weights). None when weighting is off."""
     import torch
 
     setting = recipe.train.class_weights
@@ -87,18 +83,11 @@ def class_weights(recipe: Recipe, targets: list, labels: list[str]):
                 fix="give one weight per label, in the labels' order",
             )
         return torch.tensor(setting, dtype=torch.float32)
-    if recipe.model.problem_type == "multi_label_classification":
-        matrix = np.asarray(targets, dtype=np.float64)
-        positives = matrix.sum(axis=0)
-        return torch.tensor((len(matrix) - positives) / np.maximum(positives, 1.0), dtype=torch.float32)
-    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=len(labels)).astype(np.float64)
-    return torch.tensor(len(targets) / (len(labels) * np.maximum(counts, 1.0)), dtype=torch.float32)
+    return torch.tensor(problem_type(recipe.model.problem_type).class_weights(targets, labels), dtype=torch.float32)
 
 
 def check_reinit_layers(recipe: Recipe, model_config) -> None:
     """train.reinit_layers can't exceed the model's encoder layers: a Problem, as the recipe's other keys."""
-    from bertctl.errors import Problem, RecipeError
-
     layers = getattr(model_config, "num_hidden_layers", None)
     if layers is not None and recipe.train.reinit_layers > layers:
         raise RecipeError(
@@ -139,19 +128,16 @@ class Classification(Task):
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
-        self.problem_type = recipe.model.problem_type
+        self.problem = problem_type(recipe.model.problem_type)
         self.run_dir = recipe.run_dir
         self.epochs = recipe.train.epochs
         self.metric = self.curve_metric = recipe.train.metric_for_best
         # what eval lines show: the recipe's eval.metrics, the metric that picks the best model, and the tie-break
-        self.logged_keys = list(dict.fromkeys([*recipe.eval.metrics, self.metric, TIE_BREAK[self.problem_type]]))
+        self.logged_keys = list(dict.fromkeys([*recipe.eval.metrics, self.metric, self.problem.tie_break]))
         self.fast_path: list[str] = []
         self.target: tuple[float, float] | None = None  # regression: the training labels' mean and std
 
     def load(self, accelerator):
-        from bertctl.data import tokenize_data
-        from bertctl.modeling import load_tokenizer, model_config
-
         recipe = self.recipe
         self.tokenizer = load_tokenizer(recipe.model.name, base_dir=recipe.base_dir_path)
         with accelerator.main_process_first():  # the main process tokenizes first, the others read its cache
@@ -166,31 +152,23 @@ class Classification(Task):
 
     def build_model(self, accelerator):
         import numpy as np
-        import torch
 
-        from bertctl.fastpath import use_fast_path
-        from bertctl.modeling import load_classifier
+        from bertctl.fastpath import use_fast_path  # imports torch and transformers at its top
 
-        kind = self.problem_type
-        model = load_classifier(self.recipe.model.name, labels=self.data.labels, base_dir=self.recipe.base_dir_path, problem_type=kind)
+        model = load_classifier(self.recipe.model.name, labels=self.data.labels, base_dir=self.recipe.base_dir_path, problem_type=self.problem.name)
         reinit_top_layers(model, self.recipe.train.reinit_layers, self.recipe.train.seed)
         if accelerator.device.type == "cpu" and self.recipe.train.cpu_fast_path:
             self.fast_path = use_fast_path(model)
         targets = self.data.splits["train"]["label"]
         weights = class_weights(self.recipe, list(targets), self.data.labels)
         weights = weights.to(accelerator.device) if weights is not None else None
-        if kind == "regression":
+        if not self.problem.has_classes:
             # standardised targets: the head learns at the scale of its init whatever the label's units; the
             # scaling is folded into the saved head (saved_weights), so the saved model outputs those units
             values = np.asarray(targets, dtype=np.float64)
             self.target = (float(values.mean()), float(values.std()) or 1.0)
-            mean, std = self.target
-            self.criterion = lambda logits, labels: torch.nn.functional.mse_loss(logits.squeeze(-1), (labels - mean) / std)
             model.config.regression_target = {"mean": self.target[0], "std": self.target[1], "folded_into": "classifier.weight, classifier.bias"}
-        elif kind == "multi_label_classification":
-            self.criterion = torch.nn.BCEWithLogitsLoss(pos_weight=weights)
-        else:
-            self.criterion = torch.nn.CrossEntropyLoss(weight=weights)
+        self.criterion = self.problem.loss(weights, self.target)
         self.weights = weights
         return model
 
@@ -211,7 +189,7 @@ class Classification(Task):
     def evaluate(self, model, accelerator):
         if self.eval_loader is None:
             return None
-        scores, thresholds = evaluate_loader(model, self.eval_loader, accelerator, self.data.labels, self.problem_type, self.target)
+        scores, thresholds = evaluate_loader(model, self.eval_loader, accelerator, self.data.labels, self.problem, self.target)
         if thresholds is not None:
             # the loop saves the model right after an evaluation that improved: its config then carries these
             accelerator.unwrap_model(model).config.label_thresholds = {label: float(t) for label, t in zip(self.data.labels, thresholds)}
@@ -222,9 +200,8 @@ class Classification(Task):
 
     def describe(self) -> str:
         fast = f"; CPU fast path: {', '.join(self.fast_path)}" if self.fast_path else ""
-        what = {"regression": f"regression of {self.data.labels[0]!r}", "multi_label_classification": f"{len(self.data.labels)} labels (multi-label)"}
         weighted = f", class weights {self.recipe.train.class_weights if isinstance(self.recipe.train.class_weights, str) else 'given'}" if self.weights is not None else ""
-        return f"{len(self.data.splits['train'])} examples, {what.get(self.problem_type, f'{len(self.data.labels)} labels')}{weighted}{fast}"
+        return f"{len(self.data.splits['train'])} examples, {self.problem.count(self.data.labels)}{weighted}{fast}"
 
     def metrics(self, state):
         return {
@@ -238,7 +215,7 @@ class Classification(Task):
             "train_examples": len(self.data.splits["train"]),
             "validation_examples": len(self.data.splits["validation"]) if "validation" in self.data.splits else 0,
             "labels": self.data.labels,
-            "problem_type": self.problem_type,
+            "problem_type": self.problem.name,
         }
 
     def card(self, metrics, run_dir):
@@ -252,7 +229,7 @@ def train(recipe: Recipe, **options: Any) -> RunResult:
 
 
 def model_card(recipe: Recipe, data, metrics: dict[str, Any]) -> str:
-    t = recipe.train
+    t, problem = recipe.train, problem_type(recipe.model.problem_type)
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics["validation"].items() if isinstance(v, float))
     sources = "\n".join(f"- {split}: `{src}` ({len(data.splits[split])} examples)" for split, src in data.sources.items() if split in data.splits)
     return f"""---
@@ -289,25 +266,6 @@ bertctl predict --model {recipe.run_dir} "some text"
 ```
 ```python
 from transformers import pipeline
-pipeline("text-classification", model="{recipe.run_dir}"{PIPELINE_ARGS[recipe.model.problem_type]})("some text")
+pipeline("text-classification", model="{recipe.run_dir}"{problem.pipeline_args})("some text")
 ```
-{PROBLEM_NOTES[recipe.model.problem_type]}"""
-
-
-# how the pipeline gives bertctl's answer for each problem type, and what the card says about it
-PIPELINE_ARGS = {
-    "single_label_classification": "",
-    "multi_label_classification": ', function_to_apply="sigmoid", top_k=None',
-    "regression": ', function_to_apply="none"',
-}
-PROBLEM_NOTES = {
-    "single_label_classification": "",
-    "multi_label_classification": (
-        "\nMulti-label: a label applies when its sigmoid probability reaches its threshold, tuned on validation to maximise"
-        " that label's F1 and saved as `label_thresholds` in `config.json`.\n"
-    ),
-    "regression": (
-        "\nRegression: the model outputs the label's own units (the training targets' standardisation is folded into the"
-        " classifier's weight and bias; `regression_target` in `config.json` records it).\n"
-    ),
-}
+{problem.card_note}"""

@@ -2,7 +2,7 @@
 
     encoded = encode_texts(tokenizer, texts, max_length=128, truncation="head+tail")   # Encoded: columns, truncated
     windows = encode_windows(tokenizer, texts, max_length=128, stride=32)               # one row per window, .owners
-    logits = pool_windows(window_logits, windows.owners, len(texts), problem_type)     # one row per text again
+    logits = problem.pool(window_logits, windows.owners, len(texts))                     # one row per text again (bertctl.problems)
 
 `model.truncation` decides what a text longer than max_length keeps, [CLS] and [SEP] always included:
 - `head`: the first max_length - 2 WordPieces (what transformers' `truncation=True` does);
@@ -160,20 +160,3 @@ def encode_windows(tokenizer, texts: Sequence[str], *, max_length: int, stride: 
 
 def windows_needed(n_tokens: int, max_length: int, stride: int) -> int:
     return len(window_starts(n_tokens - SPECIAL_TOKENS, max_length - SPECIAL_TOKENS, stride))
-
-
-def pool_windows(logits: "np.ndarray", owners: Sequence[int], n_texts: int, problem_type: str) -> "np.ndarray":
-    """One row of logits per text from its windows' rows: the mean, or for multi-label the max (a label found in
-    any window is found in the text)."""
-    import numpy as np
-
-    owners = np.asarray(owners, dtype=np.int64)
-    logits = np.asarray(logits, dtype=np.float64)
-    if problem_type == "multi_label_classification":
-        pooled = np.full((n_texts, logits.shape[1]), -np.inf)
-        np.maximum.at(pooled, owners, logits)
-    else:
-        pooled = np.zeros((n_texts, logits.shape[1]))
-        np.add.at(pooled, owners, logits)
-        pooled /= np.maximum(np.bincount(owners, minlength=n_texts), 1)[:, None]
-    return pooled.astype(np.float32)

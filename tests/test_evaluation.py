@@ -104,16 +104,16 @@ def test_evaluation_reports_the_recipes_eval_metrics_and_the_gated_ones(tmp_path
 
 
 def test_evaluation_uses_the_prediction_batched_inference(run_dir, monkeypatch):
-    import bertctl.prediction as prediction
+    from bertctl.inference import forward
 
     calls = []
-    original = prediction.infer_logits
+    original = forward.infer_logits
 
     def spy(model, columns, **kwargs):
         calls.append(kwargs)
         return original(model, columns, **kwargs)
 
-    monkeypatch.setattr(prediction, "infer_logits", spy)
+    monkeypatch.setattr(forward, "infer_logits", spy)
     evaluate_run(run_dir)
     assert len(calls) == 1 and calls[0]["batch_size"] == 7  # the recipe's train.eval_batch_size
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bertctl import prediction
+from bertctl import inference
 from bertctl.cli import app
 from bertctl.errors import ModelError
 from bertctl.export import export_run
@@ -53,8 +53,8 @@ def make_run(root: Path, model_dir: Path, *, labels_from_model: bool = False) ->
     )
     (run / "metrics.json").write_text("{}")
     if labels_from_model:  # after recipe.toml: the model then truncates at its max_length, as eval will
-        classifier = prediction.load_for_inference(run, device="cpu")
-        for row, p in zip(dev, prediction.predict_texts(classifier, [r["text"] for r in dev]).predictions):
+        classifier = inference.load_for_inference(run, device="cpu")
+        for row, p in zip(dev, inference.predict_texts(classifier, [r["text"] for r in dev]).predictions):
             row["label"] = p.label
         write_csv(validation, dev)
     return run
@@ -81,11 +81,11 @@ def test_export_logits_match_torch_with_equal_labels(exported, run_dir, texts):
     assert logits["passed"] and logits["same_labels"] == 1.0 and logits["same_tokens"] and logits["texts"] == 80
     assert 0 <= logits["max_abs_diff"] < 1e-4
     # and on texts the check never saw (the long one truncated), through the one seam both backends share
-    torch_model, onnx_model = prediction.load_for_inference(run_dir, device="cpu"), prediction.load_for_inference(exported.output)
+    torch_model, onnx_model = inference.load_for_inference(run_dir, device="cpu"), inference.load_for_inference(exported.output)
     assert (torch_model.backend, onnx_model.backend) == ("torch", "onnxruntime")
-    ours, theirs = prediction.encode(onnx_model, texts), prediction.encode(torch_model, texts)
+    ours, theirs = inference.encode(onnx_model, texts), inference.encode(torch_model, texts)
     assert ours.columns == theirs.columns and ours.truncated == theirs.truncated > 0
-    expected, got = torch_model.logits(theirs.columns, batch_size=7), onnx_model.logits(ours.columns, batch_size=7)
+    expected, got = inference.logits(torch_model, theirs.columns, batch_size=7), inference.logits(onnx_model, ours.columns, batch_size=7)
     assert np.ptp(expected) > 0.5 and len(set(expected.argmax(1))) > 1
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert (got.argmax(1) == expected.argmax(1)).all()
@@ -174,7 +174,7 @@ def test_export_int8_refused_on_a_metric_drop_unless_forced(tmp_path, varied_cla
     # the same export within a looser limit is kept without --force, and predicts on onnxruntime
     loose = export_run(run, quantize="int8", output=tmp_path / "loose", max_drop=100.0)
     assert loose.checks["metric"]["passed"] and not loose.refused and loose.info["forced"] is False
-    assert prediction.load_for_inference(loose.output).quantized == "int8"
+    assert inference.load_for_inference(loose.output).quantized == "int8"
 
 
 def test_export_of_a_model_dir_without_recipe_checks_on_random_texts(tmp_path, varied_classifier_dir):
@@ -184,7 +184,7 @@ def test_export_of_a_model_dir_without_recipe_checks_on_random_texts(tmp_path, v
     result = export_run(model, output=tmp_path / "fp32")
     assert result.checks["logits"]["passed"] and "random word sequences" in result.checks["logits"]["source"]
     assert not (result.output / "recipe.toml").exists()
-    assert prediction.load_for_inference(result.output).max_length == prediction.load_for_inference(model, device="cpu").max_length == 128
+    assert inference.load_for_inference(result.output).max_length == inference.load_for_inference(model, device="cpu").max_length == 128
     refused = invoke("export", model, "--quantize", "int8", "--output", tmp_path / "int8")
     assert refused.exit_code == 1 and "no recipe.toml" in refused.output and not (tmp_path / "int8").exists()
 
@@ -233,7 +233,7 @@ def test_export_bad_input_exits_2_and_never_overwrites(exported, run_dir, tmp_pa
 
 def test_export_without_the_onnx_extra_names_the_install_command(exported, run_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
-    for call in (lambda: prediction.load_for_inference(exported.output), lambda: export_run(run_dir, output=run_dir.parent / "x", overwrite=True)):
+    for call in (lambda: inference.load_for_inference(exported.output), lambda: export_run(run_dir, output=run_dir.parent / "x", overwrite=True)):
         with pytest.raises(ModelError, match=r'pip install -e "\.\[onnx\]"'):
             call()
     assert not (run_dir.parent / "x").exists()
@@ -241,7 +241,7 @@ def test_export_without_the_onnx_extra_names_the_install_command(exported, run_d
 
 def test_runtime_tokenizer_matches_transformers_on_pairs_and_truncation(exported, run_dir):
     from bertctl.modeling import load_tokenizer
-    from bertctl.runtime import ExportTokenizer
+    from bertctl.inference.onnx import ExportTokenizer
 
     theirs, ours = load_tokenizer(str(run_dir)), ExportTokenizer(exported.output)
     rows = agnews_rows("dev", 20)
@@ -288,6 +288,6 @@ def test_export_predict_and_eval_run_with_torch_and_transformers_unimportable(ex
     predicted = json_lines(run("predict", "--model", exported.output, "--json", *texts[:10]))
     evaluated = json.loads(run("eval", exported.output, "--json", "--report", tmp_path / "eval.json"))
     assert not log.exists(), log.read_text()[:3000]  # not even an attempt (a caught ImportError would hide one)
-    torch_model = prediction.load_for_inference(run_dir, device="cpu")
-    assert [p["label"] for p in predicted] == [p.label for p in prediction.predict_texts(torch_model, texts[:10]).predictions]
+    torch_model = inference.load_for_inference(run_dir, device="cpu")
+    assert [p["label"] for p in predicted] == [p.label for p in inference.predict_texts(torch_model, texts[:10]).predictions]
     assert evaluated["data"]["examples"] == 80 and (tmp_path / "eval_confusion_matrix.png").is_file()

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from bertctl.cli import app
-from bertctl.truncation import encode_texts, encode_windows, head_tail_split, kept_ids, pool_windows, window_starts
+from bertctl.problems import PROBLEM_TYPES
+from bertctl.truncation import encode_texts, encode_windows, head_tail_split, kept_ids, window_starts
 from conftest import AGNEWS_LABELS, agnews_rows, write_csv
 
 runner = CliRunner()
@@ -58,7 +59,7 @@ def test_head_is_what_transformers_truncation_does(tokenizer):
 
 
 def test_export_tokenizer_encodes_like_transformers(tokenizer, bundled_tokenizer_dir):
-    from bertctl.runtime import ExportTokenizer
+    from bertctl.inference.onnx import ExportTokenizer
 
     export = ExportTokenizer(Path(bundled_tokenizer_dir))
     for truncation in ("tail", "head+tail"):
@@ -98,8 +99,8 @@ def test_pooling_is_mean_and_max_for_multi_label():
     logits = np.array([[1.0, 0.0], [3.0, -2.0], [5.0, 4.0], [0.0, 1.0]])
     owners = [0, 0, 0, 1]
     for kind in ("single_label_classification", "regression"):
-        assert pool_windows(logits, owners, 2, kind) == pytest.approx(np.array([[3.0, 2 / 3], [0.0, 1.0]]))
-    assert pool_windows(logits, owners, 2, "multi_label_classification").tolist() == [[5.0, 4.0], [0.0, 1.0]]
+        assert PROBLEM_TYPES[kind].pool(logits, owners, 2) == pytest.approx(np.array([[3.0, 2 / 3], [0.0, 1.0]]))
+    assert PROBLEM_TYPES["multi_label_classification"].pool(logits, owners, 2).tolist() == [[5.0, 4.0], [0.0, 1.0]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,7 +126,7 @@ def _stock_logits(model_dir: Path, rows: list[list[int]]) -> np.ndarray:
 
 
 def test_predict_uses_the_runs_truncation(tail_model_dir, tokenizer):
-    from bertctl.prediction import encode, load_for_inference, predict_texts
+    from bertctl.inference import encode, load_for_inference, predict_texts
 
     classifier = load_for_inference(tail_model_dir)
     assert classifier.truncation == "tail" and classifier.max_length == 32
@@ -139,7 +140,7 @@ def test_predict_uses_the_runs_truncation(tail_model_dir, tokenizer):
 
 
 def test_predict_chunks_pools_the_windows_logits(tail_model_dir):
-    from bertctl.prediction import load_for_inference, predict_texts, run_as_windows
+    from bertctl.inference import load_for_inference, predict_texts, run_as_windows
     from bertctl.truncation import encode_windows
 
     classifier = load_for_inference(tail_model_dir)
@@ -167,7 +168,7 @@ def test_predict_cli_chunks_json(tail_model_dir):
 
 def test_eval_chunks_on_a_file_scores_the_pooled_outputs(tail_model_dir, tmp_path):
     from bertctl.evaluation import evaluate_run
-    from bertctl.prediction import load_for_inference, predict_texts, run_as_windows
+    from bertctl.inference import load_for_inference, predict_texts, run_as_windows
 
     rows = [{"text": f"{r['text']} {LONG}" if i % 2 else r["text"], "label": r["label"]} for i, r in enumerate(agnews_rows("dev", 30))]
     data = write_csv(tmp_path / "long.csv", rows)

@@ -9,6 +9,7 @@ from sklearn.calibration import calibration_curve
 
 from bertctl import metrics
 from bertctl.metrics import functional as F
+from bertctl.problems import SINGLE_LABEL
 from bertctl.recipe import PROBLEM_METRICS
 
 METRICS = PROBLEM_METRICS["single_label_classification"]
@@ -186,7 +187,7 @@ def test_metrics_local_modules_load_offline_through_evaluate(name, tmp_path, mon
 def test_metrics_classification_metrics_reports_every_recipe_metric_like_sklearn():
     refs, probs, preds = _random_case(5, n=120, k=4, absent=(3,))
     labels = ["World", "Sports", "Business", "Sci/Tech"]
-    result = metrics.classification_metrics(refs, probs, labels)
+    result = SINGLE_LABEL.score(refs, probs, labels)
     assert list(result.overall) == list(METRICS)
     expected = {
         "accuracy": skm.accuracy_score(refs, preds),

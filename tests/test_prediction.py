@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bertctl import prediction
+from bertctl import inference
 from bertctl.cli import app
 from bertctl.errors import BertctlError
 from conftest import AGNEWS_LABELS, agnews_rows, write_csv
@@ -33,12 +33,12 @@ def json_lines(text: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def classifier(tiny_classifier_dir):
-    return prediction.load_for_inference(tiny_classifier_dir, device="cpu")
+    return inference.load_for_inference(tiny_classifier_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def varied(varied_classifier_dir):
-    return prediction.load_for_inference(varied_classifier_dir, device="cpu")
+    return inference.load_for_inference(varied_classifier_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def unbatched(model_dir: Path, texts: list[str], max_length: int) -> np.ndarray:
 
 
 def test_prediction_keeps_input_order_with_shuffled_lengths(varied, texts, varied_classifier_dir):
-    result = prediction.predict_texts(varied, texts, batch_size=4, top_k=4)
+    result = inference.predict_texts(varied, texts, batch_size=4, top_k=4)
     expected = unbatched(varied_classifier_dir, texts, varied.max_length)
     assert len(set(expected.argmax(axis=1))) > 1 and np.ptp(expected.max(axis=1)) > 0.1  # outputs differ per text
     assert [p.text for p in result.predictions] == texts
@@ -81,25 +81,25 @@ def test_prediction_labels_equal_transformers_pipeline(varied, texts, varied_cla
 
     pipe = pipeline("text-classification", model=str(varied_classifier_dir), device="cpu", truncation=True, max_length=varied.max_length)
     theirs = pipe(texts, batch_size=1)
-    ours = prediction.predict_texts(varied, texts).predictions
+    ours = inference.predict_texts(varied, texts).predictions
     assert len({t["label"] for t in theirs}) > 1
     assert [p.label for p in ours] == [t["label"] for t in theirs]
     np.testing.assert_allclose([p.score for p in ours], [t["score"] for t in theirs], atol=1e-4)
 
 
 def test_prediction_batched_logits_do_not_depend_on_batch_size(varied, texts):
-    encoded = prediction.encode(varied, texts)
-    one = prediction.infer_logits(varied.model, encoded.columns, batch_size=1)
-    many = prediction.infer_logits(varied.model, encoded.columns, batch_size=16)
+    encoded = inference.encode(varied, texts)
+    one = inference.infer_logits(varied.model, encoded.columns, batch_size=1)
+    many = inference.infer_logits(varied.model, encoded.columns, batch_size=16)
     np.testing.assert_allclose(one, many, atol=1e-4)
 
 
 def test_prediction_fast_path_is_on_by_default_on_cpu_and_changes_no_answer(varied, texts, varied_classifier_dir):
-    stock = prediction.load_for_inference(varied_classifier_dir, device="cpu", fast_path=False)
+    stock = inference.load_for_inference(varied_classifier_dir, device="cpu", fast_path=False)
     assert "last layer [CLS] only" in varied.fast_path and stock.fast_path == []
-    encoded = prediction.encode(varied, texts)
-    fast_logits = prediction.infer_logits(varied.model, encoded.columns, batch_size=8)
-    stock_logits = prediction.infer_logits(stock.model, encoded.columns, batch_size=8)
+    encoded = inference.encode(varied, texts)
+    fast_logits = inference.infer_logits(varied.model, encoded.columns, batch_size=8)
+    stock_logits = inference.infer_logits(stock.model, encoded.columns, batch_size=8)
     assert np.ptp(stock_logits) > 0.5
     np.testing.assert_allclose(fast_logits, stock_logits, atol=1e-4)
     labels = [json_lines(invoke("predict", "--model", varied_classifier_dir, "--json", flag, *texts[:6]).stdout) for flag in ("--fast-path", "--no-fast-path")]
@@ -109,12 +109,12 @@ def test_prediction_fast_path_is_on_by_default_on_cpu_and_changes_no_answer(vari
 def test_prediction_int8_quantize_runs_and_returns_valid_labels(tiny_classifier_dir, texts):
     import torch
 
-    quantized = prediction.load_for_inference(tiny_classifier_dir, quantize="int8")
+    quantized = inference.load_for_inference(tiny_classifier_dir, quantize="int8")
     linear_types = {type(m).__module__ for m in quantized.model.modules() if "Linear" in type(m).__name__}
     assert any("quantized" in module for module in linear_types)
     assert quantized.fast_path and "one-GEMM QKV attention" not in quantized.fast_path  # int8 Linear layers can't be fused
     assert not any(isinstance(m, torch.nn.Linear) and type(m) is torch.nn.Linear for m in quantized.model.modules())
-    result = prediction.predict_texts(quantized, texts[:10], top_k=2)
+    result = inference.predict_texts(quantized, texts[:10], top_k=2)
     assert all(p.label in AGNEWS_LABELS and 0.0 < p.score <= 1.0 for p in result.predictions)
     cli = invoke("predict", "--model", tiny_classifier_dir, "--quantize", "int8", "--json", "Stocks fell")
     assert cli.exit_code == 0, cli.output
@@ -127,10 +127,10 @@ def test_prediction_threads_follow_the_flag(classifier):
 
     before = torch.get_num_threads()
     try:
-        assert prediction.configure_cpu_threads(1) == 1
+        assert inference.configure_cpu_threads(1) == 1
     finally:
         torch.set_num_threads(before)
-    assert 1 <= prediction.usable_cpus()
+    assert 1 <= inference.usable_cpus()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def test_prediction_cli_reads_stdin_in_order(varied_classifier_dir, varied, text
     assert result.exit_code == 0, result.output
     records = json_lines(result.stdout)
     assert [r["text"] for r in records] == lines
-    expected = prediction.predict_texts(varied, lines).predictions
+    expected = inference.predict_texts(varied, lines).predictions
     assert [r["label"] for r in records] == [p.label for p in expected]
     np.testing.assert_allclose([r["score"] for r in records], [p.score for p in expected], atol=1e-6)
 
@@ -212,7 +212,7 @@ def test_prediction_cli_file_columns_and_output_file(tiny_classifier_dir, tmp_pa
     assert result.exit_code == 0, result.output
     assert result.stdout == "" and "wrote 12 predictions" in result.stderr
     records = json_lines(out.read_text())
-    expected = prediction.predict_texts(classifier, [r["headline"] for r in rows]).predictions
+    expected = inference.predict_texts(classifier, [r["headline"] for r in rows]).predictions
     assert [(r["text"], r["label"]) for r in records] == [(p.text, p.label) for p in expected]
     as_csv = tmp_path / "pred.csv"
     assert invoke("predict", "--model", tiny_classifier_dir, "--file", source, "--text", "headline", "-o", as_csv).exit_code == 0
@@ -234,7 +234,7 @@ def test_prediction_table_output_keeps_every_input_column_beside_the_predictions
         written = list(csv.DictReader(fh))
     assert list(written[0]) == ["id", "headline", "label", "predicted_label", "score", "error"]  # the gold label column stays as it was
     assert [{k: w[k] for k in ("id", "headline", "label")} for w in written] == rows
-    expected = prediction.predict_texts(classifier, [r["headline"] for r in rows]).predictions
+    expected = inference.predict_texts(classifier, [r["headline"] for r in rows]).predictions
     assert [w["predicted_label"] for w in written] == [p.label or "" for p in expected]
     assert written[3]["error"] and not written[3]["score"] and all(not w["error"] for i, w in enumerate(written) if i != 3)
     as_jsonl = invoke("predict", "--model", tiny_classifier_dir, "--file", source, "--text", "headline", "--json")
@@ -354,7 +354,7 @@ def test_prediction_usage_errors(tiny_classifier_dir, tmp_path):
     both = invoke("predict", "--model", tiny_classifier_dir, "--file", tmp_path / "a.txt", "text")
     assert both.exit_code == 2
     with pytest.raises(BertctlError, match="--pair"):
-        prediction.open_inputs(["a", "b"], pair="c")
+        inference.open_inputs(["a", "b"], pair="c")
     column_without_file = invoke("predict", "--model", tiny_classifier_dir, "--text", "headline", "text")
     assert column_without_file.exit_code == 2 and "--text names a column of --file" in column_without_file.stderr
 

@@ -12,7 +12,7 @@ from bertctl.cli import app
 from bertctl.masking import IGNORE_INDEX, MaskingCollator, NextSentencePairs, mask_tokens, sentence_token_ids, split_sentences
 from bertctl.pretraining import pretraining_logits, split_heldout
 from bertctl.modeling import load_masked_lm
-from bertctl.prediction import fill_mask
+from bertctl.pretraining import fill_mask
 from tests.conftest import agnews_rows, write_csv
 
 runner = CliRunner()

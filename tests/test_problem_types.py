@@ -14,7 +14,7 @@ from bertctl.cli import app
 from bertctl.errors import RecipeError
 from bertctl.inputs import encode_indicators, encode_multi_labels, encode_numbers
 from bertctl.metrics import functional as F
-from bertctl.metrics import multilabel_metrics
+from bertctl.problems import MULTI_LABEL
 from bertctl.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,7 +145,7 @@ def test_multilabel_metrics_equal_sklearn():
     refs = (rng.random((200, 5)) < [0.5, 0.2, 0.05, 0.3, 0.1]).astype(float)
     probs = np.clip(refs * 0.4 + rng.random((200, 5)) * 0.6, 0, 1)
     thresholds = [0.5, 0.4, 0.6, 0.55, 0.45]
-    got = multilabel_metrics(refs, probs, list("abcde"), thresholds)
+    got = MULTI_LABEL.score(refs, probs, list("abcde"), thresholds)
     preds = (probs >= np.asarray(thresholds)).astype(int)
     for average in ("macro", "micro", "weighted"):
         assert got.overall[f"f1_{average}"] == pytest.approx(sklearn.f1_score(refs, preds, average=average, zero_division=0))
@@ -332,7 +332,7 @@ def test_indicator_columns_train_and_serve(tmp_path, tiny_bert_dir):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from bertctl.serving import Backend, ServeOptions, create_app
+    from bertctl.serving.app import Backend, ServeOptions, create_app
 
     with TestClient(create_app(Backend.load(str(run)), ServeOptions())) as client:
         answer = client.post("/predict", json={"texts": ["so happy for you", " "]})

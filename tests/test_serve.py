@@ -26,9 +26,9 @@ pytest.importorskip("fastapi", reason='bertctl serve needs the [serve] extra: pi
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from bertctl import prediction  # noqa: E402
+from bertctl import inference  # noqa: E402
 from bertctl.cli import app as cli_app  # noqa: E402
-from bertctl.serving import Backend, ServeOptions, create_app  # noqa: E402
+from bertctl.serving.app import Backend, ServeOptions, create_app  # noqa: E402
 from conftest import AGNEWS_LABELS, REPO, agnews_rows  # noqa: E402
 
 
@@ -53,7 +53,7 @@ class CountingBackend(Backend):
 
 @pytest.fixture(scope="module")
 def varied(varied_classifier_dir):
-    return prediction.load_for_inference(varied_classifier_dir, device="cpu")
+    return inference.load_for_inference(varied_classifier_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def pair_classifier(tiny_classifier_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("serve-pairs") / "run"
     shutil.copytree(tiny_classifier_dir, run)
     (run / "recipe.toml").write_text('[model]\nmax_length = 64\n[data]\ntext = "premise"\ntext_pair = "hypothesis"\n')
-    return prediction.load_for_inference(run, device="cpu")
+    return inference.load_for_inference(run, device="cpu")
 
 
 @contextmanager
@@ -91,7 +91,7 @@ def in_parallel(calls):
 
 
 def test_serve_predict_answers_equal_predict_json_in_input_order(varied, texts):
-    offline = prediction.predict_texts(varied, texts, top_k=2)
+    offline = inference.predict_texts(varied, texts, top_k=2)
     expected = [p.to_dict() for p in offline.predictions]
     assert len({e["label"] for e in expected}) > 1  # labels differ per text, so a reordering would show
     with serving(varied) as (client, backend, _):
@@ -118,15 +118,15 @@ def test_serve_empty_texts_get_an_error_entry_not_a_500(varied):
     assert mixed.status_code == 200, mixed.text
     entries = mixed.json()["predictions"]
     assert [e["label"] is None for e in entries] == [False, True, False]
-    assert entries[1]["error"] == prediction.EMPTY_TEXT and entries[1]["scores"] is None and entries[1]["top_k"] == []
+    assert entries[1]["error"] == inference.EMPTY_TEXT and entries[1]["scores"] is None and entries[1]["top_k"] == []
     assert "error" not in entries[0] and entries[0]["label"] in AGNEWS_LABELS
-    assert blank.status_code == 200 and all(e["error"] == prediction.EMPTY_TEXT for e in blank.json()["predictions"])
+    assert blank.status_code == 200 and all(e["error"] == inference.EMPTY_TEXT for e in blank.json()["predictions"])
     assert backend.batches == [2]  # the blank texts never reach the model
 
 
 def test_serve_sentence_pairs(pair_classifier):
     pairs = [("A man sleeps", "Nobody is awake"), ("A dog runs", "An animal moves")]
-    expected = prediction.predict_texts(pair_classifier, [a for a, _ in pairs], [b for _, b in pairs])
+    expected = inference.predict_texts(pair_classifier, [a for a, _ in pairs], [b for _, b in pairs])
     with serving(pair_classifier) as (client, _, _):
         ok = client.post("/predict", json={"texts": [a for a, _ in pairs], "pairs": [b for _, b in pairs]})
         missing = client.post("/predict", json={"texts": ["A man sleeps"]})
@@ -143,8 +143,8 @@ def test_serve_sentence_pairs(pair_classifier):
 
 def test_serve_concurrent_requests_share_one_forward_pass(varied, texts):
     batch = texts[:8]
-    budget = sum(map(len, prediction.encode(varied, batch).columns["input_ids"]))
-    alone = {p.text: p for p in prediction.predict_texts(varied, batch, top_k=4).predictions}
+    budget = sum(map(len, inference.encode(varied, batch).columns["input_ids"]))
+    alone = {p.text: p for p in inference.predict_texts(varied, batch, top_k=4).predictions}
     # the budget is exactly the 8 requests' tokens: the batch goes when the last arrives, well before the wait ends
     with serving(varied, max_batch_tokens=budget, max_wait_ms=20_000) as (client, backend, _):
         started = time.monotonic()
@@ -161,7 +161,7 @@ def test_serve_concurrent_requests_share_one_forward_pass(varied, texts):
 
 def test_serve_token_budget_bounds_each_forward_pass(varied):
     short = [f"markets rose on day {n}" for n in range(6)]
-    lengths = {len(ids) for ids in prediction.encode(varied, short).columns["input_ids"]}
+    lengths = {len(ids) for ids in inference.encode(varied, short).columns["input_ids"]}
     assert len(lengths) == 1
     budget = 2 * lengths.pop()  # room for two requests at most
     with serving(varied, max_batch_tokens=budget, max_wait_ms=300) as (client, backend, _):
@@ -351,7 +351,7 @@ def test_serve_bind_gives_accepted_connections_tcp_nodelay():
     """Without TCP_NODELAY every keep-alive answer waits ~40 ms for the client's delayed ACK (uvicorn#3149)."""
     import asyncio
 
-    from bertctl.serving import bind
+    from bertctl.serving.app import bind
 
     async def accepted_nodelay() -> int:
         seen: asyncio.Future = asyncio.get_running_loop().create_future()

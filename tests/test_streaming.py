@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bertctl import prediction, streaming
+from bertctl import inference
+from bertctl.inference import streaming
 from bertctl.cli import app
 from bertctl.errors import BertctlError, DataError
 from conftest import agnews_rows, write_rows
@@ -33,7 +34,7 @@ def invoke(*args, input=None):
 
 @pytest.fixture(scope="module")
 def varied(varied_classifier_dir):
-    return prediction.load_for_inference(varied_classifier_dir, device="cpu")
+    return inference.load_for_inference(varied_classifier_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def rows() -> list[dict]:
 
 
 def run(classifier, path: Path, output: Path | None, chunk_size: int, **kwargs) -> streaming.StreamSummary:
-    stream = prediction.open_inputs(file=path, chunk_size=chunk_size).for_model(classifier.settings)
+    stream = inference.open_inputs(file=path, chunk_size=chunk_size).for_model(classifier.settings)
     return streaming.predict_stream(classifier, stream, output=output, chunk_size=chunk_size, batch_size=8, **kwargs)
 
 
@@ -92,7 +93,7 @@ def test_streaming_chunked_output_equals_one_chunk(varied, rows, tmp_path, sourc
         # a chunk's texts share batches with other texts than in one chunk: float32 round-off, nothing more
         np.testing.assert_allclose(sum(map(scores, got), []), sum(map(scores, want), []), atol=2e-6)
         assert [r["text"] for r in got] == [r["text"] for r in rows]  # input order
-    expected = prediction.predict_texts(varied, [r["text"] or "x" for r in rows]).predictions
+    expected = inference.predict_texts(varied, [r["text"] or "x" for r in rows]).predictions
     assert [r["label"] for r in printed[4]] == [None if not r["text"].strip() else p.label for r, p in zip(rows, expected)]
     assert sum(r["label"] is None for r in printed[4]) == 5
     if path.suffix != ".txt" and suffix != ".jsonl":
@@ -247,7 +248,7 @@ def test_streaming_cli_stdin_and_json_stream_in_order(varied_classifier_dir, var
     assert result.exit_code == 0, result.output
     got = [json.loads(line) for line in result.stdout.splitlines()]
     assert [g["text"] for g in got] == lines and got[-1]["label"] is None
-    expected = prediction.predict_texts(varied, lines[:-1]).predictions
+    expected = inference.predict_texts(varied, lines[:-1]).predictions
     assert [g["label"] for g in got[:-1]] == [p.label for p in expected]
     table = invoke("predict", "--model", varied_classifier_dir, "--chunk-size", 4, "-", input="\n".join(lines) + "\n")
     numbers = [line.split()[0] for line in table.stdout.splitlines() if line.strip() and line.split()[0].isdigit()]

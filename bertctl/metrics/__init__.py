@@ -65,31 +65,23 @@ class ClassificationMetrics:
     # [[tn, fp], [fn, tp]]; regression: None
     confusion_matrix: list | None
     labels: list[str]
-    problem_type: str = "single_label_classification"
+    problem_type: str  # bertctl.problems' name for it
 
     def to_dict(self) -> dict[str, Any]:
         return {"problem_type": self.problem_type, "metrics": self.overall, "per_class": self.per_class, "confusion_matrix": self.confusion_matrix, "labels": self.labels}
 
 
-def problem_metrics(problem_type: str, references: Any, outputs: "np.ndarray", labels: list[str], thresholds: Sequence[float] | None = None) -> ClassificationMetrics:
-    """Everything eval reports for a problem type. `outputs`: class probabilities (single-label), per-label
-    probabilities (multi-label, decided at `thresholds`, 0.5 by default), or predicted values (regression)."""
-    if problem_type == "multi_label_classification":
-        return multilabel_metrics(references, outputs, labels, thresholds)
-    if problem_type == "regression":
-        return regression_metrics(references, outputs, labels)
-    return classification_metrics(references, outputs, labels)
-
-
-def multilabel_metrics(references: Any, probabilities: "np.ndarray", labels: list[str], thresholds: Sequence[float] | None = None) -> ClassificationMetrics:
+def multilabel_metrics(
+    references: Any, probabilities: "np.ndarray", labels: list[str], thresholds: Sequence[float], *, order: Sequence[str], problem_type: str
+) -> ClassificationMetrics:
+    """Per-label probabilities decided at `thresholds` (bertctl.problems.MultiLabel owns their default)."""
     import numpy as np
 
     from bertctl.metrics import functional as F
-    from bertctl.recipe import PROBLEM_METRICS
 
     refs = np.asarray(references, dtype=np.float64).reshape(len(references), len(labels)) if len(references) else np.zeros((0, len(labels)))
     probs = np.asarray(probabilities, dtype=np.float64).reshape(refs.shape)
-    cut = np.full(len(labels), 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    cut = np.asarray(thresholds, dtype=np.float64)
     preds = (probs >= cut[None, :]).astype(np.float64)
     scores = F.multilabel_precision_recall_f1(refs, preds)
     tp, fp, fn, tn = F.multilabel_counts(refs, preds)
@@ -106,17 +98,17 @@ def multilabel_metrics(references: Any, probabilities: "np.ndarray", labels: lis
         for j, label in enumerate(labels)
     }
     confusion = [[[int(tn[j]), int(fp[j])], [int(fn[j]), int(tp[j])]] for j in range(len(labels))]
-    overall = {name: overall[name] for name in PROBLEM_METRICS["multi_label_classification"]}
-    return ClassificationMetrics(overall, per_class, confusion, list(labels), "multi_label_classification")
+    overall = {name: overall[name] for name in order}
+    return ClassificationMetrics(overall, per_class, confusion, list(labels), problem_type)
 
 
-def regression_metrics(references: Any, predictions: "np.ndarray", labels: list[str]) -> ClassificationMetrics:
+def regression_metrics(references: Any, predictions: "np.ndarray", labels: list[str], *, problem_type: str) -> ClassificationMetrics:
     from bertctl.metrics import functional as F
 
-    return ClassificationMetrics(F.regression_scores(references, predictions), {}, None, list(labels), "regression")
+    return ClassificationMetrics(F.regression_scores(references, predictions), {}, None, list(labels), problem_type)
 
 
-def classification_metrics(references: Sequence[int], probabilities: "np.ndarray", labels: list[str]) -> ClassificationMetrics:
+def classification_metrics(references: Sequence[int], probabilities: "np.ndarray", labels: list[str], *, order: Sequence[str], problem_type: str) -> ClassificationMetrics:
     """Every metric in bertctl.recipe.METRICS, each computed by its local evaluate module."""
     import numpy as np
 
@@ -146,7 +138,5 @@ def classification_metrics(references: Sequence[int], probabilities: "np.ndarray
         }
         for i, label in enumerate(labels)
     }
-    from bertctl.recipe import PROBLEM_METRICS
-
-    overall = {name: float(overall[name]) for name in PROBLEM_METRICS["single_label_classification"]}  # the recipe's order, which people read in
-    return ClassificationMetrics(overall, per_class, [[int(c) for c in row] for row in matrix], list(labels))
+    overall = {name: float(overall[name]) for name in order}  # the problem type's order, which people read in
+    return ClassificationMetrics(overall, per_class, [[int(c) for c in row] for row in matrix], list(labels), problem_type)

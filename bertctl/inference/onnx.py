@@ -1,10 +1,10 @@
 """Run an exported classifier (`bertctl export`) on onnxruntime and `tokenizers` alone: torch and transformers are
 never imported, so `bertctl predict --model runs/agnews/onnx "text"` starts in a fraction of a second.
 
-    classifier = load_export("runs/agnews/onnx")     # a bertctl.prediction.Classifier, as load_for_inference returns
-    classifier.logits(columns, batch_size=64)        # the forward pass predict, eval (and a server) call
+    classifier = load_export("runs/agnews/onnx")     # an inference Classifier, as load_for_inference returns
+    forward.logits(classifier, columns)              # the forward pass predict, eval and serve call
 
-`load_for_inference` hands any dir holding model.onnx + export.json here, so every command that takes a run dir
+`inference.loading.load_for_inference` hands any dir holding model.onnx + export.json here, so every command that takes a run dir
 takes an export dir too. `ExportTokenizer` answers the calls bertctl makes of a transformers fast tokenizer
 (`encode`, `tokenize_data`) from the same tokenizer.json, so both paths see the same token ids.
 """
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bertctl.errors import ModelError
+from bertctl.inference.classifier import Classifier, model_max_length, read_run_settings, usable_cpus
+from bertctl.modeling import check_is_sequence_classifier, labels_of
 
 MODEL_FILE = "model.onnx"
 EXPORT_FILE = "export.json"
@@ -132,7 +134,7 @@ class OnnxModel:
         return self.session.run(["logits"], {name: batch[name] for name in self.input_names})[0]
 
 
-def model_config(directory: Path) -> types.SimpleNamespace:
+def export_config(directory: Path) -> types.SimpleNamespace:
     """config.json read the way bertctl reads a transformers config (num_labels, id2label, pad_token_id...)."""
     raw = read_json(directory / "config.json", "the model config")
     id2label = raw.get("id2label") or {}
@@ -142,13 +144,10 @@ def model_config(directory: Path) -> types.SimpleNamespace:
 
 def load_export(directory: str | Path, *, threads: int | None = None, max_length: int | None = None):
     """A `Classifier` over an export dir; the fields mean what they mean for a torch run dir."""
-    from bertctl.modeling import check_is_sequence_classifier, labels_of
-    from bertctl.prediction import Classifier, model_max_length, read_run_settings, usable_cpus
-
     directory = Path(directory)
     check_is_sequence_classifier(directory)
     info = read_json(directory / EXPORT_FILE, "the export's description")
-    config = model_config(directory)
+    config = export_config(directory)
     settings = read_run_settings(directory)
     tokenizer = ExportTokenizer(directory)
     model = OnnxModel(directory / MODEL_FILE, config, threads or usable_cpus())

@@ -13,32 +13,28 @@ sending one text each, a text cost 12.1 CPU ms against 9.1 in `predict --file` a
 (benchmarks/NOTES.md, Serving).
 
 fastapi, uvicorn and prometheus-client are the optional extra `pip install -e ".[serve]"`; this module
-imports them inside functions, so the rest of bertctl runs without them.
+imports them inside functions, so the rest of bertctl runs without them. The queue and the batching task are
+serving.batcher's; this module holds the routes and the process.
 """
 
-import asyncio
 import json
 import signal
 import socket
 import sys
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Sequence
+from typing import Annotated, Any, Sequence
 
+from bertctl import __version__
 from bertctl.errors import BertctlError
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from bertctl.prediction import Encoded, InputText
+from bertctl.inference.predict import RequestError
+from bertctl.inference.requests import InputText, is_empty
+from bertctl.serving.batcher import Backend, Batcher, Overloaded
 
 SERVE_EXTRA = ("fastapi", "uvicorn", "prometheus_client")
-CPU_BATCH_SIZE = 4
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-PAGE = Path(__file__).with_name("serve_page.html")
+PAGE = Path(__file__).parent.parent / "serve_page.html"
 # routes named in metrics; any other path is counted as "other", so scanners can't grow the label set
 ROUTES = ("/", "/predict", "/health", "/metadata", "/metrics", "/docs", "/openapi.json")
 
@@ -67,178 +63,6 @@ def require_serve_extra() -> None:
             f"bertctl serve needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed",
             fix='pip install -e ".[serve]"  (or: pip install "bertctl[serve]")',
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# the model: the one place serve calls bertctl.prediction
-
-
-class Backend:
-    """Tokenize texts, and turn token columns into logits and probabilities.
-
-    The server only ever calls these methods, from two single-thread executors (one tokenizes, one runs
-    forward passes), so a backend needs no locks. `load` is where a model dir picks its backend.
-    """
-
-    def __init__(self, classifier, *, batch_size: int | None = None):
-        from bertctl.prediction import DEFAULT_BATCH_SIZE
-
-        self.classifier = classifier
-        # a gathered batch mixes lengths; cut into small length-sorted pieces, each pads little. On CPU, pieces
-        # of 4 cost 9% less CPU per text than 8 and 16% less than 16 under 32 clients (benchmarks/NOTES.md)
-        self.batch_size = batch_size or (CPU_BATCH_SIZE if classifier.device == "cpu" else DEFAULT_BATCH_SIZE)
-        self.labels: list[str] = list(classifier.labels)
-        self.max_length: int = classifier.max_length
-        self.location = str(classifier.location)
-        self.device = classifier.device
-        self.pair_column: str | None = classifier.settings.text_pair  # set for a sentence-pair run
-        self.problem_type = classifier.problem_type
-        self.name = classifier.backend  # "torch", or "onnxruntime" for an export dir
-
-    @classmethod
-    def load(cls, model: str | Path | None, *, threads: int | None = None, quantize: str | None = None, trust_pickle: bool = False, batch_size: int | None = None) -> "Backend":
-        from bertctl.prediction import load_for_inference
-
-        return cls(load_for_inference(model, quantize=quantize, threads=threads, trust_pickle=trust_pickle), batch_size=batch_size)
-
-    def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> "Encoded":
-        from bertctl.prediction import encode
-
-        return encode(self.classifier, texts, pairs)
-
-    def forward(self, columns: dict[str, list[list[int]]]) -> "np.ndarray":
-        return self.classifier.logits(columns, self.batch_size)  # torch, or onnxruntime for an export dir
-
-    def label(self, items: Sequence["InputText"], outputs: "np.ndarray", *, has_pairs: bool, top_k: int) -> list[dict[str, Any]]:
-        """`predict --json`'s records for items, from the outputs of those that are not empty."""
-        from bertctl.prediction import label_items
-
-        return [p.to_dict() for p in label_items(self.classifier, items, outputs, has_pairs=has_pairs, top_k=top_k)]
-
-
-# ---------------------------------------------------------------------------------------------
-# the queue and the batching task
-
-
-class Overloaded(Exception):
-    """The queue holds --max-queue texts already: the request is refused, to be retried."""
-
-
-@dataclass
-class Job:
-    """One request's tokenized texts, waiting for a forward pass; its future gets their logits."""
-
-    columns: dict[str, list[list[int]]]
-    tokens: int
-    future: asyncio.Future
-    enqueued: float = field(default_factory=time.monotonic)
-
-    @property
-    def texts(self) -> int:
-        return len(self.columns["input_ids"])
-
-
-class Batcher:
-    """A bounded queue of jobs and the one task that empties it into forward passes, one at a time."""
-
-    def __init__(self, backend: Backend, options: ServeOptions, metrics: "Metrics"):
-        self.backend = backend
-        self.options = options
-        self.metrics = metrics
-        self.queue: deque[Job] = deque()
-        self.queued_texts = self.queued_tokens = 0
-        self.forward_thread: ThreadPoolExecutor | None = None
-        self.tokenizer_thread: ThreadPoolExecutor | None = None
-        self._arrived: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        # one thread each: a fast tokenizer is not safe to call from two threads at once, and one forward
-        # pass at a time gets all the cores torch was given
-        self.forward_thread = ThreadPoolExecutor(1, thread_name_prefix="bertctl-forward")
-        self.tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="bertctl-tokenize")
-        self._arrived = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name="bertctl-batcher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        for pool in (self.forward_thread, self.tokenizer_thread):
-            if pool is not None:
-                pool.shutdown(wait=True)
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def check_room(self, texts: int) -> None:
-        if self.queued_texts + texts > self.options.max_queue:
-            raise Overloaded(f"{self.queued_texts} texts are waiting (--max-queue {self.options.max_queue})")
-
-    async def tokenize(self, texts: list[str], pairs: list[str] | None) -> "Encoded":
-        return await asyncio.get_running_loop().run_in_executor(self.tokenizer_thread, self.backend.tokenize, texts, pairs)
-
-    def submit(self, columns: dict[str, list[list[int]]]) -> asyncio.Future:
-        """Queue one request's texts; the future resolves to their logits, in order."""
-        job = Job(columns, sum(map(len, columns["input_ids"])), asyncio.get_running_loop().create_future())
-        self.check_room(job.texts)  # again: other requests may have queued while this one was tokenized
-        self.queue.append(job)
-        self.queued_texts += job.texts
-        self.queued_tokens += job.tokens
-        self.metrics.queue_texts.set(self.queued_texts)
-        self._arrived.set()
-        return job.future
-
-    async def _next_batch(self) -> list[Job]:
-        while not self.queue:
-            self._arrived.clear()
-            await self._arrived.wait()
-        # the wait counts from the oldest job's arrival: under load the queue filled while the last forward
-        # pass ran, the deadline has passed, and the batch goes at once; a lone request waits at most max_wait
-        deadline = self.queue[0].enqueued + self.options.max_wait_ms / 1000
-        while self.queued_tokens < self.options.max_batch_tokens and (left := deadline - time.monotonic()) > 0:
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), left)
-            except TimeoutError:
-                break
-        batch, tokens = [], 0
-        while self.queue and (not batch or tokens + self.queue[0].tokens <= self.options.max_batch_tokens):
-            job = self.queue.popleft()
-            self.queued_texts -= job.texts
-            self.queued_tokens -= job.tokens
-            if not job.future.done():  # a request cancelled while it waited is skipped
-                batch.append(job)
-                tokens += job.tokens
-        self.metrics.queue_texts.set(self.queued_texts)
-        return batch
-
-    async def _run(self) -> None:
-        import numpy as np
-
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._next_batch()
-            if not batch:
-                continue
-            columns = {name: [row for job in batch for row in job.columns[name]] for name in batch[0].columns}
-            started = time.perf_counter()
-            try:
-                logits = await loop.run_in_executor(self.forward_thread, self.backend.forward, columns)
-            except Exception as exc:  # a failed forward pass fails its requests (500), not the server
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                continue
-            self.metrics.observe_batch(len(columns["input_ids"]), sum(job.tokens for job in batch), time.perf_counter() - started)
-            bounds = np.cumsum([0] + [job.texts for job in batch])
-            for job, start, end in zip(batch, bounds[:-1], bounds[1:]):
-                if not job.future.done():
-                    job.future.set_result(logits[start:end])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,9 +169,6 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-    from bertctl import __version__
-    from bertctl.prediction import InputText, is_empty
-
     options = options or ServeOptions()
     metrics = Metrics()
     batcher = Batcher(backend, options, metrics)
@@ -368,7 +189,7 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
 
         texts: list[Text] = Field(min_length=1, description=f"texts to classify, at most {options.max_texts}")
         pairs: list[Text] | None = Field(None, description="second texts, one per text (sentence-pair models)")
-        top_k: int = Field(1, ge=1, le=len(labels), description="how many labels `top_k` lists per text")
+        top_k: int = Field(1, ge=1, description=f"how many labels `top_k` lists per text, at most {len(labels)} (single-label models)")
 
     class Ranked(BaseModel):
         label: str
@@ -438,8 +259,10 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
             raise Refused(413, f"{len(texts)} texts in one request, over the limit of {options.max_texts} (--max-texts): send them in several requests")
         if pairs is not None and len(pairs) != len(texts):
             raise Refused(422, f"pairs has {len(pairs)} texts and texts has {len(texts)}: give one second text per text", ["body", "pairs"])
-        if backend.pair_column and pairs is None:
-            raise Refused(422, f"this model was trained on sentence pairs (data.text_pair = {backend.pair_column!r}): give \"pairs\", one second text per text", ["body", "pairs"])
+        try:
+            backend.check(body.top_k, pairs is not None)  # `bertctl predict`'s own checks, so both refuse alike
+        except RequestError as error:
+            raise Refused(422, str(error), ["body", error.field]) from None
         items = [InputText(text, pairs[i] if pairs is not None else None, f"text {i + 1}") for i, text in enumerate(texts)]
         keep = [i for i, item in enumerate(items) if not is_empty(item, pairs is not None)]  # predict's rule, as label_items applies it
         outputs, truncated = [], 0
@@ -450,7 +273,7 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
                 logits = await batcher.submit(encoded.columns)
             except Overloaded as exc:
                 raise Refused(503, f"the server is busy: {exc}; retry shortly", headers={"Retry-After": "1"}) from None
-            outputs, truncated = backend.classifier.outputs(logits), encoded.truncated
+            outputs, truncated = logits, encoded.truncated
         out = backend.label(items, outputs, has_pairs=pairs is not None, top_k=body.top_k)
         return JSONResponse({"predictions": out, "truncated": truncated})
 
@@ -466,7 +289,7 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
         """The model behind /predict and the server's limits."""
         return {
             "model": backend.location, "backend": backend.name, "device": str(backend.device), "labels": labels,
-            "problem_type": backend.problem_type, "max_length": backend.max_length, "pairs": bool(backend.pair_column),
+            "problem_type": backend.problem.name, "max_length": backend.max_length, "pairs": bool(backend.pair_column),
             "batch_size": backend.batch_size,
             "limits": {"max_texts": options.max_texts, "max_body_bytes": options.max_body_bytes, "max_batch_tokens": options.max_batch_tokens, "max_wait_ms": options.max_wait_ms, "max_queue": options.max_queue},
             "version": __version__,

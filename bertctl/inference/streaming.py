@@ -1,5 +1,6 @@
 """`bertctl predict` on inputs of any size: a chunk is read, labelled and written before the next one is read.
 
+    summary = predict_command(file=Path("news.csv"), text_column="headline", output=Path("preds.csv"))   # the CLI's
     stream = open_inputs(file=Path("news.csv"), text_column="headline").for_model(classifier.settings)
     summary = predict_stream(classifier, stream, output=Path("preds.csv"))      # resume=True after a crash
     accelerate launch --num_processes 4 -m bertctl predict --file news.csv -o preds.jsonl
@@ -26,7 +27,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from bertctl.errors import BertctlError, DataError
-from bertctl.prediction import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, Classifier, InputStream, Prediction, Tally, check_request, label_items, score_items
+from bertctl.inference.classifier import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, Classifier, read_run_settings
+from bertctl.inference.forward import run_as_windows
+from bertctl.inference.loading import load_for_inference
+from bertctl.inference.predict import Prediction, Tally, check_request, label_items, score_items
+from bertctl.inference.requests import InputStream, open_inputs
+from bertctl.modeling import resolve_model_dir
+from bertctl.problems import ProblemType
+from bertctl.runs import atomic_write_json, check_writable_path, removes_new_empty_dirs
+from bertctl.truncation import check_chunk_options
 
 OUTPUT_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv"}
 PLAIN_PROGRESS_EVERY_S = 30.0
@@ -45,17 +54,17 @@ class RecordFormat:
     suffix: str
     columns: list[str]  # the input's: a table's columns, else text (and text_pair)
     from_table: bool
-    problem_type: str = "single_label_classification"
+    problem: ProblemType
 
     @classmethod
-    def of(cls, suffix: str, stream: InputStream, problem_type: str = "single_label_classification") -> "RecordFormat":
+    def of(cls, suffix: str, stream: InputStream, problem: ProblemType) -> "RecordFormat":
         columns = stream.table or ["text"] + (["text_pair"] if stream.has_pairs else [])
-        return cls(suffix.lower(), list(columns), stream.table is not None, problem_type)
+        return cls(suffix.lower(), list(columns), stream.table is not None, problem)
 
     @property
     def added(self) -> tuple[str, ...]:
         """The columns a table gets: what Prediction.shown gives, then the error."""
-        return {"regression": ("value", "error"), "multi_label_classification": ("labels", "scores", "error")}.get(self.problem_type, ("label", "score", "error"))
+        return (*self.problem.shown_fields, "error")
 
     @property
     def is_json(self) -> bool:
@@ -86,8 +95,6 @@ class RecordFormat:
 def check_output_path(path: Path) -> None:
     if path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise BertctlError(f"--output {path}: unsupported file type {path.suffix or '(none)'!r}", fix="use .jsonl (one JSON object per text) or .csv/.tsv")
-    from bertctl.runs import check_writable_path
-
     check_writable_path(path, "--output", example="predictions.jsonl")
 
 
@@ -131,6 +138,7 @@ class PartialOutput:
         self.path, self.fmt, self.identity = Path(path), fmt, identity
         self.partial, self.state = _partial(self.path)
         self.records, self.bytes, self.handle = 0, 0, None
+        self.tally: dict[str, Any] = {}  # the Tally of what is committed, so a resumed run's notes count the whole output
 
     def open(self, resume: bool) -> int:
         """Start (or, resuming, cut back to the last commit and continue); returns the inputs already written."""
@@ -153,25 +161,25 @@ class PartialOutput:
         size = self.partial.stat().st_size if self.partial.is_file() else -1
         if size < state["bytes"]:
             raise BertctlError(f"{self.partial} is shorter ({max(size, 0)} bytes) than its last commit ({state['bytes']} bytes): it was changed or lost", fix=fix)
-        self.records, self.bytes = state["records"], state["bytes"]
+        self.records, self.bytes, self.tally = state["records"], state["bytes"], state.get("tally") or {}
         with self._writing():
             self.handle = open(self.partial, "r+", encoding="utf-8", newline="")
             self.handle.truncate(self.bytes)  # what a crash left after the last commit is written again
             self.handle.seek(self.bytes)
 
-    def write(self, predictions: list[Prediction]) -> None:
+    def write(self, predictions: list[Prediction], tally: Tally | None = None) -> None:
+        if tally is not None:
+            self.tally = tally.to_dict()
         self.write_text(self.fmt.records(predictions), len(predictions))
 
     def write_text(self, text: str, records: int) -> None:
-        from bertctl.runs import atomic_write_json
-
         with self._writing():
             self.handle.write(text)
             self.handle.flush()
             os.fsync(self.handle.fileno())  # on disk before the commit below says so
             self.records += records
             self.bytes = self.handle.tell()
-            atomic_write_json(self.state, {"records": self.records, "bytes": self.bytes, "identity": self.identity})
+            atomic_write_json(self.state, {"records": self.records, "bytes": self.bytes, "identity": self.identity, "tally": self.tally})
 
     def finish(self) -> None:
         with self._writing():
@@ -232,7 +240,7 @@ def run_identity(classifier: Classifier, stream: InputStream, top_k: int) -> dic
 # progress
 
 
-class Progress:
+class PredictProgress:
     """texts/s on stderr: a live bar on a terminal (live=True), a plain line every PLAIN_PROGRESS_EVERY_S seconds
     (False), or nothing (None)."""
 
@@ -251,7 +259,7 @@ class Progress:
             self.task = self.bar.add_task("predict", total=1.0 if fraction else None, texts=0, rate=0.0)
             self.bar.start()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> "PredictProgress":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -325,7 +333,7 @@ def _groups(chunks: Iterable[list], size: int) -> Iterator[list[list]]:
 
 @dataclass
 class StreamSummary:
-    tally: Tally  # this session's inputs
+    tally: Tally  # every input of the output, those of an interrupted run included
     written: int  # records in --output, those of an interrupted run included
     carried: int  # of which an interrupted run wrote
 
@@ -356,25 +364,23 @@ def predict_stream(
     if chunk_size < 1:
         raise BertctlError(f"--chunk-size must be at least 1, got {chunk_size}", fix="pass --chunk-size 2048, for example")
     main = shard is None or shard.rank == 0
-    out = PartialOutput(output, RecordFormat.of(output.suffix, stream, classifier.problem_type), run_identity(classifier, stream, top_k)) if output is not None and main else None
-    from bertctl.runs import removes_new_empty_dirs
-
+    out = PartialOutput(output, RecordFormat.of(output.suffix, stream, classifier.problem), run_identity(classifier, stream, top_k)) if output is not None and main else None
     # a run that fails before anything is committed leaves the folder tree as it found it
     with removes_new_empty_dirs(output.parent) if out is not None else nullcontext(), _kept_on_error(out, say):
         skip = out.open(resume) if out is not None else 0
         if shard is not None:
             skip = shard.broadcast(skip)
-        tally = Tally(classifier.max_length)
+        tally = Tally.from_dict(classifier.max_length, out.tally if out is not None else {})
         held: list[list[Prediction]] = []  # leading chunks of only empty inputs: an input with no text at all is an error, not output
         written = skip
-        with Progress(stream.fraction, live=live_progress if main else None, say=say) as progress:
+        with PredictProgress(stream.fraction, live=live_progress if main else None, say=say) as progress:
             for predictions, truncated in _labelled(classifier, stream, skip, top_k, batch_size, chunk_size, shard):
                 tally.add(predictions, truncated)
                 held.append(predictions)
                 while tally.empty < tally.inputs and held:
                     block = held.pop(0)
                     if out is not None:
-                        out.write(block)
+                        out.write(block, tally if not held else None)
                     if echo is not None:
                         echo(block, written)
                     written += len(block)
@@ -410,3 +416,71 @@ def _labelled(classifier, stream: InputStream, skip: int, top_k: int, batch_size
         if rank == 0:
             for items, (probs, truncated) in zip(group, results):
                 yield label_items(classifier, items, probs, has_pairs=stream.has_pairs, top_k=top_k), truncated
+
+
+# ---------------------------------------------------------------------------------------------
+# `bertctl predict`
+
+
+def predict_command(
+    texts: list[str] | None = None,
+    *,
+    model: str | None = None,
+    file: Path | None = None,
+    text_column: str | None = None,
+    pair_column: str | None = None,
+    pair: str | None = None,
+    top_k: int = 1,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    quantize: str | None = None,
+    threads: int | None = None,
+    chunks: bool = False,
+    stride: int | None = None,
+    output: Path | None = None,
+    resume: bool = False,
+    as_json: bool = False,
+    trust_pickle: bool = False,
+    fast_path: bool = True,
+    show: Callable[[list[Prediction], int], None] | None = None,
+    write: Callable[[str], None] | None = None,
+    terminal: tuple[bool, bool] = (False, False),
+) -> StreamSummary | None:
+    """`bertctl predict`: every check that needs no model first, then load, label and write in input order.
+
+    `show(block, index of the first)` prints a table where neither --json nor --output is given; `write` takes
+    --json's lines (stdout). `terminal` is (stdout, stderr) being terminals: it picks the progress display.
+    Returns None on a process of `accelerate launch` other than the main one.
+    """
+    shard = launched_shard()
+    main = shard is None or shard.rank == 0
+    if resume and (output is None or file is None or str(file) == "-"):
+        raise BertctlError("--resume continues an interrupted --output of a --file", fix="rerun the interrupted command, --file FILE --output OUT included, with --resume added")
+    check_chunk_options(chunks, stride)
+    if output is not None and main:
+        check_output(output, resume=resume)
+    stream = open_inputs(texts or [], file=file, text_column=text_column, pair_column=pair_column, pair=pair, chunk_size=chunk_size)
+    if shard is not None and stream.source == "stdin":
+        raise BertctlError("under accelerate launch every process reads the input, and stdin reaches one of them", fix="give the texts as a file: --file texts.txt")
+    # the run's default columns are checked before the model loads: a missing column is an error in a second
+    stream.for_model(read_run_settings(resolve_model_dir(model)[1]))
+    classifier = load_for_inference(model, quantize=quantize, threads=threads, trust_pickle=trust_pickle, fast_path=fast_path, device=shard.device if shard else None)
+    if chunks:
+        run_as_windows(classifier, stride)
+    echo = None
+    if as_json:
+        lines = RecordFormat.of(".jsonl", stream, classifier.problem)
+        say_json = write or (lambda text: print(text, end=""))
+        echo = lambda block, first: say_json(lines.records(block))  # noqa: E731
+    elif output is None:
+        echo = show
+    stdout_tty, stderr_tty = terminal
+    live = None  # command-line texts: one quick chunk, no progress to show
+    if stream.file is not None or stream.source == "stdin":
+        # a bar where it can't garble the results on the same terminal (they show the progress there); a log gets a line every 30 s
+        live = (None if echo and stdout_tty else True) if stderr_tty else False
+    summary = predict_stream(
+        classifier, stream, output=output, resume=resume, echo=echo if main else None, top_k=top_k, batch_size=batch_size,
+        chunk_size=chunk_size, shard=shard, live_progress=live,
+    )
+    return summary if main else None
