@@ -637,7 +637,7 @@ def test_bad_input_write_failure(case: WriteCase, reason: str, workspace: Worksp
 
 def test_bad_input_eval_report_write_failure_keeps_the_previous_pair(workspace, monkeypatch):
     """When eval.json can't be written, the confusion-matrix PNG beside it must stay the one that matches it."""
-    import bertctl.runs
+    import bertctl.evaluation
 
     run = Path(workspace.run())
     (run / "eval.json").write_text('{"from": "the previous eval"}\n')
@@ -646,7 +646,7 @@ def test_bad_input_eval_report_write_failure_keeps_the_previous_pair(workspace, 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(bertctl.runs, "atomic_write_json", disk_full)
+    monkeypatch.setattr(bertctl.evaluation, "atomic_write_json", disk_full)
     before = snapshot(workspace.root)
     outcome = run_command(["eval", str(run), "--split", "validation"], None, False, workspace.root)
     shown = f"exit {outcome.exit_code}\nstderr:\n{outcome.stderr[-2000:]}"
