@@ -558,3 +558,25 @@ def _importances(study) -> dict[str, float]:
             return optuna.importance.get_param_importances(study)
         except ImportError:
             return optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+
+
+# ---------------------------------------------------------------------------------------------
+# `bertctl sweep`'s arguments
+
+
+def check_sweep_arguments(
+    recipe: str | Path | None,
+    *,
+    show: str | Path | None = None,
+    trials: int | None = None,
+    timeout: float | None = None,
+    output: str | Path | None = None,
+    resume: bool = False,
+) -> None:
+    """A sweep either runs a recipe or, with --show, reads a sweep dir and runs nothing: refuse a mix of the two,
+    or neither, before optuna or a recipe is loaded."""
+    if show is not None:
+        if recipe is not None or resume or trials is not None or timeout is not None or output is not None:
+            raise BertctlError("--show reads a sweep dir and runs nothing: it takes no recipe, --trials, --timeout, --output or --resume", fix=f"bertctl sweep --show {show}")
+    elif recipe is None:
+        raise BertctlError("sweep needs a recipe with a [sweep.space], or --show DIR", fix="bertctl sweep recipes/agnews.toml --trials 12")
