@@ -154,10 +154,12 @@ def test_cli_foundation_help_does_not_import_heavy_libraries():
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from bertctl.cli import app\n"
-        "for args in (['--help'], ['validate', '--help'], ['tokenize', '--help'], ['schema', '--help'], ['serve', '--help']):\n"
+        "import typer.main\n"
+        "for args in (['--help'], *([name, '--help'] for name in typer.main.get_command(app).commands)):\n"
         "    result = CliRunner().invoke(app, args)\n"
         "    assert result.exit_code == 0, (args, result.output)\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'pandas', 'numpy', 'fastapi', 'uvicorn') if m in sys.modules))\n"
+        "heavy = ('torch', 'transformers', 'datasets', 'pandas', 'numpy', 'fastapi', 'uvicorn', 'onnxruntime', 'optuna', 'cleanlab', 'accelerate')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     done = _run(code)
     assert done.returncode == 0, done.stderr
@@ -257,3 +259,16 @@ def test_cli_foundation_explain_texts_checks_arguments_before_loading_the_tokeni
         explain_texts(str(bundled_tokenizer_dir), ["a", "b"], max_length=3)
     assert "use --max-length 5 or more" in str(short.value)
     assert [r.segment for r in explain_texts(str(bundled_tokenizer_dir), ["a", "b"], max_length=5)] == [0, 0, 0, 1, 1]
+
+
+def test_cli_foundation_one_module_per_command_each_opening_with_its_usage():
+    import importlib
+
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    modules = sorted(p.stem for p in (REPO / "bertctl" / "cli").glob("*.py") if not p.stem.startswith("_"))
+    assert sorted(name.replace("-", "_") for name in commands) == modules
+    for name in commands:
+        doc = importlib.import_module(f"bertctl.cli.{name.replace('-', '_')}").__doc__ or ""
+        assert f"\n    bertctl {name} " in doc, f"bertctl/cli/{name.replace('-', '_')}.py: its docstring shows no usage line"
