@@ -235,7 +235,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
         text = json.dumps(state, sort_keys=True)
     else:
         text = json.dumps(tokenizer.get_vocab(), sort_keys=True)
-    # an ONNX export's tokenizer (bertctl.runtime) names the transformers class it stands in for: same ids, same cache
+    # an ONNX export's tokenizer (bertctl.inference.onnx) names the transformers class it stands in for: same ids, same cache
     name = getattr(tokenizer, "tokenizer_class", None) or type(tokenizer).__name__
     extra = json.dumps({"cls": tokenizer.cls_token, "sep": tokenizer.sep_token, "unk": tokenizer.unk_token, "class": name})
     return hashlib.sha256((text + extra).encode()).hexdigest()[:16]
@@ -348,3 +348,23 @@ def _save_cache(cache_dir: Path, splits: "DatasetDict", data: LoadedData) -> Non
         os.replace(tmp, cache_dir)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # a cache is an optimisation: failing to write it is not fatal
+
+
+# ---------------------------------------------------------------------------------------------
+# `bertctl validate`
+
+
+def validate_recipe(path: str | Path, overrides: list[str] | None = None, *, data: bool = True) -> str:
+    """Check a recipe without loading a model; return the line `bertctl validate` prints, e.g.
+    "recipes/agnews.toml: valid schema and data (train 4000, validation 1000; labels: World, ...)".
+    With `data`, local data files are read and checked row by row too. Raises RecipeError/DataError listing every problem."""
+    recipe = load_recipe(path, overrides)
+    checked = "schema"
+    if recipe.uses_hub_dataset:
+        # reading a hub dataset means downloading it: validate stays offline and instant
+        checked = f"schema (hub dataset {recipe.data.dataset}: files and columns are checked when it loads)"
+    elif data:
+        loaded = load_data(recipe)
+        sizes = ", ".join(f"{name} {len(ds)}" for name, ds in loaded.splits.items())
+        checked = f"schema and data ({sizes}; {problem_type(recipe.model.problem_type).describe(loaded.labels)})"
+    return f"{path}: valid {checked}"

@@ -363,7 +363,7 @@ def out_of_fold_probabilities(
     from sklearn.model_selection import StratifiedKFold
 
     from bertctl.modeling import quiet_transformers
-    from bertctl.prediction import classify, load_for_inference
+    from bertctl.inference import classify, load_for_inference
     from bertctl.training import train
 
     split = data.splits["train"]

@@ -60,6 +60,16 @@ class RunError(BertctlError):
     """A run directory is missing, unfinished, already finished, or unwritable."""
 
 
+def require(module: str, what: str, fix: str):
+    """Import an optional dependency, or say which extra installs it (a BertctlError, not an ImportError)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ModelError(f"{what} needs {module}, which is not installed", fix=fix) from None
+
+
 class GateFailed(BertctlError):
     """A quality gate not met (`bertctl eval` thresholds, `bertctl export` checks): exit 1, distinct from bad input (exit 2)."""
 

@@ -411,3 +411,29 @@ def gate_message(result: EvalResult) -> str:
     lines = [f"eval gate failed: {len(failed)} of {len(result.checks)} threshold{'s' if len(result.checks) != 1 else ''} not met on {result.source}"]
     lines += [f"  {check.describe()}" for check in failed]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# `bertctl eval`: score, write the report, gate
+
+
+def evaluate_and_write(
+    run_dir: str | Path | None = None, *, minimums: Sequence[str] | None = None, report: Path | None = None, plot: bool = True, **options: Any
+) -> EvalResult:
+    """`bertctl eval` short of printing: --min options (METRIC=VALUE) parsed and the report path checked before
+    anything loads, so usage errors come back at once; then the run scored (options are evaluate_run's) and its
+    report (and confusion-matrix PNG) written, also when the gate fails: CI keeps the report of a failed run."""
+    thresholds = parse_min_options(minimums)
+    if report is not None:
+        check_report_path(report)
+    result = evaluate_run(run_dir, thresholds=thresholds, **options)
+    write_eval_report(result, report, plot=plot)
+    return result
+
+
+def check_gate(result: EvalResult) -> None:
+    """Raise GateFailed (exit 1, apart from bad input's 2) naming every threshold not met."""
+    from bertctl.errors import GateFailed
+
+    if not result.passed:
+        raise GateFailed(gate_message(result), fix="improve the model, or change the threshold (--min METRIC=VALUE, or [eval.thresholds] in the recipe)")

@@ -2,7 +2,7 @@
 
     result = export_run("runs/agnews")                      # -> runs/agnews/onnx
     result = export_run("runs/agnews", quantize="int8")    # -> runs/agnews/onnx-int8; refused if the metric drops > 0.5 points
-    bertctl predict --model runs/agnews/onnx "Stocks fell"  # no torch, no transformers (bertctl.runtime)
+    bertctl predict --model runs/agnews/onnx "Stocks fell"  # no torch, no transformers (bertctl.inference.onnx)
 
 torch.onnx.export (dynamic batch and sequence axes) -> [int8: onnxruntime dynamic quantization] -> onnxruntime's
 BERT fusions -> checks -> the dir is written under a temp name and renamed into place only when the checks pass.

@@ -383,3 +383,33 @@ def fill_mask(model, text: str, top_k: int = 5, *, tokenizer=None) -> FillMaskRe
         filled_ids[position] = token_ids[0]
     filled = tokenizer.decode(filled_ids, skip_special_tokens=True)
     return FillMaskResult(text, tokenizer.convert_ids_to_tokens(ids.tolist()), masks, filled)
+
+
+# ---------------------------------------------------------------------------------------------
+# `bertctl pretrain`'s flags
+
+
+def flag_overrides(
+    *,
+    data: Path | None = None,
+    text: str | None = None,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    mlm_probability: float | None = None,
+    heldout_fraction: float | None = None,
+    whole_word_masking: bool = False,
+    nsp: bool = False,
+) -> list[str]:
+    """The `pretrain.KEY=VALUE` overrides that `bertctl pretrain`'s flags stand for, in the override syntax (TOML
+    values), so a flag and the override it names are validated alike. Flags not given set nothing: the recipe's
+    value stands, and a boolean flag can only switch its key on."""
+    import json
+
+    flags = {
+        # a path on the command line is relative to the working dir; in a recipe, to the recipe's folder
+        "data": None if data is None else json.dumps(str(Path(data).resolve())),
+        "text": None if text is None else json.dumps(text),
+        "epochs": epochs, "max_steps": max_steps, "mlm_probability": mlm_probability, "heldout_fraction": heldout_fraction,
+        "whole_word_masking": "true" if whole_word_masking else None, "nsp": "true" if nsp else None,
+    }
+    return [f"pretrain.{key}={value}" for key, value in flags.items() if value is not None]

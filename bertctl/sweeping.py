@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from bertctl.errors import BertctlError, RunError
+from bertctl.errors import BertctlError, RunError, require
 from bertctl.loop import Interrupted
 from bertctl.recipe import METRICS, Recipe, apply_overrides, recipe_from_dict, schema_field, sweep_metric
 from bertctl.runs import BEST, CHECKPOINTS, FINISHED_MARKER, LOG_FILE, atomic_write_json, removes_new_empty_dirs, replace_dir
@@ -48,8 +48,6 @@ WEIGHT_FILES = ("*.safetensors", "pytorch_model.bin", "optimizer.bin", "schedule
 
 
 def require_optuna():
-    from bertctl.runtime import require
-
     return require("optuna", "bertctl sweep", fix=EXTRA_FIX)
 
 
@@ -558,3 +556,25 @@ def _importances(study) -> dict[str, float]:
             return optuna.importance.get_param_importances(study)
         except ImportError:
             return optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+
+
+# ---------------------------------------------------------------------------------------------
+# `bertctl sweep`'s arguments
+
+
+def check_sweep_arguments(
+    recipe: str | Path | None,
+    *,
+    show: str | Path | None = None,
+    trials: int | None = None,
+    timeout: float | None = None,
+    output: str | Path | None = None,
+    resume: bool = False,
+) -> None:
+    """A sweep either runs a recipe or, with --show, reads a sweep dir and runs nothing: refuse a mix of the two,
+    or neither, before optuna or a recipe is loaded."""
+    if show is not None:
+        if recipe is not None or resume or trials is not None or timeout is not None or output is not None:
+            raise BertctlError("--show reads a sweep dir and runs nothing: it takes no recipe, --trials, --timeout, --output or --resume", fix=f"bertctl sweep --show {show}")
+    elif recipe is None:
+        raise BertctlError("sweep needs a recipe with a [sweep.space], or --show DIR", fix="bertctl sweep recipes/agnews.toml --trials 12")

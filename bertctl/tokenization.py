@@ -160,3 +160,29 @@ def tokenize_report(recipe: Recipe, tokenizer=None) -> TokenizeReport:
         labels_missing=missing,
         duplicates=duplicates,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# `bertctl tokenize --model`
+
+
+def explain_texts(model: str, texts: list[str], max_length: int | None = None) -> list[InputRow]:
+    """`explain_input` for a model name or dir and one text (two for a sentence pair), with the argument checks
+    `bertctl tokenize --model` makes: the text count before the tokenizer loads, then a --max-length that fits."""
+    from bertctl.errors import BertctlError
+    from bertctl.modeling import load_tokenizer
+
+    if not 1 <= len(texts) <= 2:
+        raise BertctlError("--model takes one text, or two for a sentence pair", fix='bertctl tokenize --model NAME "text" ["second text"]')
+    tokenizer = load_tokenizer(model)
+    is_pair = len(texts) == 2
+    if max_length is not None:
+        # below this the tokenizer can't truncate (it then silently returns the whole input) or crashes
+        special = tokenizer.num_special_tokens_to_add(pair=is_pair)
+        needed = special + (2 if is_pair else 1)
+        if max_length < needed:
+            raise BertctlError(
+                f"--max-length {max_length} leaves no room for the text{'s' if is_pair else ''}: [CLS] and [SEP] take {special} tokens",
+                fix=f"use --max-length {needed} or more; training truncates at the recipe's model.max_length (at least 8)",
+            )
+    return explain_input(tokenizer, texts[0], texts[1] if is_pair else None, max_length)

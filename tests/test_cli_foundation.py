@@ -154,10 +154,12 @@ def test_cli_foundation_help_does_not_import_heavy_libraries():
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from bertctl.cli import app\n"
-        "for args in (['--help'], ['validate', '--help'], ['tokenize', '--help'], ['schema', '--help'], ['serve', '--help']):\n"
+        "import typer.main\n"
+        "for args in (['--help'], *([name, '--help'] for name in typer.main.get_command(app).commands)):\n"
         "    result = CliRunner().invoke(app, args)\n"
         "    assert result.exit_code == 0, (args, result.output)\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'pandas', 'numpy', 'fastapi', 'uvicorn') if m in sys.modules))\n"
+        "heavy = ('torch', 'transformers', 'datasets', 'pandas', 'numpy', 'fastapi', 'uvicorn', 'onnxruntime', 'optuna', 'cleanlab', 'accelerate')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     done = _run(code)
     assert done.returncode == 0, done.stderr
@@ -216,3 +218,57 @@ def test_cli_foundation_help_on_a_pipe_is_not_cut_at_80_columns():
     assert flags and not any("<bool>" in line for line in flags)
     split_help = subprocess.run([sys.executable, "-m", "bertctl", "eval", "--help"], capture_output=True, text=True, cwd=REPO, timeout=120).stdout
     assert "train, validation or test" in split_help
+
+
+# ---------------------------------------------------------------------------------------------
+# the plain functions under validate and tokenize --model
+
+
+def test_cli_foundation_validate_recipe_returns_the_line_validate_prints():
+    from bertctl.data import validate_recipe
+
+    line = validate_recipe(AGNEWS_RECIPE, ["data.limit.train=100"])
+    assert line == f"{AGNEWS_RECIPE}: valid schema and data (train 100, validation 1000; labels: World, Sports, Business, Sci/Tech)"
+    assert invoke("validate", AGNEWS_RECIPE, "data.limit.train=100").stdout.strip() == line
+
+
+def test_cli_foundation_validate_recipe_names_the_problem_type_and_reads_data_only_when_asked(tmp_path):
+    from bertctl.data import validate_recipe
+    from bertctl.errors import BertctlError
+
+    write_csv(tmp_path / "t.csv", [{"text": "a", "score": 0.5}, {"text": "b", "score": 2.0}, {"text": "c", "score": 1.0}])
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[model]\nproblem_type = "regression"\n[data]\ntrain = "t.csv"\nlabel = "score"\n', encoding="utf-8")
+    assert validate_recipe(recipe).endswith("valid schema and data (train 3; regression of 'score')")
+    write_csv(tmp_path / "t.csv", [{"text": "a", "score": 0.5}, {"text": "", "score": 2.0}])
+    with pytest.raises(BertctlError, match="empty or NaN text"):
+        validate_recipe(recipe)
+    assert validate_recipe(recipe, data=False) == f"{recipe}: valid schema"  # the file is not read
+
+
+def test_cli_foundation_explain_texts_checks_arguments_before_loading_the_tokenizer(bundled_tokenizer_dir, tmp_path):
+    from bertctl.errors import BertctlError
+    from bertctl.tokenization import explain_texts
+
+    for texts in ([], ["a", "b", "c"]):  # a model that doesn't exist: the count is checked first
+        with pytest.raises(BertctlError, match="one text, or two"):
+            explain_texts(str(tmp_path / "no-such-model"), texts)
+    rows = explain_texts(str(bundled_tokenizer_dir), ["tokenization is fun"], max_length=4)
+    assert [r.token for r in rows] == ["[CLS]", "token", "##ization", "[SEP]"]
+    with pytest.raises(BertctlError, match=r"--max-length 3 leaves no room for the texts: \[CLS\] and \[SEP\] take 3 tokens") as short:
+        explain_texts(str(bundled_tokenizer_dir), ["a", "b"], max_length=3)
+    assert "use --max-length 5 or more" in str(short.value)
+    assert [r.segment for r in explain_texts(str(bundled_tokenizer_dir), ["a", "b"], max_length=5)] == [0, 0, 0, 1, 1]
+
+
+def test_cli_foundation_one_module_per_command_each_opening_with_its_usage():
+    import importlib
+
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    modules = sorted(p.stem for p in (REPO / "bertctl" / "cli").glob("*.py") if not p.stem.startswith("_"))
+    assert sorted(name.replace("-", "_") for name in commands) == modules
+    for name in commands:
+        doc = importlib.import_module(f"bertctl.cli.{name.replace('-', '_')}").__doc__ or ""
+        assert f"\n    bertctl {name} " in doc, f"bertctl/cli/{name.replace('-', '_')}.py: its docstring shows no usage line"

@@ -383,3 +383,38 @@ def test_evaluation_every_bad_min_is_reported_at_once(tmp_path):
     result = invoke("eval", tmp_path / "no-such-run", "--min", "acc=0.9", "--min", "ece=1.5", "--min", "f1_macro=0.8")
     assert result.exit_code == 2
     assert "--min acc=0.9" in result.stderr and "--min ece=1.5" in result.stderr and "f1_macro" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# the command's sequence as plain functions: evaluate_and_write, check_gate
+
+
+def test_evaluation_evaluate_and_write_refuses_bad_usage_before_loading_anything(tmp_path):
+    from bertctl.evaluation import evaluate_and_write
+
+    missing = tmp_path / "no-such-run"  # were anything loaded, this would be a RunError about the run dir
+    with pytest.raises(BertctlError, match="unknown metric 'f1'") as bad_min:
+        evaluate_and_write(missing, minimums=["f1=0.9"])
+    assert not isinstance(bad_min.value, RunError)
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(BertctlError, match="--report .* is a file, not a directory"):
+        evaluate_and_write(missing, report=tmp_path / "taken" / "eval.json")
+    assert not missing.exists()
+
+
+def test_evaluation_evaluate_and_write_keeps_the_report_of_a_failed_gate(run_dir):
+    from bertctl.errors import GateFailed
+    from bertctl.evaluation import check_gate, evaluate_and_write
+
+    passed = evaluate_and_write(run_dir, minimums=["accuracy=0"], plot=False)
+    assert passed.passed and passed.report_path == str(run_dir / "eval.json")
+    check_gate(passed)  # no error
+    log_loss = passed.metrics.overall["log_loss"]
+    tight = round(log_loss / 2, 4)
+    failed = evaluate_and_write(run_dir, minimums=[f"log_loss={tight}"], plot=False)
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert report["passed"] is False and report["thresholds"][0]["threshold"] == tight
+    with pytest.raises(GateFailed) as gate:
+        check_gate(failed)
+    assert gate.value.exit_code == 1
+    assert f"log_loss = {log_loss:.4f} > {tight:.4f}" in str(gate.value) and "--min METRIC=VALUE" in str(gate.value)

@@ -454,3 +454,24 @@ def test_pretraining_nsp_refuses_text_without_sentence_boundaries(small_recipe, 
     result = runner.invoke(app, ["pretrain", str(small_recipe), "--data", str(text_file), "--nsp", "--max-steps", "1", "-o", str(tmp_path / "x")])
     assert result.exit_code == 2 and "two or more sentences" in result.output and "drop --nsp" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "x").exists()
+
+
+def test_pretraining_flag_overrides_set_only_the_given_keys_as_toml_values(small_recipe, tmp_path, monkeypatch):
+    from bertctl.pretraining import flag_overrides
+    from bertctl.recipe import load_recipe
+
+    assert flag_overrides() == []  # no flag: the recipe's pretrain table stands, booleans included
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "news.txt").write_text('a "quoted" line\n', encoding="utf-8")
+    overrides = flag_overrides(data="news.txt", text='hl "x"', epochs=2, mlm_probability=0.2, whole_word_masking=True, nsp=True)
+    assert overrides == [
+        f'pretrain.data={json.dumps(str(tmp_path / "news.txt"))}',  # relative to the working dir, not the recipe's folder
+        'pretrain.text="hl \\"x\\""',
+        "pretrain.epochs=2",
+        "pretrain.mlm_probability=0.2",
+        "pretrain.whole_word_masking=true",
+        "pretrain.nsp=true",
+    ]
+    pretrain = load_recipe(small_recipe, overrides).pretrain  # every override parses back to the flag's value
+    assert (pretrain.data, pretrain.text, pretrain.epochs, pretrain.mlm_probability) == (str(tmp_path / "news.txt"), 'hl "x"', 2, 0.2)
+    assert pretrain.whole_word_masking is True and pretrain.nsp is True and pretrain.max_steps is None

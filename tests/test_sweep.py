@@ -499,3 +499,31 @@ def test_sweep_storage_that_cannot_be_opened_is_an_error(small_recipe, tmp_path,
     assert result.exit_code == 2, result.output
     assert "cannot open the study storage" in result.stderr and "secret" not in result.stderr
     assert not (tmp_path / "s").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the command's arguments
+
+
+@pytest.mark.parametrize(
+    "given",
+    [{"recipe": "r.toml"}, {"resume": True}, {"trials": 3}, {"timeout": 60.0}, {"output": "out"}],
+)
+def test_sweep_check_sweep_arguments_show_takes_nothing_that_runs(given):
+    from bertctl.sweeping import check_sweep_arguments
+
+    given = dict(given)
+    with pytest.raises(BertctlError, match="--show reads a sweep dir and runs nothing") as refused:
+        check_sweep_arguments(given.pop("recipe", None), show="runs/s", **given)
+    assert "bertctl sweep --show runs/s" in str(refused.value)
+
+
+def test_sweep_check_sweep_arguments_needs_a_recipe_or_show():
+    from bertctl.sweeping import check_sweep_arguments
+
+    with pytest.raises(BertctlError, match=r"needs a recipe with a \[sweep.space\], or --show DIR"):
+        check_sweep_arguments(None, trials=3)
+    check_sweep_arguments("r.toml", trials=3, resume=True, output="out")  # a run: no error
+    check_sweep_arguments(None, show="runs/s")  # a show: no error
+    result = runner.invoke(app, ["sweep", "--show", "runs/s", "--trials", "3"])
+    assert result.exit_code == 2 and "runs nothing" in result.stderr

@@ -16,6 +16,7 @@ import types
 from pathlib import Path
 from typing import Any, Sequence
 
+from bertctl import errors
 from bertctl.errors import ModelError
 from bertctl.inference.classifier import Classifier, model_max_length, read_run_settings, usable_cpus
 from bertctl.modeling import check_is_sequence_classifier, labels_of
@@ -31,13 +32,8 @@ def is_export_dir(path: str | Path | None) -> bool:
 
 
 def require(module: str, what: str, fix: str = INSTALL_FIX):
-    """Import an optional dependency (of the [onnx] extra unless `fix` says otherwise), or say how to install it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ModelError(f"{what} needs {module}, which is not installed", fix=fix) from None
+    """Import a package of the [onnx] extra, or say how to install it."""
+    return errors.require(module, what, fix)
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
