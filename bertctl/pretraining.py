@@ -17,15 +17,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from bertctl.data import unlabeled_texts
 from bertctl.errors import BertctlError, DataError
 from bertctl.loop import RunResult, Task, build_train_loader, check_trainable, format_scores, run_loop
 from bertctl.masking import IGNORE_INDEX, MaskingCollator, NextSentencePairs, sentence_token_ids
-from bertctl.modeling import load_masked_lm, quiet_transformers
+from bertctl.modeling import load_masked_lm, load_tokenizer, model_config, quiet_transformers, resolve_model
+from bertctl.recipe import Recipe
 
 if TYPE_CHECKING:
     import torch
-
-    from bertctl.recipe import Recipe
 
 HELDOUT_MASK_SEED = 20190603  # fixed: the before/after held-out scores of every run use the same masks
 
@@ -145,7 +145,6 @@ def default_output_dir(recipe: "Recipe") -> Path:
 def load_texts(recipe: "Recipe") -> tuple[list[str], list[str] | None, str]:
     """Unlabeled texts: the recipe's train texts (pairs kept as pairs), or the non-blank rows of pretrain.data
     in column pretrain.text."""
-    from bertctl.data import unlabeled_texts
 
     data = recipe.data_path("pretrain")
     return unlabeled_texts(recipe if data is None else data, recipe.pretrain.text)
@@ -214,7 +213,6 @@ class MaskedLM(Task):
         self.max_steps = self.settings.max_steps
 
     def load(self, accelerator):
-        from bertctl.modeling import load_tokenizer, model_config
 
         recipe, p = self.recipe, self.settings
         self.tokenizer = tokenizer = load_tokenizer(recipe.model.name, base_dir=recipe.base_dir_path)
@@ -239,7 +237,6 @@ class MaskedLM(Task):
         return build_train_loader(self.train_examples, [len(e["input_ids"]) for e in self.train_examples], collator, recipe)
 
     def build_model(self, accelerator):
-        from bertctl.modeling import resolve_model
 
         name, base_dir = self.recipe.model.name, self.recipe.base_dir_path
         mlm, _, self.had_head = load_masked_lm(name, base_dir=base_dir, require_head=False, next_sentence=self.settings.nsp)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from bertctl.errors import BertctlError, Problem
+from bertctl.metrics import functional
 from bertctl.metrics import ClassificationMetrics, classification_metrics, multilabel_metrics, regression_metrics
 
 if TYPE_CHECKING:
@@ -239,8 +240,6 @@ class MultiLabel(ProblemType):
         return (len(matrix) - positives) / np.maximum(positives, 1.0)
 
     def tune_thresholds(self, references, scores):
-        from bertctl.metrics import functional
-
         return functional.best_f1_thresholds(references, scores)
 
     def nothing_to_learn(self, targets, labels, source):

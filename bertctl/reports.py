@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bertctl.attention import STATISTICS
 from bertctl.problems import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from bertctl.recipe import METRICS
 from bertctl.truncation import head_tail_split
@@ -229,8 +230,6 @@ def print_attention_report(console: "Console", report: AttentionReport) -> None:
     import numpy as np
     from rich.markup import escape
     from rich.table import Table
-
-    from bertctl.attention import STATISTICS
 
     if report.text_maps is not None:
         console.print(f"[bold]{escape(report.model)}[/bold]: {len(report.text_maps.tokens)} tokens: {escape(' '.join(report.text_maps.tokens))}")

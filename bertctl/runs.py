@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from bertctl.errors import BertctlError, RunError
+from bertctl.modeling import quiet_transformers, resolve_model
+from bertctl.plots import plot_curves
+from bertctl.recipe import Recipe, load_recipe
 
 FINISHED_MARKER = "metrics.json"
 DEFAULT_RUN = Path("runs") / "latest"
@@ -158,10 +161,18 @@ def resolve_run_dir(run_dir: str | Path | None) -> Path:
     return path.resolve()
 
 
+def resolve_model_dir(model: str | Path | None) -> tuple[str, Path | None]:
+    """(loadable location, local dir or None) for a command's --model: a run dir (default runs/latest, checked to
+    hold a finished model), any save_pretrained dir, or a hub id."""
+    if model is None or Path(model).expanduser().exists():
+        run_dir = resolve_run_dir(Path(model).expanduser() if model is not None else None)
+        return str(run_dir), run_dir
+    resolved = resolve_model(str(model))
+    return resolved.location, (Path(resolved.location) if resolved.is_local else None)
+
+
 def load_run_recipe(run_dir: Path):
     """The resolved recipe saved with a run, or None for plain model dirs."""
-    from bertctl.recipe import load_recipe
-
     path = Path(run_dir) / "recipe.toml"
     return load_recipe(path) if path.is_file() else None
 
@@ -228,7 +239,6 @@ def check_resume_recipe(run_dir: Path, recipe, ignored: set[str] = frozenset()) 
     """Refuse to resume with settings that change what the run computes (`ignored`: keys and 'section.' prefixes)."""
     import tomllib
 
-    from bertctl.recipe import Recipe
 
     saved_path = run_dir / "recipe.toml"
     if not saved_path.is_file():
@@ -305,7 +315,6 @@ def save_model(accelerator, model, tokenizer, target: Path, adjust=None) -> None
         tmp = target.with_name(f".{target.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            from bertctl.modeling import quiet_transformers
 
             # transformers v5 draws a "Writing model shards" bar per save: noise between bertctl's eval lines
             with writing("the model", tmp), quiet_transformers():
@@ -352,7 +361,6 @@ def finish_run(run_dir: Path, metrics: dict[str, Any], card: str, *, curve_metri
     best.rmdir()
     if (run_dir / LOG_FILE).is_file():  # a run shorter than log_every_steps, with no evaluation, logged nothing
         try:
-            from bertctl.plots import plot_curves
 
             plot_curves(run_dir / LOG_FILE, run_dir / "curves.png", curve_metric)
         except Exception as exc:  # a plot is a nicety: never fail a finished training over it

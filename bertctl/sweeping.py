@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from bertctl import plots
 from bertctl.errors import BertctlError, RunError, require
 from bertctl.loop import Interrupted
 from bertctl.recipe import METRICS, Recipe, apply_overrides, recipe_from_dict, schema_field, sweep_metric
@@ -525,8 +526,6 @@ def show_sweep(output: str | Path, *, storage: str | None = None, plots: bool = 
 
 
 def _draw(study, summary: SweepSummary, space: dict[str, Any]) -> None:
-    from bertctl import plots
-
     out, metric = summary.output, summary.metric
     complete = [t for t in summary.trials if t["state"] == "COMPLETE"]
     if not complete:

@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bertctl.data import tokenize_data
+from bertctl.errors import BertctlError
+from bertctl.modeling import load_tokenizer
 from bertctl.problems import MULTI_LABEL, REGRESSION, problem_type
+from bertctl.truncation import default_stride, windows_needed
 from bertctl.recipe import Recipe
 
 
@@ -86,10 +90,6 @@ class TokenizeReport:
 def tokenize_report(recipe: Recipe, tokenizer=None) -> TokenizeReport:
     """Tokenize every split (through the cache) and summarise what a model will be trained and judged on."""
     import numpy as np
-
-    from bertctl.data import tokenize_data
-    from bertctl.modeling import load_tokenizer
-    from bertctl.truncation import default_stride, windows_needed
 
     tokenizer = tokenizer or load_tokenizer(recipe.model.name, base_dir=recipe.base_dir_path)
     data = tokenize_data(recipe, tokenizer)
@@ -169,9 +169,6 @@ def tokenize_report(recipe: Recipe, tokenizer=None) -> TokenizeReport:
 def explain_texts(model: str, texts: list[str], max_length: int | None = None) -> list[InputRow]:
     """`explain_input` for a model name or dir and one text (two for a sentence pair), with the argument checks
     `bertctl tokenize --model` makes: the text count before the tokenizer loads, then a --max-length that fits."""
-    from bertctl.errors import BertctlError
-    from bertctl.modeling import load_tokenizer
-
     if not 1 <= len(texts) <= 2:
         raise BertctlError("--model takes one text, or two for a sentence pair", fix='bertctl tokenize --model NAME "text" ["second text"]')
     tokenizer = load_tokenizer(model)

@@ -192,12 +192,12 @@ def test_export_of_a_model_dir_without_recipe_checks_on_random_texts(tmp_path, v
 def test_export_metric_drop_of_exactly_the_limit_is_allowed(run_dir, monkeypatch):
     import types
 
-    import bertctl.evaluation
+    import bertctl.export
     from bertctl.export import _metric_check
 
     # the scores of a real run: 899 and 894 of 1,000 right, whose float difference is a hair over 0.5 points
     scores = {run_dir: 0.899, run_dir / "onnx": 0.894}
-    monkeypatch.setattr(bertctl.evaluation, "evaluate_run", lambda path, split=None: types.SimpleNamespace(
+    monkeypatch.setattr(bertctl.export, "evaluate_run", lambda path, split=None: types.SimpleNamespace(
         metrics=types.SimpleNamespace(overall={"accuracy": scores[Path(path)]}), split=split, source="dev.csv", examples=1000))
     at_limit = _metric_check(run_dir, run_dir / "onnx", 0.5)
     assert at_limit["passed"] and at_limit["drop_points"] == 0.5 and (at_limit["torch"], at_limit["onnx"]) == (0.899, 0.894)

@@ -15,7 +15,8 @@ from pathlib import Path
 from bertctl.errors import BertctlError, ModelError
 from bertctl.inference.classifier import Classifier, configure_cpu_threads, model_max_length, read_run_settings
 from bertctl.inference.onnx import is_export_dir, load_export
-from bertctl.modeling import check_is_sequence_classifier, labels_of, load_classifier, load_tokenizer, resolve_model_dir
+from bertctl.modeling import check_is_sequence_classifier, labels_of, load_classifier, load_tokenizer
+from bertctl.runs import resolve_model_dir
 
 QUANTIZE_CHOICES = ("int8",)
 

@@ -32,9 +32,8 @@ from bertctl.inference.forward import run_as_windows
 from bertctl.inference.loading import load_for_inference
 from bertctl.inference.predict import Prediction, Tally, check_request, label_items, score_items
 from bertctl.inference.requests import InputStream, open_inputs
-from bertctl.modeling import resolve_model_dir
 from bertctl.problems import ProblemType
-from bertctl.runs import atomic_write_json, check_writable_path, removes_new_empty_dirs
+from bertctl.runs import atomic_write_json, check_writable_path, removes_new_empty_dirs, resolve_model_dir
 from bertctl.truncation import check_chunk_options
 
 OUTPUT_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv"}

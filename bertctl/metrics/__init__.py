@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from bertctl.cache import cache_root
+from bertctl.metrics import functional as F
+
 if TYPE_CHECKING:
     import evaluate
     import numpy as np
@@ -47,8 +50,6 @@ def load(name: str) -> "evaluate.EvaluationModule":
     """Instantiate a local metric directly: no copy into the HF modules cache, results kept in memory."""
     if name not in MODULES:
         raise KeyError(f"no local metric module {name!r}; known: {', '.join(MODULES)}")
-    from bertctl.data import cache_root
-
     module = importlib.import_module(f"bertctl.metrics.{name}")
     # keep_in_memory: no Arrow staging files; evaluate still makes a (then empty) data dir, so keep it in
     # bertctl's own cache rather than ~/.cache/huggingface
@@ -77,8 +78,6 @@ def multilabel_metrics(
     """Per-label probabilities decided at `thresholds` (bertctl.problems.MultiLabel owns their default)."""
     import numpy as np
 
-    from bertctl.metrics import functional as F
-
     refs = np.asarray(references, dtype=np.float64).reshape(len(references), len(labels)) if len(references) else np.zeros((0, len(labels)))
     probs = np.asarray(probabilities, dtype=np.float64).reshape(refs.shape)
     cut = np.asarray(thresholds, dtype=np.float64)
@@ -103,8 +102,6 @@ def multilabel_metrics(
 
 
 def regression_metrics(references: Any, predictions: "np.ndarray", labels: list[str], *, problem_type: str) -> ClassificationMetrics:
-    from bertctl.metrics import functional as F
-
     return ClassificationMetrics(F.regression_scores(references, predictions), {}, None, list(labels), problem_type)
 
 

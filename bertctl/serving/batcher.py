@@ -26,8 +26,6 @@ from bertctl.truncation import Encoded
 if TYPE_CHECKING:
     import numpy as np
 
-    from bertctl.serving.app import Metrics, ServeOptions
-
 CPU_BATCH_SIZE = 4
 
 
@@ -100,7 +98,8 @@ class Job:
 class Batcher:
     """A bounded queue of jobs and the one task that empties it into forward passes, one at a time."""
 
-    def __init__(self, backend: Backend, options: "ServeOptions", metrics: "Metrics"):
+    def __init__(self, backend: Backend, options: Any, metrics: Any):
+        # options: serving.app.ServeOptions, metrics: serving.app.Metrics (the app owns both; this module knows no HTTP)
         self.backend = backend
         self.options = options
         self.metrics = metrics
