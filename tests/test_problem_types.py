@@ -367,6 +367,11 @@ def test_export_keeps_thresholds_and_scaling(kind, request, tmp_path):
     assert result.exit_code == 0, result.output
     info = json.loads((exported / "export.json").read_text())
     assert info["checks"]["logits"]["same_labels"] == 1.0
+    if kind == "regression":
+        # a regression model has no labels to agree on: the check says what it compared, and the metric is measured
+        assert "same labels" not in result.output and "values within 1e-3 of torch 100.00%" in result.output
+        assert info["checks"]["metric"]["metric"] == "spearman" and "spearman: torch" in result.output
+        assert "same labels" not in (exported / "README.md").read_text()
     args = ["love this so much", "--pair", "I love it"] if kind == "regression" else ["love this so much", "what a terrible, scary day"]
     ours = runner.invoke(app, ["predict", "--model", str(exported), "--json", *args])
     theirs = runner.invoke(app, ["predict", "--model", str(run), "--json", *args])
