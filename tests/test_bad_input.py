@@ -141,6 +141,15 @@ class Workspace:
         return str(run)
 
 
+def weightless_run(w: Workspace) -> str:
+    """The finished run without its weights: whatever names this dir's columns must not need the model loaded."""
+    run = Path(w.run()).with_name("weightless-run")
+    if not run.exists():
+        shutil.copytree(w.run(), run)
+        (run / "model.safetensors").unlink()
+    return str(run)
+
+
 def big_text() -> str:
     return ("Stocks fell as oil prices rose, " * (BIG_TEXT_CHARS // 32 + 1))[:BIG_TEXT_CHARS]
 
@@ -377,6 +386,11 @@ CASES = [
          ("mine", "not empty", "--resume")),
     Case("sweep-show-not-a-sweep-dir", lambda w: ["sweep", "--show", str(Path(w.write("plain/notes.txt", "mine")).parent)], 2, ("plain", "not a sweep dir")),
     # --- command options -----------------------------------------------------------------------
+    Case("predict-second-text-to-a-single-text-model", lambda w: ["predict", "--model", w.run(), "The cat sat.", "--pair", "A cat."], 2,
+         ("trained on single texts", "takes no second text, but --pair gave one", "drop --pair")),
+    # the run's own data.text ('text') is checked against the file before the model loads: this run has no weights
+    Case("predict-file-without-the-runs-text-column", lambda w: ["predict", "--model", weightless_run(w), "--file", w.write("h.csv", "headline\nStocks fell\n")], 2,
+         ("'text'", "headline"), fix=False),
     Case("predict-top-k-too-large", lambda w: ["predict", "--model", w.tiny_classifier, "--top-k", "9", "text"], 2, ("--top-k 9", "4 labels", "between 1 and 4")),
     Case("fill-mask-top-k-zero", lambda w: ["fill-mask", "--model", w.mlm, "--top-k", "0", "a [MASK] b"], 2, ("--top-k", "at least 1")),
     Case("fill-mask-text-without-mask", lambda w: ["fill-mask", "--model", w.mlm, "no mask here"], 2, ("no [MASK] token", "'no mask here'")),

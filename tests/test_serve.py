@@ -137,6 +137,40 @@ def test_serve_sentence_pairs(pair_classifier):
     assert metadata["pairs"] is True
 
 
+@pytest.fixture(scope="module")
+def single_text_classifier(varied_classifier_dir, tmp_path_factory):
+    """A run whose recipe names no data.text_pair: a model known to take one text."""
+    run = tmp_path_factory.mktemp("serve-single") / "run"
+    shutil.copytree(varied_classifier_dir, run)
+    (run / "recipe.toml").write_text('[model]\nmax_length = 64\n[data]\ntext = "text"\n')
+    return inference.load_for_inference(run, device="cpu")
+
+
+def refusal(classifier, top_k, pairs) -> str:
+    with pytest.raises(inference.RequestError) as refused:
+        inference.predict_texts(classifier, ["one text"], pairs, top_k=top_k, names=inference.predict.API_NAMES)
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("body, field", [({"texts": ["one text"], "pairs": ["a second text"]}, "pairs"), ({"texts": ["one text"], "top_k": 9}, "top_k")])
+def test_serve_refuses_what_predict_refuses_with_the_same_message(single_text_classifier, body, field):
+    """One request check for both (issue 22): the 422's message is the one predict_texts raises, field names as in JSON."""
+    expected = refusal(single_text_classifier, body.get("top_k", 1), body.get("pairs"))
+    with serving(single_text_classifier) as (client, backend, _):
+        answer = client.post("/predict", json=body)
+    assert answer.status_code == 422 and answer.json()["error"] == expected
+    assert answer.json()["detail"][0]["loc"] == ["body", field] and backend.batches == []  # refused before any forward pass
+
+
+def test_serve_second_text_to_a_single_text_model_is_a_422_naming_pairs(single_text_classifier):
+    """Issue 28: a model trained on one text answered {"texts":["a"],"pairs":["b"]} with a 200."""
+    with serving(single_text_classifier) as (client, _, _):
+        answer = client.post("/predict", json={"texts": ["a"], "pairs": ["b"]})
+        metadata = client.get("/metadata").json()
+    assert metadata["pairs"] is False
+    assert answer.status_code == 422 and "takes no second text, but pairs gave one" in answer.json()["error"]
+
+
 # ---------------------------------------------------------------------------------------------
 # the micro-batcher
 
