@@ -4,8 +4,8 @@
     tokenized = tokenize_data(recipe, tokenizer)  # DatasetDict, cached as Arrow: a second call is instant
 
 Every split ends up with the same columns, whatever the source called them: `text`, optionally `text_pair`,
-and `label` (an integer class id into `labels`). Files are read, and rows named and labels mapped, by
-bertctl.inputs, the input layer every command shares.
+and `label` (an integer class id into `labels`). Files are read, and rows named, by bertctl.inputs, the input
+layer every command shares; labels are mapped by bertctl.labels, the one label rule.
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bertctl.errors import DataError, Problem, RecipeError
-from bertctl.inputs import (
-    blank_text_problem, column_problems, encode_indicators, encode_labels, encode_multi_labels, encode_numbers, first_line, infer_labels,
-    infer_multi_labels, read_table, read_texts,
-)
+from bertctl.inputs import blank_text_problem, column_problems, first_line, read_table, read_texts
+from bertctl.labels import encode_indicators, encode_labels, encode_multi_labels, encode_numbers, infer_labels, infer_multi_labels
 from bertctl.recipe import SPLITS, Recipe, label_columns, load_recipe
 
 if TYPE_CHECKING:

@@ -230,7 +230,8 @@ def _recipe_split(run_dir: Path, classifier: "Classifier", split: str | None) ->
 def _model_ids(values: list, classifier: "Classifier", key: str, where: str, path: Path | None = None) -> list[int]:
     """Labels -> the model's class ids by training's rule; one it doesn't know is an error (scoring it as a
     new class would hide a label-set mismatch between the data and the model)."""
-    from bertctl.inputs import encode_labels, problems_error
+    from bertctl.inputs import problems_error
+    from bertctl.labels import encode_labels
 
     fix = "use the model's label names, drop those rows, or evaluate a model trained with these labels"
     ids, problems = encode_labels(values, classifier.labels, key, where, path=path, owner="the model", fix=fix)
@@ -241,7 +242,8 @@ def _model_ids(values: list, classifier: "Classifier", key: str, where: str, pat
 
 def _model_targets(values: list, classifier: "Classifier", key: str, where: str, path: Path | None = None, separator: str | None = None) -> list[list[float]]:
     """Multi-label cells -> 0/1 rows in the model's label order, by training's rule (an unknown name is an error)."""
-    from bertctl.inputs import encode_multi_labels, problems_error
+    from bertctl.inputs import problems_error
+    from bertctl.labels import encode_multi_labels
 
     fix = "use the model's label names, drop those rows, or evaluate a model trained with these labels"
     targets, problems = encode_multi_labels(values, classifier.labels, key, where, separator=separator, path=path, owner="the model", fix=fix)
@@ -253,15 +255,16 @@ def _model_targets(values: list, classifier: "Classifier", key: str, where: str,
 def _references(frame, classifier: "Classifier", label: str | list[str], path: Path) -> list:
     """--data's labels as the model's problem type reads them: class ids, 0/1 rows, or numbers."""
     from bertctl import inputs
+    from bertctl.labels import encode_indicators, encode_numbers
 
     kind = classifier.problem_type
     where = f"{path} (column {label!r})"
     if kind == "regression":
-        values, problems = inputs.encode_numbers(frame[label].tolist(), "--label", where, path=path)
+        values, problems = encode_numbers(frame[label].tolist(), "--label", where, path=path)
     elif kind == "multi_label_classification" and isinstance(label, list):
         if list(label) != list(classifier.labels):
             raise BertctlError(f"--label columns {label!r} are not the model's labels ({', '.join(classifier.labels)})", fix="name one 0/1 column per model label, in the model's order")
-        values, problems = inputs.encode_indicators(frame, list(label), "--label", str(path), path=path)
+        values, problems = encode_indicators(frame, list(label), "--label", str(path), path=path)
     elif kind == "multi_label_classification":
         return _model_targets(frame[label].tolist(), classifier, "--label", where, path, classifier.settings.label_separator)
     else:

@@ -10,7 +10,8 @@ import pytest
 
 from bertctl.data import cache_key, load_data, tokenize_data
 from bertctl.errors import BertctlError, DataError, RecipeError
-from bertctl.inputs import infer_labels, read_table
+from bertctl.inputs import read_table
+from bertctl.labels import infer_labels
 from bertctl.recipe import load_recipe
 from conftest import ROWS, write_rows
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from bertctl.cli import app
 from bertctl.errors import RecipeError
-from bertctl.inputs import encode_indicators, encode_multi_labels, encode_numbers
+from bertctl.labels import encode_indicators, encode_multi_labels, encode_numbers
 from bertctl.metrics import functional as F
 from bertctl.metrics import multilabel_metrics
 from bertctl.recipe import load_recipe
