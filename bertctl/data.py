@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from bertctl.errors import DataError, Problem, RecipeError
 from bertctl.inputs import blank_text_problem, column_problems, first_line, read_table, read_texts
-from bertctl.labels import encode_indicators, encode_labels, encode_multi_labels, encode_numbers, infer_labels, infer_multi_labels
+from bertctl.labels import encode_indicators, encode_labels, encode_multi_labels, encode_numbers, infer_labels, infer_multi_labels, missing_rows
 from bertctl.recipe import SPLITS, Recipe, label_columns, load_recipe
 
 if TYPE_CHECKING:
@@ -51,6 +51,10 @@ class LoadedData:
     sources: dict[str, str]
     dropped_empty: dict[str, int] = field(default_factory=dict)
     is_pair: bool = False
+    # per file split, before any carve or limit: each kept row's record index in the file, and the rows
+    # data.drop_empty dropped, by why ("empty text", "empty label")
+    kept_rows: dict[str, list[int]] = field(default_factory=dict)
+    dropped_rows: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
 
 def _read_split_frames(recipe: Recipe) -> tuple[dict[str, "pd.DataFrame"], dict[str, str], list[str] | None]:
@@ -129,30 +133,37 @@ def load_data(recipe: Recipe) -> LoadedData:
     owner, fix = "the recipe", "add them to data.labels, or fix those rows"
     if not d.labels:
         owner, fix = ("the dataset", "fix those rows") if declared else ("the train split", "fix those rows: without data.labels, the classes are the train split's labels")
-    dropped: dict[str, int] = {}
+    dropped: dict[str, dict[str, list[int]]] = {}
+    kept: dict[str, list[int]] = {}
     encoded: dict[str, Any] = {}
+    skip = "fill in or remove those rows, or set data.drop_empty = true to skip them"
     for split, frame in frames.items():
         path = None if recipe.uses_hub_dataset else Path(sources[split])
         frame = frame.reset_index(drop=True)
-        blank, problem = blank_text_problem(frame, text_columns, f"data.{split}", sources[split], path, "fill in or remove those rows, or set data.drop_empty = true to skip them")
-        if blank and d.drop_empty:
+        blank, problem = blank_text_problem(frame, text_columns, f"data.{split}", sources[split], path, skip)
+        if d.drop_empty:
+            # a row without a label is dropped like one without a text; class names keep a 'NaN' they list
+            names = labels if kind != "regression" and not indicators else None
+            unlabeled = [i for i in missing_rows(frame, d.label, names) if i not in set(blank)]
             # dropping keeps the original index, so later problems still name the rows' places in the file
-            frame = frame.drop(index=blank)
-            dropped[split] = len(blank)
+            frame = frame.drop(index=blank + unlabeled)
+            dropped[split] = {why: rows for why, rows in (("empty text", blank), ("empty label", unlabeled)) if rows}
         elif problem is not None:
             problems.append(problem)
+        kept[split] = [int(i) for i in frame.index]
         key = "data.label" if split == "train" else f"data.{split}"
         rows = [int(i) for i in frame.index]
         if kind == "regression":
-            targets, label_problems = encode_numbers(list(frame[d.label]), key, sources[split], rows, path=path)
+            targets, label_problems = encode_numbers(list(frame[d.label]), key, sources[split], rows, path=path, empty_fix=skip)
         elif indicators:
             targets, label_problems = encode_indicators(frame, labels, key, sources[split], path=path)
         elif kind == "multi_label_classification":
             targets, label_problems = encode_multi_labels(
-                list(frame[d.label]), labels, key, sources[split], rows, separator=d.label_separator, path=path, owner=owner, fix=fix
+                list(frame[d.label]), labels, key, sources[split], rows, separator=d.label_separator, path=path, owner=owner, fix=fix,
+                empty_fix="remove them, or set data.drop_empty = true to skip them",
             )
         else:
-            targets, label_problems = encode_labels(list(frame[d.label]), labels, key, sources[split], rows, path=path, owner=owner, fix=fix)
+            targets, label_problems = encode_labels(list(frame[d.label]), labels, key, sources[split], rows, path=path, owner=owner, fix=fix, empty_fix=skip)
         problems += label_problems
         columns = {"text": frame[d.text].astype(str).tolist()}
         if d.text_pair:
@@ -160,7 +171,8 @@ def load_data(recipe: Recipe) -> LoadedData:
         columns["label"] = targets
         encoded[split] = columns
     if "train" in encoded and not encoded["train"]["label"] and not problems:
-        problems.append(Problem("data.train", f"no rows left in {sources['train']} after dropping {dropped.get('train', 0)} with empty texts", "fill in the texts"))
+        gone = dropped.get("train", {})
+        problems.append(Problem("data.train", f"no rows left in {sources['train']} after dropping {sum(map(len, gone.values()))} with empty texts or labels", "fill in the texts and labels"))
     if not problems and encoded.get("train", {}).get("label"):
         problem = _nothing_to_learn(kind, encoded["train"]["label"], labels, sources["train"])
         if problem is not None:
@@ -174,7 +186,8 @@ def load_data(recipe: Recipe) -> LoadedData:
         if limit is not None and split in splits and limit < len(splits[split]):
             # a seeded random sample rather than the first rows: files are often sorted by label
             splits[split] = splits[split].shuffle(seed=recipe.train.seed).select(range(limit))
-    return LoadedData(splits, list(labels), sources, dropped, is_pair=d.text_pair is not None)
+    counts = {split: sum(map(len, why.values())) for split, why in dropped.items() if why}
+    return LoadedData(splits, list(labels), sources, counts, is_pair=d.text_pair is not None, kept_rows=kept, dropped_rows=dropped)
 
 
 def _nothing_to_learn(kind: str, targets: list, labels: list[str], source: str) -> Problem | None:
