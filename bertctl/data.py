@@ -24,6 +24,7 @@ from bertctl.errors import DataError, Problem, RecipeError
 from bertctl.inputs import blank_text_problem, column_problems, first_line, read_table, read_texts
 from bertctl.labels import encode_indicators, encode_labels, encode_multi_labels, encode_numbers, infer_labels, infer_multi_labels, missing_rows
 from bertctl.recipe import SPLITS, Recipe, label_columns, load_recipe
+from bertctl.runs import umask_modes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -372,6 +373,6 @@ def _save_cache(cache_dir: Path, splits: "DatasetDict", data: LoadedData) -> Non
         (tmp / "meta.json").write_text(json.dumps(meta))
         if cache_dir.exists():
             shutil.rmtree(cache_dir)
-        os.replace(tmp, cache_dir)
+        os.replace(umask_modes(tmp), cache_dir)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # a cache is an optimisation: failing to write it is not fatal

@@ -403,7 +403,7 @@ def write_eval_report(result: EvalResult, report: Path | None = None, *, plot: b
     write (disk full, read-only) leaves the previous report and PNG as a matching pair, and no new files.
     """
     from bertctl import plots
-    from bertctl.runs import atomic_write_json, removes_new_empty_dirs
+    from bertctl.runs import atomic_write_json, removes_new_empty_dirs, umask_modes
 
     path = Path(report) if report is not None else default_report_path(result)
     check_report_path(path)
@@ -424,7 +424,7 @@ def write_eval_report(result: EvalResult, report: Path | None = None, *, plot: b
                 draw(result.metrics.confusion_matrix, result.metrics.labels, drawn, title)
             atomic_write_json(path, result.to_dict())
             if drawn is not None:
-                os.replace(drawn, png)
+                os.replace(umask_modes(drawn), png)  # mkstemp's 0600 would hide the PNG from other users
                 drawn = None
     except OSError as exc:
         raise RunError(f"cannot write the eval report {path}: {exc.strerror or exc}", fix="free disk space or make the folder writable, or pass --report FILE elsewhere") from None

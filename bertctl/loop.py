@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bertctl.errors import BertctlError, RunError
+from bertctl.plots import plot_run_curves
 from bertctl.recipe import METRICS, Recipe
 from bertctl.runs import (
     BEST, LOG_FILE, RunLog, check_resume_recipe, create_run_dir, finish_run, latest_checkpoint, load_checkpoint,
@@ -270,7 +271,8 @@ def run_loop(
     }
     if main:
         with writing("the finished run", run_dir):
-            finish_run(run_dir, metrics, task.card(metrics, run_dir), curve_metric=task.curve_metric, latest=task.updates_latest)
+            plot_run_curves(run_dir, task.curve_metric)  # before metrics.json: a finished run has its curves
+            finish_run(run_dir, metrics, task.card(metrics, run_dir), latest=task.updates_latest)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return RunResult(run_dir, metrics, resumed_from)
