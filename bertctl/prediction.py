@@ -15,14 +15,13 @@ transformers inside functions and never imports datasets, evaluate, accelerate o
 from __future__ import annotations
 
 import io
-import math
-import os
 import sys
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
+from bertctl.cpus import configure_cpu_threads, usable_cpus  # noqa: F401  (moved to bertctl.cpus; re-exported until prediction.py is rewritten)
 from bertctl.errors import BertctlError, DataError, ModelError
 from bertctl.truncation import Encoded, check_stride, default_stride, encode_texts, encode_windows, pool_windows
 
@@ -136,41 +135,6 @@ class Classifier:
     def logits(self, columns: dict[str, Sequence[Sequence[int]]], batch_size: int = DEFAULT_BATCH_SIZE) -> "np.ndarray":
         """Logits (float32, examples x classes) in input order for tokenized columns (`encode(...).columns`)."""
         return infer_logits(self.model, columns, batch_size=batch_size, device=self.device, pad_token_id=pad_token_id(self))
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on: the affinity mask, lowered by a cgroup CPU quota (containers)."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        count = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            count = min(count, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, count)
-
-
-def configure_cpu_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op threads: `threads`, else OMP_NUM_THREADS, else the CPUs we may really use.
-
-    torch defaults to the host's physical cores, which in a container with a CPU quota oversubscribes the
-    quota and makes every matmul wait on throttled threads.
-    """
-    import torch
-
-    if threads is None and os.environ.get("OMP_NUM_THREADS"):
-        return torch.get_num_threads()
-    wanted = threads if threads is not None else min(torch.get_num_threads(), usable_cpus())
-    torch.set_num_threads(max(1, wanted))
-    try:
-        # one forward pass at a time: inter-op parallelism only adds idle threads
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass  # already set, or parallel work already ran in this process
-    return torch.get_num_threads()
 
 
 def model_max_length(tokenizer, config, recipe_max_length: int | None) -> int:
