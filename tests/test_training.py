@@ -432,3 +432,19 @@ def test_training_umask_modes_follow_the_umask(tmp_path):
     assert stat.S_IMODE(final.stat().st_mode) == 0o750
     assert stat.S_IMODE((final / Path(name).name).stat().st_mode) == 0o640
     assert stat.S_IMODE((final / "note.txt").stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("pair", [False, True])
+def test_training_next_hint_predicts_the_way_the_model_reads(tmp_path, capsys, pair):
+    # issue 28: after a pair model the hint was `predict "some text"`, which a pair model refuses
+    from bertctl.loop import RunResult
+    from bertctl.reports import print_train_summary
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.toml").write_text('[data]\ntrain = "t.csv"\ntext = "a"\n' + ('text_pair = "b"\n' if pair else ""), encoding="utf-8")
+    metrics = {"metric_for_best": "accuracy", "best_value": 0.9, "best_step": 4, "best_epoch": 1.0, "global_steps": 4, "wall_time_s": 3.0,
+               "train_samples_per_s": 20.0, "num_processes": 1, "device": "cpu"}
+    print_train_summary(RunResult(run, metrics))
+    hint = next(line for line in capsys.readouterr().out.splitlines() if "bertctl predict" in line)
+    assert hint.strip() == f'bertctl predict --model {run} "first text" --pair "second text"' if pair else f'bertctl predict --model {run} "some text"'
