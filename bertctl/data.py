@@ -4,8 +4,8 @@
     tokenized = tokenize_data(recipe, tokenizer)  # DatasetDict, cached as Arrow: a second call is instant
 
 Every split ends up with the same columns, whatever the source called them: `text`, optionally `text_pair`,
-and `label` (an integer class id into `labels`). Files are read, and rows named and labels mapped, by
-bertctl.inputs, the input layer every command shares.
+and `label` (an integer class id into `labels`). Files are read, and rows named, by bertctl.inputs, the input
+layer every command shares; labels are mapped by bertctl.labels, the one label rule.
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from bertctl.cache import cache_root
 from bertctl.errors import DataError, Problem, RecipeError
-from bertctl.inputs import (
-    blank_text_problem, column_problems, encode_indicators, encode_labels, encode_multi_labels, encode_numbers, first_line, infer_labels,
-    infer_multi_labels, read_table, read_texts,
-)
+from bertctl.inputs import blank_text_problem, column_problems, first_line, read_table, read_texts
+from bertctl.labels import encode_indicators, encode_labels, encode_multi_labels, encode_numbers, infer_labels, infer_multi_labels, missing_rows
 from bertctl.problems import MULTI_LABEL, REGRESSION, problem_type
 from bertctl.recipe import SPLITS, Recipe, label_columns, load_recipe
+from bertctl.runs import umask_modes
 from bertctl.truncation import encode_texts
 
 if TYPE_CHECKING:
@@ -48,6 +47,10 @@ class LoadedData:
     sources: dict[str, str]
     dropped_empty: dict[str, int] = field(default_factory=dict)
     is_pair: bool = False
+    # per file split, before any carve or limit: each kept row's record index in the file, and the rows
+    # data.drop_empty dropped, by why ("empty text", "empty label")
+    kept_rows: dict[str, list[int]] = field(default_factory=dict)
+    dropped_rows: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
 
 def _read_split_frames(recipe: Recipe) -> tuple[dict[str, "pd.DataFrame"], dict[str, str], list[str] | None]:
@@ -102,7 +105,7 @@ def load_data(recipe: Recipe) -> LoadedData:
     from datasets import Dataset
 
     d = recipe.data
-    problem = problem_type(recipe.model.problem_type)
+    kind = problem_type(recipe.model.problem_type)
     frames, sources, declared = _read_split_frames(recipe)
     problems: list[Problem] = []
     text_columns = [d.text] + ([d.text_pair] if d.text_pair else [])
@@ -114,11 +117,11 @@ def load_data(recipe: Recipe) -> LoadedData:
         raise RecipeError(recipe.source, problems)
 
     indicators = isinstance(d.label, list)
-    if problem == REGRESSION:
+    if kind == REGRESSION:
         labels = [d.label]  # one output, named after what it predicts
     elif indicators:
         labels = list(d.label)
-    elif problem == MULTI_LABEL:
+    elif kind == MULTI_LABEL:
         labels = d.labels or declared or infer_multi_labels(list(frames["train"][d.label]), d.label_separator)
     else:
         labels = d.labels or declared or infer_labels(list(frames["train"][d.label]))
@@ -126,30 +129,37 @@ def load_data(recipe: Recipe) -> LoadedData:
     owner, fix = "the recipe", "add them to data.labels, or fix those rows"
     if not d.labels:
         owner, fix = ("the dataset", "fix those rows") if declared else ("the train split", "fix those rows: without data.labels, the classes are the train split's labels")
-    dropped: dict[str, int] = {}
+    dropped: dict[str, dict[str, list[int]]] = {}
+    kept: dict[str, list[int]] = {}
     encoded: dict[str, Any] = {}
+    skip = "fill in or remove those rows, or set data.drop_empty = true to skip them"
     for split, frame in frames.items():
         path = None if recipe.uses_hub_dataset else Path(sources[split])
         frame = frame.reset_index(drop=True)
-        blank, blank_problem = blank_text_problem(frame, text_columns, f"data.{split}", sources[split], path, "fill in or remove those rows, or set data.drop_empty = true to skip them")
-        if blank and d.drop_empty:
+        blank, problem = blank_text_problem(frame, text_columns, f"data.{split}", sources[split], path, skip)
+        if d.drop_empty:
+            # a row without a label is dropped like one without a text; class names keep a 'NaN' they list
+            names = labels if kind.has_classes and not indicators else None
+            unlabeled = [i for i in missing_rows(frame, d.label, names) if i not in set(blank)]
             # dropping keeps the original index, so later problems still name the rows' places in the file
-            frame = frame.drop(index=blank)
-            dropped[split] = len(blank)
-        elif blank_problem is not None:
-            problems.append(blank_problem)
+            frame = frame.drop(index=blank + unlabeled)
+            dropped[split] = {why: rows for why, rows in (("empty text", blank), ("empty label", unlabeled)) if rows}
+        elif problem is not None:
+            problems.append(problem)
+        kept[split] = [int(i) for i in frame.index]
         key = "data.label" if split == "train" else f"data.{split}"
         rows = [int(i) for i in frame.index]
-        if problem == REGRESSION:
-            targets, label_problems = encode_numbers(list(frame[d.label]), key, sources[split], rows, path=path)
+        if kind == REGRESSION:
+            targets, label_problems = encode_numbers(list(frame[d.label]), key, sources[split], rows, path=path, empty_fix=skip)
         elif indicators:
             targets, label_problems = encode_indicators(frame, labels, key, sources[split], path=path)
-        elif problem == MULTI_LABEL:
+        elif kind == MULTI_LABEL:
             targets, label_problems = encode_multi_labels(
-                list(frame[d.label]), labels, key, sources[split], rows, separator=d.label_separator, path=path, owner=owner, fix=fix
+                list(frame[d.label]), labels, key, sources[split], rows, separator=d.label_separator, path=path, owner=owner, fix=fix,
+                empty_fix="remove them, or set data.drop_empty = true to skip them",
             )
         else:
-            targets, label_problems = encode_labels(list(frame[d.label]), labels, key, sources[split], rows, path=path, owner=owner, fix=fix)
+            targets, label_problems = encode_labels(list(frame[d.label]), labels, key, sources[split], rows, path=path, owner=owner, fix=fix, empty_fix=skip)
         problems += label_problems
         columns = {"text": frame[d.text].astype(str).tolist()}
         if d.text_pair:
@@ -157,11 +167,12 @@ def load_data(recipe: Recipe) -> LoadedData:
         columns["label"] = targets
         encoded[split] = columns
     if "train" in encoded and not encoded["train"]["label"] and not problems:
-        problems.append(Problem("data.train", f"no rows left in {sources['train']} after dropping {dropped.get('train', 0)} with empty texts", "fill in the texts"))
+        gone = dropped.get("train", {})
+        problems.append(Problem("data.train", f"no rows left in {sources['train']} after dropping {sum(map(len, gone.values()))} with empty texts or labels", "fill in the texts and labels"))
     if not problems and encoded.get("train", {}).get("label"):
-        nothing = problem.nothing_to_learn(encoded["train"]["label"], labels, sources["train"])
-        if nothing is not None:
-            problems.append(nothing)
+        problem = kind.nothing_to_learn(encoded["train"]["label"], labels, sources["train"])
+        if problem is not None:
+            problems.append(problem)
     if problems:
         raise RecipeError(recipe.source, problems)
 
@@ -171,7 +182,8 @@ def load_data(recipe: Recipe) -> LoadedData:
         if limit is not None and split in splits and limit < len(splits[split]):
             # a seeded random sample rather than the first rows: files are often sorted by label
             splits[split] = splits[split].shuffle(seed=recipe.train.seed).select(range(limit))
-    return LoadedData(splits, list(labels), sources, dropped, is_pair=d.text_pair is not None)
+    counts = {split: sum(map(len, why.values())) for split, why in dropped.items() if why}
+    return LoadedData(splits, list(labels), sources, counts, is_pair=d.text_pair is not None, kept_rows=kept, dropped_rows=dropped)
 
 
 def unlabeled_texts(source: "Recipe | Path", column: str = "text") -> tuple[list[str], list[str] | None, str]:
@@ -229,7 +241,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
         text = json.dumps(state, sort_keys=True)
     else:
         text = json.dumps(tokenizer.get_vocab(), sort_keys=True)
-    # an ONNX export's tokenizer (bertctl.inference.onnx) names the transformers class it stands in for: same ids, same cache
+    # an ONNX export's tokenizer (bertctl.runtime) names the transformers class it stands in for: same ids, same cache
     name = getattr(tokenizer, "tokenizer_class", None) or type(tokenizer).__name__
     extra = json.dumps({"cls": tokenizer.cls_token, "sep": tokenizer.sep_token, "unk": tokenizer.unk_token, "class": name})
     return hashlib.sha256((text + extra).encode()).hexdigest()[:16]
@@ -338,7 +350,7 @@ def _save_cache(cache_dir: Path, splits: "DatasetDict", data: LoadedData) -> Non
         (tmp / "meta.json").write_text(json.dumps(meta))
         if cache_dir.exists():
             shutil.rmtree(cache_dir)
-        os.replace(tmp, cache_dir)
+        os.replace(umask_modes(tmp), cache_dir)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # a cache is an optimisation: failing to write it is not fatal
 

@@ -50,11 +50,13 @@ FIX_CONFIDENCE = 0.5  # --fix drops a suspected label error when its suggested l
 REPORT_FILES = ("doctor.json", "doctor.html")
 
 
-def require_extra() -> None:
-    """cleanlab and datasketch come with the `doctor` extra; say how to get them before any work starts."""
+def require_extra(folds: int) -> None:
+    """datasketch (near-duplicates) and, for the label-error check (`folds` > 0), cleanlab and scikit-learn come
+    with the `doctor` extra; say how to get them before any work starts."""
     import importlib.util
 
-    missing = [name for name in ("cleanlab", "datasketch", "sklearn") if importlib.util.find_spec(name) is None]
+    needed = ("datasketch", "cleanlab", "sklearn") if folds else ("datasketch",)
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         raise BertctlError(f"bertctl doctor needs {', '.join(missing)}, which are not installed", fix=EXTRA_FIX)
 
@@ -82,13 +84,17 @@ class DoctorData:
     splits: dict[str, Split]
     labels: list[str]
     carved: bool  # the recipe carves validation out of train
+    # rows without a text or a label: (split, record index in the file, why), in file order
+    empty: list[tuple[str, int, str]] = field(default_factory=list)
 
 
 def whole_files(recipe: Recipe) -> Recipe:
-    """The recipe with its samples and carve undone, so loading it yields every record of every file, in order."""
+    """The recipe with its samples and carve undone, so loading it yields every record of every file, in order;
+    rows without a text or label are set aside (data.drop_empty), so doctor lists them instead of stopping at them."""
     whole = copy.deepcopy(recipe)
     whole.data.limit = LimitSection()
     whole.data.validation_fraction = None
+    whole.data.drop_empty = True
     return whole
 
 
@@ -101,32 +107,36 @@ def load_files(recipe: Recipe) -> DoctorData:
     for name, ds in data.splits.items():
         texts = list(ds["text"])
         pairs = list(ds["text_pair"]) if data.is_pair else None
-        path = whole.data_path(name)
-        rows = list(range(len(texts)))
-        if data.dropped_empty.get(name) and path is not None:
-            rows = _kept_records(path, whole, texts, pairs)
-        splits[name] = Split(name, data.sources[name], path, texts, pairs, list(ds["label"]), rows)
-    return DoctorData(splits, data.labels, recipe.data.validation_fraction is not None)
+        splits[name] = Split(name, data.sources[name], whole.data_path(name), texts, pairs, list(ds["label"]), data.kept_rows[name])
+    empty = sorted(((name, row, why) for name, reasons in data.dropped_rows.items() for why, rows in reasons.items() for row in rows), key=lambda e: (SPLITS.index(e[0]), e[1]))
+    return DoctorData(splits, data.labels, recipe.data.validation_fraction is not None, empty)
 
 
-def _kept_records(path: Path, recipe: Recipe, texts: list[str], pairs: list[str] | None) -> list[int]:
-    """Record indices of the rows load_data kept after data.drop_empty: walk the file and the kept rows together.
+def _named_empty(data: DoctorData, recipe: Recipe) -> list[dict[str, Any]]:
+    """The rows load_data set aside, each with its file, line and text (as far as it has one), and what training
+    does with it: data.drop_empty drops it, else training refuses the file."""
+    from bertctl.inputs import cell_text, read_table, row_name
 
-    A dropped record has an empty text or pair, a kept one has neither, so a dropped record never equals the
-    kept row being looked for: the walk is exact.
-    """
-    from bertctl.inputs import read_table
-
-    frame = read_table(path)
-    first = frame[recipe.data.text].astype(str).tolist()
-    second = frame[recipe.data.text_pair].astype(str).tolist() if pairs is not None else None
-    rows, record = [], 0
-    for i, text in enumerate(texts):
-        while first[record] != text or (second is not None and second[record] != pairs[i]):
-            record += 1
-        rows.append(record)
-        record += 1
-    return rows
+    d = recipe.data
+    frames: dict[str, Any] = {}
+    out = []
+    for name, record, why in data.empty:
+        path = recipe.data_path(name)
+        if path is not None and name not in frames:
+            frames[name] = read_table(path)
+        frame = frames.get(name)
+        where = row_name(path, record)
+        kind, _, number = where.partition(" ")
+        row = {"split": name, "file": str(path) if path is not None else name, "line": int(number) if kind == "line" else None, "where": where,
+               "row": record, "why": why, "training": "dropped (data.drop_empty)" if d.drop_empty else "refused: fill in or remove it, or set data.drop_empty = true"}
+        if frame is not None:
+            row["text"] = cell_text(frame[d.text].iloc[record])
+            if d.text_pair:
+                row["text_pair"] = cell_text(frame[d.text_pair].iloc[record])
+            if isinstance(d.label, str):
+                row["label"] = cell_text(frame[d.label].iloc[record])
+        out.append(row)
+    return out
 
 
 def _name_rows(split: Split, indices) -> dict[int, tuple[int | None, str]]:
@@ -444,6 +454,7 @@ class DoctorReport:
     timings: dict[str, float]
     output_dir: str | None = None
     fix: dict[str, Any] | None = None
+    empty: list[dict[str, Any]] = field(default_factory=list)  # rows without a text or label, with their lines
 
     @property
     def serious(self) -> bool:
@@ -464,13 +475,14 @@ class DoctorReport:
             "labels_under_min_count": len(self.balance["under_min_count"]),
             "imbalanced_splits": self.balance["imbalanced"],
             "truncated_splits": (self.length or {}).get("truncated", []),
+            "empty_rows": len(self.empty),
             "serious": self.serious,
         }
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "recipe": self.recipe, "labels": self.labels, "splits": self.splits, "summary": self.summary(),
-            "leaks": self.leaks, "duplicates": self.duplicates, "conflicts": self.conflicts, "balance": self.balance,
+            "empty": self.empty, "leaks": self.leaks, "duplicates": self.duplicates, "conflicts": self.conflicts, "balance": self.balance,
             "length": self.length, "label_issues": self.label_issues, "label_check": self.label_check,
             "near_threshold": self.near_threshold, "timings_s": self.timings, "output_dir": self.output_dir, "fix": self.fix,
         }
@@ -525,7 +537,8 @@ def _fix_drops(report: DoctorReport) -> dict[tuple[str, int], dict[str, Any]]:
     """(file, record) -> what happens to it and why. A leak drops the copy in the earlier split (train before
     validation before test), so evaluation sets stay whole; a duplicate keeps its first row; a conflict drops every
     row of its group (no one knows which label is right). A suspected label error is dropped when the models
-    gave its suggested label at least FIX_CONFIDENCE, and otherwise kept and listed for review."""
+    gave its suggested label at least FIX_CONFIDENCE, and otherwise kept and listed for review. A row without a
+    text or label is dropped: training would refuse it."""
     drops: dict[tuple[str, int], dict[str, Any]] = {}
 
     def drop(row: dict[str, Any], why: str, action: str = "dropped") -> None:
@@ -535,6 +548,8 @@ def _fix_drops(report: DoctorReport) -> dict[tuple[str, int], dict[str, Any]]:
         if why not in entry["reasons"]:
             entry["reasons"].append(why)
 
+    for row in report.empty:
+        drop(row, f"{row['why']}: training refuses it unless data.drop_empty = true")
     for leak in report.leaks:
         earlier, later = leak["rows"]
         drop(earlier, f"{leak['kind']} leak: also in {later['split']} ({later['where']})")
@@ -662,7 +677,7 @@ def diagnose(
         raise BertctlError(f"--folds {folds}: out-of-fold probabilities need at least 2 folds", fix="use --folds 3 (or 0 to skip the label-error check)")
     if not 0.0 < near_threshold <= 1.0:
         raise BertctlError(f"--near-threshold {near_threshold} is not a similarity", fix="use a Jaccard similarity in (0, 1], e.g. --near-threshold 0.8")
-    require_extra()
+    require_extra(folds)
     check_single_label(recipe)
     import numpy as np
 
@@ -699,13 +714,14 @@ def diagnose(
         }
 
     leaks, duplicates, conflicts, named_issues = _named(data, findings, issues, sample)
+    empty = _named_empty(data, recipe)
     splits = {name: {"file": s.file, "rows": len(s)} for name, s in data.splits.items()}
     if data.carved:
         splits["train"]["note"] = "validation is carved from this file: its duplicates leak into validation"
     return DoctorReport(
         recipe=recipe.source, labels=data.labels, splits=splits, leaks=leaks, duplicates=duplicates, conflicts=conflicts,
         balance=balance, length=lengths, label_issues=named_issues, label_check=label_check, near_threshold=near_threshold,
-        timings=timings,
+        timings=timings, empty=empty,
     )
 
 

@@ -48,6 +48,8 @@ def print_doctor_report(console: "Console", report: "DoctorReport") -> None:
     sizes = ", ".join(f"{name} {info['rows']}" for name, info in report.splits.items())
     console.print(f"[bold]{report.recipe}[/bold]: {sizes} rows; labels {', '.join(report.labels)}")
     table = Table("check", "found", "", box=None)
+    gone = ", ".join(f"{e['split']} {e['where']} ({e['why']})" for e in report.empty[:SHOWN]) + (" ..." if len(report.empty) > SHOWN else "")
+    table.add_row("empty texts/labels", str(len(report.empty)), gone or "every row has a text and a label")
     def leaked(kind: str) -> str:
         return ", ".join(f"{n} {pair.split('~')[0]} rows have a copy in {pair.split('~')[1]}" for pair, n in s["leaked_rows"][kind].items())
 
@@ -83,6 +85,8 @@ def print_doctor_report(console: "Console", report: "DoctorReport") -> None:
             t.add_row(*r)
         console.print(t)
 
+    rows_table("rows without a text or label", ["where", "why", "training", "text"],
+               [[_place(e), e["why"], e["training"], _short(e.get("text", ""), 50)] for e in report.empty[:SHOWN]], len(report.empty))
     rows_table("leaks", ["kind", "sim", "earlier", "later", "text"],
                [[x["kind"], f"{x['similarity']:.2f}", _place(x["rows"][0]), _place(x["rows"][1]), _short(x["rows"][1]["text"])] for x in report.leaks[:SHOWN]], len(report.leaks))
     rows_table("conflicting labels", ["labels", "rows", "text"],
@@ -140,9 +144,23 @@ def plot_lengths(path: Path, length: dict[str, Any]) -> Path:
     return _save(fig, path)
 
 
+def as_text(value: Any) -> str:
+    """A report value as a person reads it, not as Python prints it: yes/no, '-' for none, 'key: value' pairs
+    ({'exact': {'validation~train': 2}} -> 'exact: validation~train: 2'), lists joined by commas."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {as_text(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(as_text(v) for v in value) or "-"
+    return str(value)
+
+
 def _table(columns: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in rows[:HTML_ROWS])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(as_text(v))}</td>" for v in r) + "</tr>" for r in rows[:HTML_ROWS])
     more = f"<p>{len(rows) - HTML_ROWS} more in doctor.json</p>" if len(rows) > HTML_ROWS else ""
     return f"<table><tr>{head}</tr>{body}</table>{more}"
 
@@ -164,6 +182,8 @@ def write_html(report: "DoctorReport", out_dir: Path) -> Path:
     parts.append(f"<p class='{'bad' if report.serious else 'good'}'>{html.escape(found or 'no leakage and no conflicting labels')}</p>")
     parts.append(_table(["split", "file", "rows"], [[n, i["file"], i["rows"]] for n, i in report.splits.items()]))
     parts.append(_table(["finding", "count"], [[k, v] for k, v in s.items()]))
+    parts.append("<h2>Rows without a text or label</h2>" + _table(["where", "why", "training", "text", "label"],
+                 [[_place(e), e["why"], e["training"], e.get("text", ""), e.get("label", "")] for e in report.empty]))
     parts.append("<h2>Leaks across splits</h2>" + _table(["kind", "similarity", "earlier split row", "later split row"],
                  [[x["kind"], x["similarity"], _cell_row(x["rows"][0]), _cell_row(x["rows"][1])] for x in report.leaks]))
     parts.append("<h2>Conflicting labels</h2>" + _table(["labels", "rows"],

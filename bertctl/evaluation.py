@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from bertctl import inputs, plots
+from bertctl import inputs, labels, plots
 from bertctl.data import load_data, tokenize_data
 from bertctl.errors import BertctlError, DataError, GateFailed, Problem, RunError
 from bertctl.inference import DEFAULT_BATCH_SIZE, Classifier, encode, encoded_logits, load_for_inference, run_as_windows
@@ -27,7 +27,7 @@ from bertctl.inference.forward import check_windows
 from bertctl.metrics import ClassificationMetrics
 from bertctl.problems import MULTI_LABEL, REGRESSION
 from bertctl.recipe import METRICS, SPLITS, threshold_problem
-from bertctl.runs import atomic_write_json, check_writable_path, load_run_recipe, removes_new_empty_dirs, resolve_run_dir
+from bertctl.runs import atomic_write_json, check_writable_path, load_run_recipe, removes_new_empty_dirs, resolve_run_dir, umask_modes
 from bertctl.truncation import Encoded, check_chunk_options
 
 REPORT_NAME = "eval.json"
@@ -225,7 +225,7 @@ def _model_ids(values: list, classifier: "Classifier", key: str, where: str, pat
     """Labels -> the model's class ids by training's rule; one it doesn't know is an error (scoring it as a
     new class would hide a label-set mismatch between the data and the model)."""
     fix = "use the model's label names, drop those rows, or evaluate a model trained with these labels"
-    ids, problems = inputs.encode_labels(values, classifier.labels, key, where, path=path, owner="the model", fix=fix)
+    ids, problems = labels.encode_labels(values, classifier.labels, key, where, path=path, owner="the model", fix=fix)
     if problems:
         raise inputs.problems_error(problems)
     return ids
@@ -234,7 +234,7 @@ def _model_ids(values: list, classifier: "Classifier", key: str, where: str, pat
 def _model_targets(values: list, classifier: "Classifier", key: str, where: str, path: Path | None = None, separator: str | None = None) -> list[list[float]]:
     """Multi-label cells -> 0/1 rows in the model's label order, by training's rule (an unknown name is an error)."""
     fix = "use the model's label names, drop those rows, or evaluate a model trained with these labels"
-    targets, problems = inputs.encode_multi_labels(values, classifier.labels, key, where, separator=separator, path=path, owner="the model", fix=fix)
+    targets, problems = labels.encode_multi_labels(values, classifier.labels, key, where, separator=separator, path=path, owner="the model", fix=fix)
     if problems:
         raise inputs.problems_error(problems)
     return targets
@@ -245,11 +245,11 @@ def _references(frame, classifier: "Classifier", label: str | list[str], path: P
     problem = classifier.problem
     where = f"{path} (column {label!r})"
     if problem == REGRESSION:
-        values, problems = inputs.encode_numbers(frame[label].tolist(), "--label", where, path=path)
+        values, problems = labels.encode_numbers(frame[label].tolist(), "--label", where, path=path)
     elif problem == MULTI_LABEL and isinstance(label, list):
         if list(label) != list(classifier.labels):
             raise BertctlError(f"--label columns {label!r} are not the model's labels ({', '.join(classifier.labels)})", fix="name one 0/1 column per model label, in the model's order")
-        values, problems = inputs.encode_indicators(frame, list(label), "--label", str(path), path=path)
+        values, problems = labels.encode_indicators(frame, list(label), "--label", str(path), path=path)
     elif problem == MULTI_LABEL:
         return _model_targets(frame[label].tolist(), classifier, "--label", where, path, classifier.settings.label_separator)
     else:
@@ -394,7 +394,7 @@ def write_eval_report(result: EvalResult, report: Path | None = None, *, plot: b
                 draw(result.metrics.confusion_matrix, result.metrics.labels, drawn, title)
             atomic_write_json(path, result.to_dict())
             if drawn is not None:
-                os.replace(drawn, png)
+                os.replace(umask_modes(drawn), png)  # mkstemp's 0600 would hide the PNG from other users
                 drawn = None
     except OSError as exc:
         raise RunError(f"cannot write the eval report {path}: {exc.strerror or exc}", fix="free disk space or make the folder writable, or pass --report FILE elsewhere") from None

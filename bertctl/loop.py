@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from bertctl.cpus import configure_training_threads
 from bertctl.errors import BertctlError, RunError
+from bertctl.plots import plot_run_curves
 from bertctl.recipe import METRICS, Recipe
 from bertctl.runs import (
     BEST, LOG_FILE, RunLog, check_resume_recipe, create_run_dir, finish_run, latest_checkpoint, load_checkpoint,
@@ -123,13 +125,12 @@ def run_loop(
 ) -> RunResult:
     """Train `task` as `recipe` says into a finished run dir. `stop_after_steps` stops at that global step as
     Ctrl-C would: checkpoint, then raise Interrupted (tests use it)."""
-    import torch
     from accelerate.utils import set_seed
 
     run_dir = Path(output_dir) if output_dir is not None else task.run_dir
     check_precision(recipe)
-    if recipe.train.num_threads:
-        torch.set_num_threads(recipe.train.num_threads)
+    # threads from the CPUs free now, not torch's every-core default: on a busy machine those queue (issue 28)
+    threads = configure_training_threads(recipe.train.num_threads)
     keep_freed_memory_in_process()
 
     accelerator = build_accelerator(recipe, run_dir)
@@ -173,8 +174,12 @@ def run_loop(
     shown = run_dir if ".." not in run_dir.parts else f"{run_dir} (= {run_dir.resolve()})"
     bar.message(
         (f"resuming {shown} from {resumed_from}" if resumed_from else f"{task.noun} into {shown}")
-        + f": {total_steps} steps on {accelerator.num_processes} x {accelerator.device.type} ({recipe.train.mixed_precision} precision); {task.describe()}"
+        + f": {total_steps} steps on {accelerator.num_processes} x {accelerator.device.type} ({recipe.train.mixed_precision} precision"
+        + (f", {threads.threads} thread{'s' if threads.threads != 1 else ''}: {threads.reason}" if accelerator.device.type == "cpu" else "")
+        + f"); {task.describe()}"
     )
+    if main and threads.warning and accelerator.device.type == "cpu":
+        print(f"warning: {threads.warning}", file=sys.stderr, flush=True)
 
     def evaluate(epoch_float: float) -> bool:
         """Score, keep the best model; True when early stopping says stop."""
@@ -270,7 +275,8 @@ def run_loop(
     }
     if main:
         with writing("the finished run", run_dir):
-            finish_run(run_dir, metrics, task.card(metrics, run_dir), curve_metric=task.curve_metric, latest=task.updates_latest)
+            plot_run_curves(run_dir, task.curve_metric)  # before metrics.json: a finished run has its curves
+            finish_run(run_dir, metrics, task.card(metrics, run_dir), latest=task.updates_latest)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return RunResult(run_dir, metrics, resumed_from)

@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from bertctl.runs import LOG_FILE, umask_modes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,11 +42,22 @@ def _save(fig, path: Path) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        os.replace(umask_modes(Path(tmp)), path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def plot_run_curves(run_dir: Path, metric: str) -> None:
+    """curves.png of a finishing run, from its train_log.jsonl; a failure is a warning: a plot is a nicety, never
+    a reason to fail a finished training."""
+    if not (Path(run_dir) / LOG_FILE).is_file():  # a run shorter than log_every_steps, with no evaluation, logged nothing
+        return
+    try:
+        plot_curves(Path(run_dir) / LOG_FILE, Path(run_dir) / "curves.png", metric)
+    except Exception as exc:
+        print(f"warning: could not draw curves.png: {exc}", file=sys.stderr)
 
 
 def plot_curves(log_path: Path, out_path: Path, metric: str) -> Path:

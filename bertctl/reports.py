@@ -108,14 +108,28 @@ def print_train_summary(result) -> None:
     if os.environ.get("LOCAL_RANK", "0") != "0":
         return
     best = f"{m['metric_for_best']} {m['best_value']:.4f} at step {m['best_step']} (epoch {m['best_epoch']:.2f})" if m["best_value"] is not None else "no validation split"
+    # a pair model refuses a single text: the hint must be a command that runs
+    example = '"first text" --pair "second text"' if _is_pair_run(result.run_dir) else '"some text"'
     print(
         f"\ndone: best {best}\n"
         f"      {m['global_steps']} steps in {m['wall_time_s']:.0f} s ({m['train_samples_per_s']:.1f} samples/s, {m['num_processes']} x {m['device']})\n"
         f"      saved to {result.run_dir}\n"
         f"next: bertctl eval {result.run_dir}\n"
-        f'      bertctl predict --model {result.run_dir} "some text"',
+        f"      bertctl predict --model {result.run_dir} {example}",
         flush=True,
     )
+
+
+def _is_pair_run(run_dir) -> bool:
+    """Whether a run was trained on sentence pairs (its recipe.toml names data.text_pair)."""
+    import tomllib
+    from pathlib import Path
+
+    try:
+        saved = tomllib.loads((Path(run_dir) / "recipe.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(saved.get("data", {}).get("text_pair"))
 
 
 def _shorten(text: str, width: int) -> str:

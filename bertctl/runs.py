@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -28,7 +27,6 @@ from typing import Any
 
 from bertctl.errors import BertctlError, RunError
 from bertctl.modeling import quiet_transformers, resolve_model
-from bertctl.plots import plot_curves
 from bertctl.recipe import Recipe, load_recipe
 
 FINISHED_MARKER = "metrics.json"
@@ -87,21 +85,54 @@ def removes_new_empty_dirs(path: Path):
         raise
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows (/proc): os.umask can only be read by
+    setting it, and for that moment another thread's new files would get the wrong mode."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def umask_modes(path: Path) -> Path:
+    """Give `path` (a file, or a dir and everything in it) the modes a plain open() or mkdir() gives under the
+    umask: 0644 files and 0755 dirs at umask 022. Temp files and dirs (mkstemp, mkdtemp) are made 0600/0700, and
+    safetensors writes its files 0600, so without this a run dir moved into place from them is unreadable to a
+    server running as another user. Symlinks are left alone (their mode means nothing)."""
+    path = Path(path)
+    keep = ~current_umask()
+    file_mode, dir_mode = 0o666 & keep, 0o777 & keep
+    if path.is_symlink() or not path.exists():
+        return path
+    if not path.is_dir():
+        os.chmod(path, file_mode)
+        return path
+    os.chmod(path, dir_mode)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            item = os.path.join(root, name)
+            if not os.path.islink(item):
+                os.chmod(item, dir_mode if name in dirs else file_mode)
+    return path
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temp file in the same dir, fsync, then rename: readers see the old or the new file, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        # mkstemp makes 0600 files; a run's files should be as readable as any other the user writes
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(umask_modes(Path(tmp)), path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -112,7 +143,9 @@ def atomic_write_json(path: Path, payload: Any) -> None:
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a fully written temp dir into place, replacing an older copy."""
+    """Move a fully written temp dir into place, replacing an older copy; it gets the umask's modes first (a
+    mkdtemp dir is 0700, a model's safetensors 0600)."""
+    umask_modes(tmp)
     if final.exists():
         old = final.with_name(f".{final.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -350,8 +383,8 @@ def trim_log(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
-def finish_run(run_dir: Path, metrics: dict[str, Any], card: str, *, curve_metric: str, latest: bool) -> None:
-    """Move the best model into the run dir, add curves and a model card, then metrics.json last."""
+def finish_run(run_dir: Path, metrics: dict[str, Any], card: str, *, latest: bool) -> None:
+    """Move the best model into the run dir, add a model card, then metrics.json last (curves.png: plots.plot_run_curves)."""
     best = run_dir / BEST
     for item in best.iterdir():
         target = run_dir / item.name
@@ -359,12 +392,6 @@ def finish_run(run_dir: Path, metrics: dict[str, Any], card: str, *, curve_metri
             shutil.rmtree(target)
         os.replace(item, target)
     best.rmdir()
-    if (run_dir / LOG_FILE).is_file():  # a run shorter than log_every_steps, with no evaluation, logged nothing
-        try:
-
-            plot_curves(run_dir / LOG_FILE, run_dir / "curves.png", curve_metric)
-        except Exception as exc:  # a plot is a nicety: never fail a finished training over it
-            print(f"warning: could not draw curves.png: {exc}", file=sys.stderr)
     atomic_write_text(run_dir / "README.md", card)
     atomic_write_json(run_dir / FINISHED_MARKER, metrics)
     if latest:

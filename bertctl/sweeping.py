@@ -186,7 +186,7 @@ def run_sweep(
         child = TrainProcess(built, trial_dir, out / TRIALS / f"{trial.number:03d}.log")
         try:
             with child:
-                for evaluation, record in enumerate(child.evaluations(), start=1):
+                for evaluation, record in enumerate(watch_trial(child, trial.number, params, metric, progress), start=1):
                     trial.report(record[metric], evaluation)
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"{metric} {record[metric]:.4f} at step {record['step']}")
@@ -223,6 +223,26 @@ def run_sweep(
     summary = summarize(study, out, url, metric, target, list(space))
     summary.notes.append(f"{time.perf_counter() - started:.0f} s this run")
     return summary
+
+
+def watch_trial(child: "TrainProcess", number: int, params: dict[str, Any], metric: str, show: bool) -> Iterator[dict[str, Any]]:
+    """The trial's eval records as its run writes them; with `show`, its start (number, params, log), its first
+    training step and each evaluation printed as they happen: a trial takes minutes, and the sweep's own line
+    comes only when it ends."""
+    if show:
+        print(f"trial #{number} started: {format_params(params) or '(no params)'}  (output: {child.console_log})", flush=True)
+    trained = False
+    for record in child.records():
+        if record.get("type") == "eval":
+            if show:
+                value = record.get(metric)
+                shown = f"{metric} {value:.4f}" if isinstance(value, (int, float)) else f"{metric} -"
+                print(f"  trial #{number} eval step {record.get('step')}: {shown}", flush=True)
+            yield record
+        elif show and not trained and record.get("type") == "train":
+            trained = True
+            loss = record.get("loss")
+            print(f"  trial #{number} step {record.get('step')}: training" + (f", loss {loss:.4f}" if isinstance(loss, (int, float)) else ""), flush=True)
 
 
 class TrainProcess:
@@ -268,6 +288,10 @@ class TrainProcess:
 
     def evaluations(self) -> Iterator[dict[str, Any]]:
         """The run's eval records as the child writes them, until it exits (the last ones included)."""
+        return (record for record in self.records() if record.get("type") == "eval")
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every record of the run's train_log.jsonl as the child writes it, until it exits (the last ones included)."""
         log, offset = self.run_dir / LOG_FILE, 0
         while True:
             ended = self._reap(block=False)
@@ -278,9 +302,7 @@ class TrainProcess:
                 whole = chunk[: chunk.rfind(b"\n") + 1]  # a line being written waits for the next poll
                 offset += len(whole)
                 for line in whole.decode("utf-8").splitlines():
-                    record = json.loads(line)
-                    if record.get("type") == "eval":
-                        yield record
+                    yield json.loads(line)
             if ended:
                 return
             time.sleep(self.poll_seconds)

@@ -295,7 +295,7 @@ CASES = [
     Case("validate-multilabel-unknown-name", lambda w: ["validate", w.multilabel("Parliament votes\tWorld,Politics\n")], 2,
          ("ml.tsv", "data.label", "'Politics' (line 22", "data.labels")),
     Case("validate-multilabel-empty-cell", lambda w: ["validate", w.multilabel("no labels given\t\n")], 2,
-         ("ml.tsv", "1 row with an empty label", "line 22", "names joined by ','")),
+         ("ml.tsv", "1 row with an empty or NaN label", "line 22", "names joined by ','")),
     Case("validate-label-list-needs-multilabel", lambda w: ["validate", w.recipe(w.csv("t.csv"), data='label = ["World", "Sports"]\n')], 2,
          ("data.label", "one per label", "multi_label_classification")),
     Case("validate-separator-needs-multilabel", lambda w: ["validate", w.recipe(w.csv("t.csv"), data='label_separator = ","\n')], 2,
@@ -416,7 +416,18 @@ CASES = [
     Case("serve-max-texts-zero", lambda w: ["serve", w.tiny_classifier, "--max-texts", "0"], 2, ("--max-texts must be at least 1",)),
     Case("serve-negative-wait", lambda w: ["serve", w.tiny_classifier, "--max-wait-ms", "-1"], 2, ("--max-wait-ms must be 0 or more, got -1.0",)),
     Case("serve-quantize-unknown", lambda w: ["serve", w.tiny_classifier, "--port", "0", "--quantize", "int4"], 2, ("--quantize 'int4' is not supported", "int8")),
+    # --- issue 28 --------------------------------------------------------------------------------------------------
+    Case("validate-nan-label-is-not-a-class", lambda w: ["validate", w.recipe(w.csv("nan.csv", [("no label here", "NaN"), ("nor here", "null")]), labels=False)], 2,
+         ("nan.csv", "data.label", "2 rows with an empty or NaN label", "line 22, line 23", "data.drop_empty = true")),
+    Case("eval-nan-label", lambda w: ["eval", w.run(), "--data", w.csv("e.csv", [("no label here", "NaN")])], 2,
+         ("e.csv", "1 row with an empty or NaN label", "line 22")),
+    Case("validate-label-typo-without-close-match-gets-no-guess", lambda w: ["validate", w.recipe(w.csv("s.csv", [("so sad", "sadness"), ("big win", "Sprots")]))], 2,
+         ("s.csv", "'sadness' (line 22", "did you mean 'Sports' for 'Sprots'?"), check=lambda w, o: _no_guess_for(o.stderr, "sadness")),
 ]
+
+
+def _no_guess_for(stderr: str, name: str) -> None:
+    assert f"for {name!r}" not in stderr, stderr  # issue 28: 'sadness' was offered 'Business'
 
 
 def _case_params():

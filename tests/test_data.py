@@ -10,7 +10,8 @@ import pytest
 
 from bertctl.data import cache_key, load_data, tokenize_data
 from bertctl.errors import BertctlError, DataError, RecipeError
-from bertctl.inputs import infer_labels, read_table
+from bertctl.inputs import read_table
+from bertctl.labels import infer_labels
 from bertctl.recipe import load_recipe
 from conftest import ROWS, write_rows
 
@@ -229,12 +230,41 @@ def test_data_empty_labels_are_refused(tmp_path):
     write_rows(tmp_path / "t.csv", [{"text": "a", "label": "x"}, {"text": "b", "label": ""}, {"text": "c", "label": "y"}])
     with pytest.raises(RecipeError) as excinfo:
         load(tmp_path, 'train = "t.csv"')
-    assert "1 row with an empty label" in problems(excinfo)["data.label"]
+    assert "1 row with an empty or NaN label" in problems(excinfo)["data.label"]
+
+
+def test_data_nan_and_null_labels_are_not_classes(tmp_path):
+    # issue 28: a literal NaN in a csv became a class ('labels: Business, NaN, Sci/Tech, ...')
+    (tmp_path / "t.csv").write_text("text,label\na,x\nb,NaN\nc,y\nd,null\ne,x\n", encoding="utf-8")
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "t.csv"')
+    found = problems(excinfo)["data.label"]
+    assert "2 rows with an empty or NaN label" in found and "line 3, line 5" in found and "drop_empty = true" in found
+    (tmp_path / "v.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": null}\n{"text": "c", "label": NaN}\n', encoding="utf-8")
+    with pytest.raises(RecipeError) as excinfo:
+        load(tmp_path, 'train = "t.csv"\nvalidation = "v.jsonl"\ndrop_empty = false\nlabels = ["x", "y"]')
+    assert "2 rows with an empty or NaN label" in problems(excinfo)["data.validation"] and "record 2, record 3" in problems(excinfo)["data.validation"]
+
+
+def test_data_drop_empty_drops_rows_without_a_label_too(tmp_path):
+    (tmp_path / "t.csv").write_text("text,label\na,x\nb,NaN\n,y\nd,\ne,y\nf,x\n", encoding="utf-8")
+    loaded = load(tmp_path, 'train = "t.csv"\ndrop_empty = true')
+    assert loaded.labels == ["x", "y"]
+    assert loaded.splits["train"]["text"] == ["a", "e", "f"]
+    assert loaded.dropped_empty == {"train": 3}
+    assert loaded.dropped_rows == {"train": {"empty text": [2], "empty label": [1, 3]}}
+    assert loaded.kept_rows == {"train": [0, 4, 5]}
+
+
+def test_data_a_listed_nan_class_stays_a_class(tmp_path):
+    # the marker is missing only when the class list does not name it
+    (tmp_path / "t.csv").write_text("text,label\na,NaN\nb,x\nc,NaN\n", encoding="utf-8")
+    assert load(tmp_path, 'train = "t.csv"\nlabels = ["x", "NaN"]').splits["train"]["label"] == [1, 0, 1]
 
 
 def test_data_labels_inferred_ints_numeric_names_sorted(tmp_path):
     assert infer_labels(["10", "2", 1, "2", " 10 "]) == ["1", "2", "10"]
-    assert infer_labels(["b", "a", " c", "a", float("nan"), None, ""]) == ["a", "b", "c"]
+    assert infer_labels(["b", "a", " c", "a", float("nan"), None, "", "NaN", " null ", "<NA>"]) == ["a", "b", "c"]
     assert infer_labels(["1", "x"]) == ["1", "x"]
     write_rows(tmp_path / "t.csv", [{"text": t, "label": lab} for t, lab in zip("abcd", ["10", "2", "10", "1"])])
     loaded = load(tmp_path, 'train = "t.csv"')

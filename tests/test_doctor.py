@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -239,10 +240,68 @@ def test_doctor_missing_extra_names_the_install(monkeypatch, planted):
 
     folder, recipe, *_ = planted
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cleanlab" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasketch" else real(name, *a))
     result = invoke("doctor", recipe, "--folds", "0")
     assert result.exit_code == 2
-    assert "needs cleanlab" in result.stderr and 'pip install -e ".[doctor]"' in result.stderr
+    assert "needs datasketch" in result.stderr and 'pip install -e ".[doctor]"' in result.stderr
+
+
+def test_doctor_folds_0_runs_without_cleanlab(monkeypatch, planted):
+    # issue 28: --folds 0 trains nothing, so it must not need cleanlab; the label-error check still asks for it
+    folder, recipe, *_ = planted
+    monkeypatch.setitem(sys.modules, "cleanlab", None)  # `import cleanlab` fails, as when it is not installed
+    result = invoke("doctor", recipe, "--folds", "0")
+    assert result.exit_code == 1, result.output  # the planted leaks, found without cleanlab
+    assert doctor_json(folder)["summary"]["leaks_exact"] == 2
+    result = invoke("doctor", recipe, "--folds", "2", "--output", folder / "other")
+    assert result.exit_code == 2 and "needs cleanlab" in result.stderr and 'pip install -e ".[doctor]"' in result.stderr
+
+
+@pytest.mark.parametrize("drop_empty", [False, True])
+def test_doctor_lists_rows_without_a_text_or_label_with_their_lines(tmp_path, bundled_tokenizer_dir, drop_empty):
+    # issue 28: an empty text stopped doctor with exit 2 (no report), and with drop_empty it appeared nowhere
+    train = agnews_rows("train", 60)
+    train[3]["text"] = "  "
+    train[7]["label"] = "NaN"
+    train[9]["label"] = ""
+    write_csv(tmp_path / "train.csv", train)
+    write_csv(tmp_path / "dev.csv", agnews_rows("dev", 20))
+    recipe = write_recipe(tmp_path, bundled_tokenizer_dir, "drop_empty = true\n" if drop_empty else "")
+    result = invoke("doctor", recipe, "--folds", "0")
+    assert result.exit_code == 0, result.output
+    report = doctor_json(tmp_path)
+    found = [(e["split"], e["line"], e["why"]) for e in report["empty"]]
+    assert found == [("train", line_of(3), "empty text"), ("train", line_of(7), "empty label"), ("train", line_of(9), "empty label")]
+    assert report["empty"][1]["text"] == train[7]["text"] and report["empty"][1]["label"] == "NaN"
+    assert all(e["training"].startswith("dropped" if drop_empty else "refused") for e in report["empty"])
+    assert report["summary"]["empty_rows"] == 3 and report["splits"]["train"]["rows"] == 57
+    assert f"train line {line_of(3)} (empty text)" in " ".join(result.stdout.split())
+    html = (tmp_path / "runs" / "doc-doctor" / "doctor.html").read_text(encoding="utf-8")
+    assert "Rows without a text or label" in html and f"train line {line_of(7)}" in html
+
+
+def test_doctor_html_shows_text_not_python_reprs(planted):
+    folder, recipe, *_ = planted
+    invoke("doctor", recipe, "--folds", "0")
+    html = (folder / "runs" / "doc-doctor" / "doctor.html").read_text(encoding="utf-8")
+    assert "{&#x27;" not in html and "[&#x27;" not in html and ">True<" not in html and ">None<" not in html, html
+    assert "<td>serious</td><td>yes</td>" in html and "exact: validation~train: 1" in html
+
+
+def test_doctor_output_is_readable_by_other_users(planted):
+    import os
+    import stat
+
+    folder, recipe, *_ = planted
+    old = os.umask(0o022)
+    try:
+        assert invoke("doctor", recipe, "--folds", "0").exit_code == 1
+    finally:
+        os.umask(old)
+    out = folder / "runs" / "doc-doctor"
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [out, *out.iterdir()]}
+    assert {"doctor.json", "doctor.html", "balance.png"} <= set(modes)
+    assert modes == {name: 0o755 if name == out.name else 0o644 for name in modes}, {k: oct(v) for k, v in modes.items()}
 
 
 def test_doctor_lines_survive_dropped_empty_rows_and_limits(tmp_path, bundled_tokenizer_dir):

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bertctl.errors import DataError
-from bertctl.inputs import decode_text, encode_labels, json_value, line_chunks, missing_column_problem, read_table, read_table_chunks, row_name
+from bertctl.inputs import decode_text, json_value, line_chunks, missing_column_problem, read_table, read_table_chunks, row_name
 from conftest import ROWS, write_rows
 
 # ---------------------------------------------------------------------------------------------
@@ -207,23 +207,6 @@ def test_inputs_read_table_random_bytes_give_a_frame_or_a_data_error(tmp_path, s
 def test_inputs_missing_column_problem_plain():
     problem = missing_column_problem("--text", "txt", ["text", "label"], "f.csv")
     assert problem.key == "--text" and "did you mean 'text'?" in problem.fix
-
-# ---------------------------------------------------------------------------------------------
-# labels
-
-
-def test_inputs_integer_named_labels_match_by_name_only():
-    # labels "1".."4" (1-based ids, as in the original AG News csv): 0 is not class id 0 but unknown
-    ids, found = encode_labels(["1", "4", 2, "0"], ["1", "2", "3", "4"], "data.label", "t.csv")
-    assert ids[:3] == [0, 3, 1]
-    assert len(found) == 1 and "'0'" in found[0].message
-
-
-def test_inputs_odd_label_values_do_not_crash():
-    ids, found = encode_labels(["²", "1.5", True, "a"], ["a", "b"], "data.label", "t.csv")
-    assert ids == [-1, -1, -1, 0]
-    assert "'²'" in found[0].message and "'1.5'" in found[0].message
-
 
 # ---------------------------------------------------------------------------------------------
 # a chunk at a time: the same rows, names and errors as reading the file whole

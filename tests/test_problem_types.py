@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from bertctl.cli import app
 from bertctl.errors import RecipeError
-from bertctl.inputs import encode_indicators, encode_multi_labels, encode_numbers
+from bertctl.labels import encode_indicators, encode_multi_labels, encode_numbers
 from bertctl.metrics import functional as F
 from bertctl.problems import MULTI_LABEL
 from bertctl.recipe import load_recipe
@@ -69,7 +69,7 @@ def test_multi_labels_unknown_and_missing_are_named_by_row(tmp_path):
     frame = pd.read_csv(path, sep="\t")
     _, problems = encode_multi_labels(frame["emotions"].tolist(), EMOTIONS, "data.label", str(path), separator=",", path=path)
     text = " ".join(f"{p.message} {p.fix}" for p in problems)
-    assert "'glee' (line 3" in text and "empty label" in text and "line 4" in text
+    assert "'glee' (line 3" in text and "empty or NaN label" in text and "line 4" in text
 
 
 def test_indicator_columns_accept_0_1_only(tmp_path):

@@ -527,3 +527,37 @@ def test_sweep_check_sweep_arguments_needs_a_recipe_or_show():
     check_sweep_arguments(None, show="runs/s")  # a show: no error
     result = runner.invoke(app, ["sweep", "--show", "runs/s", "--trials", "3"])
     assert result.exit_code == 2 and "runs nothing" in result.stderr
+
+
+def test_sweep_prints_a_trials_start_and_progress_as_they_happen(tmp_path, capsys):
+    # issue 28: a sweep printed nothing until its first trial ended (110 s on AG News)
+    from bertctl.sweeping import watch_trial
+
+    script = """
+import json, sys, time, pathlib
+log = pathlib.Path(sys.argv[1]); log.parent.mkdir(parents=True)
+with log.open("w") as fh:
+    for record in ({"type": "train", "step": 2, "loss": 1.25}, {"type": "train", "step": 4, "loss": 1.0}, {"type": "eval", "step": 4, "accuracy": 0.5}):
+        fh.write(json.dumps(record) + "\\n"); fh.flush()
+    time.sleep(2)
+    fh.write(json.dumps({"type": "eval", "step": 8, "accuracy": 0.75}) + "\\n")
+"""
+    child = _child(tmp_path, script)
+    seen = []
+    with child:
+        watched = watch_trial(child, 3, {"train.learning_rate": 3e-5, "train.batch_size": 16}, "accuracy", True)
+        first = next(watched)
+        # the start, the first training step and the first eval are out while the run still goes on
+        assert child.returncode is None
+        seen.append(capsys.readouterr().out)
+        rest = list(watched)
+    assert [first, *rest] == [{"type": "eval", "step": 4, "accuracy": 0.5}, {"type": "eval", "step": 8, "accuracy": 0.75}]
+    assert seen[0].splitlines() == [
+        f"trial #3 started: learning_rate=3e-05 batch_size=16  (output: {tmp_path / 'trials' / '000.log'})",
+        "  trial #3 step 2: training, loss 1.2500",
+        "  trial #3 eval step 4: accuracy 0.5000",
+    ]
+    assert capsys.readouterr().out == "  trial #3 eval step 8: accuracy 0.7500\n"
+    with _child(tmp_path / "quiet", script) as child:
+        assert len(list(watch_trial(child, 0, {}, "accuracy", False))) == 2
+    assert capsys.readouterr().out == ""

@@ -383,3 +383,68 @@ def test_training_read_only_output_dir_is_refused(small_recipe, tmp_path, monkey
     monkeypatch.setattr(Path, "write_text", read_only)
     result = runner.invoke(app, ["train", str(small_recipe), "--output-dir", str(tmp_path / "ro" / "run")])
     assert result.exit_code == 2 and "cannot write" in result.output and "Read-only" in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 28: a run dir is as readable as any file the user writes
+
+
+def _modes(root: Path) -> dict[str, int]:
+    import stat
+
+    return {str(p.relative_to(root)): stat.S_IMODE(p.lstat().st_mode) for p in [root, *root.rglob("*")] if not p.is_symlink()}
+
+
+def test_training_run_dir_files_get_the_umask_modes(small_recipe, tmp_path):
+    # model.safetensors (safetensors writes 0600), curves.png and eval's PNG (mkstemp, 0600) and the
+    # checkpoints were unreadable to a server running as another user
+    old = os.umask(0o022)
+    try:
+        run = train(load_recipe(small_recipe, ["train.epochs=1"]), output_dir=tmp_path / "shared", progress=False).run_dir
+        result = runner.invoke(app, ["eval", str(run)])
+        assert result.exit_code == 0, result.output
+    finally:
+        os.umask(old)
+    modes = _modes(run)
+    assert {"model.safetensors", "curves.png", "eval.json", "config.json", "metrics.json"} <= set(modes)
+    assert any(name.endswith(".png") and name != "curves.png" for name in modes)  # the confusion matrix
+    assert any(name.endswith("model.safetensors") and name.startswith("checkpoints") for name in modes)
+    wrong = {name: oct(mode) for name, mode in modes.items() if mode != (0o755 if (run / name).is_dir() else 0o644)}
+    assert not wrong, wrong
+
+
+def test_training_umask_modes_follow_the_umask(tmp_path):
+    import stat
+    import tempfile
+
+    from bertctl.runs import atomic_write_text, replace_dir
+
+    old = os.umask(0o027)
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=tmp_path))  # 0700, as mkdtemp makes it
+        fd, name = tempfile.mkstemp(dir=tmp)  # 0600
+        os.close(fd)
+        replace_dir(tmp, tmp_path / "final")
+        atomic_write_text(tmp_path / "final" / "note.txt", "x")
+    finally:
+        os.umask(old)
+    final = tmp_path / "final"
+    assert stat.S_IMODE(final.stat().st_mode) == 0o750
+    assert stat.S_IMODE((final / Path(name).name).stat().st_mode) == 0o640
+    assert stat.S_IMODE((final / "note.txt").stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("pair", [False, True])
+def test_training_next_hint_predicts_the_way_the_model_reads(tmp_path, capsys, pair):
+    # issue 28: after a pair model the hint was `predict "some text"`, which a pair model refuses
+    from bertctl.loop import RunResult
+    from bertctl.reports import print_train_summary
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.toml").write_text('[data]\ntrain = "t.csv"\ntext = "a"\n' + ('text_pair = "b"\n' if pair else ""), encoding="utf-8")
+    metrics = {"metric_for_best": "accuracy", "best_value": 0.9, "best_step": 4, "best_epoch": 1.0, "global_steps": 4, "wall_time_s": 3.0,
+               "train_samples_per_s": 20.0, "num_processes": 1, "device": "cpu"}
+    print_train_summary(RunResult(run, metrics))
+    hint = next(line for line in capsys.readouterr().out.splitlines() if "bertctl predict" in line)
+    assert hint.strip() == f'bertctl predict --model {run} "first text" --pair "second text"' if pair else f'bertctl predict --model {run} "some text"'

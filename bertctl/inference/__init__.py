@@ -14,7 +14,7 @@
     streaming    predict_stream and `bertctl predict`: chunked, resumable --output, many processes
 """
 
-from bertctl.inference.classifier import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, Classifier, RunSettings, configure_cpu_threads, model_max_length, read_run_settings, usable_cpus
+from bertctl.inference.classifier import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, Classifier, RunSettings, model_max_length, read_run_settings
 from bertctl.inference.forward import classify, encode, encoded_logits, infer_logits, logits, run_as_windows
 from bertctl.inference.loading import QUANTIZE_CHOICES, load_for_inference
 from bertctl.inference.predict import EMPTY_TEXT, Prediction, PredictResult, RequestError, Tally, check_request, label_items, predict_texts, score_items
@@ -23,7 +23,7 @@ from bertctl.inference.streaming import RecordFormat, StreamSummary, predict_com
 
 __all__ = [
     "DEFAULT_BATCH_SIZE", "DEFAULT_CHUNK_SIZE", "EMPTY_TEXT", "QUANTIZE_CHOICES", "Classifier", "InputStream", "InputText", "Prediction",
-    "PredictResult", "RecordFormat", "RequestError", "RunSettings", "StreamSummary", "Tally", "check_request", "classify", "configure_cpu_threads", "encode",
+    "PredictResult", "RecordFormat", "RequestError", "RunSettings", "StreamSummary", "Tally", "check_request", "classify", "encode",
     "encoded_logits", "infer_logits", "is_empty", "label_items", "load_for_inference", "logits", "model_max_length", "open_inputs",
-    "predict_command", "predict_stream", "predict_texts", "read_run_settings", "run_as_windows", "score_items", "usable_cpus",
+    "predict_command", "predict_stream", "predict_texts", "read_run_settings", "run_as_windows", "score_items",
 ]

@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import math
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,41 +123,6 @@ class Classifier:
         if self.settings.text_pair:
             return True
         return False if self.settings.from_recipe else None
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on: the affinity mask, lowered by a cgroup CPU quota (containers)."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        count = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            count = min(count, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, count)
-
-
-def configure_cpu_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op threads: `threads`, else OMP_NUM_THREADS, else the CPUs we may really use.
-
-    torch defaults to the host's physical cores, which in a container with a CPU quota oversubscribes the
-    quota and makes every matmul wait on throttled threads.
-    """
-    import torch
-
-    if threads is None and os.environ.get("OMP_NUM_THREADS"):
-        return torch.get_num_threads()
-    wanted = threads if threads is not None else min(torch.get_num_threads(), usable_cpus())
-    torch.set_num_threads(max(1, wanted))
-    try:
-        # one forward pass at a time: inter-op parallelism only adds idle threads
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass  # already set, or parallel work already ran in this process
-    return torch.get_num_threads()
 
 
 def model_max_length(tokenizer, config, recipe_max_length: int | None) -> int:

@@ -10,10 +10,12 @@ inside functions, and datasets, evaluate, accelerate or matplotlib never.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from bertctl.errors import BertctlError, ModelError
-from bertctl.inference.classifier import Classifier, configure_cpu_threads, model_max_length, read_run_settings
+from bertctl.cpus import configure_training_threads
+from bertctl.inference.classifier import Classifier, model_max_length, read_run_settings
 from bertctl.inference.onnx import is_export_dir, load_export
 from bertctl.modeling import check_is_sequence_classifier, labels_of, load_classifier, load_tokenizer
 from bertctl.runs import resolve_model_dir
@@ -79,7 +81,10 @@ def load_for_inference(
     elif device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
-        configure_cpu_threads(threads)
+        # the training rule: one thread per free CPU; --threads above the free CPUs is kept, with a warning
+        choice = configure_training_threads(threads, setting="--threads", sample_s=0.05)
+        if choice.warning:
+            print(f"warning: {choice.warning}", file=sys.stderr)
     loaded.eval()
     if quantize == "int8":
         loaded = _quantize_int8(loaded)

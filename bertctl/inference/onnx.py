@@ -12,13 +12,16 @@ takes an export dir too. `ExportTokenizer` answers the calls bertctl makes of a 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import types
 from pathlib import Path
 from typing import Any, Sequence
 
 from bertctl import errors
 from bertctl.errors import ModelError
-from bertctl.inference.classifier import Classifier, model_max_length, read_run_settings, usable_cpus
+from bertctl.cpus import busy_cpus, choose_threads, usable_cpus
+from bertctl.inference.classifier import Classifier, model_max_length, read_run_settings
 from bertctl.modeling import check_is_sequence_classifier, labels_of
 
 MODEL_FILE = "model.onnx"
@@ -146,7 +149,11 @@ def load_export(directory: str | Path, *, threads: int | None = None, max_length
     config = export_config(directory)
     settings = read_run_settings(directory)
     tokenizer = ExportTokenizer(directory)
-    model = OnnxModel(directory / MODEL_FILE, config, threads or usable_cpus())
+    # the training rule, without torch: one thread per free CPU; --threads above them is kept, with a warning
+    choice = choose_threads(usable_cpus(), busy_cpus(sample_s=0.05), threads, host_cpus=os.cpu_count(), setting="--threads")
+    if choice.warning:
+        print(f"warning: {choice.warning}", file=sys.stderr)
+    model = OnnxModel(directory / MODEL_FILE, config, choice.threads)
     limit = model_max_length(tokenizer, config, max_length or settings.max_length or info.get("max_length"))
     applied = [f"onnxruntime: {', '.join(info.get('fusions', {})) or 'no fusions'}"]
     return Classifier(model, tokenizer, labels_of(config), limit, "cpu", str(directory), directory, settings, info.get("quantize"), applied)
