@@ -33,9 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from bertctl.data import load_data
+from bertctl.doctor_report import write_html
 from bertctl.errors import BertctlError, DataError, RunError
+from bertctl.inference import classify, load_for_inference
+from bertctl.inputs import cell_text, read_table, row_name
+from bertctl.modeling import quiet_transformers
 from bertctl.problems import SINGLE_LABEL
-from bertctl.recipe import SPLITS, LimitSection, Recipe
+from bertctl.recipe import SPLITS, LimitSection, Recipe, recipe_from_dict
+from bertctl.runs import atomic_write_json, replace_dir, writing
+from bertctl.tokenization import tokenize_report
+from bertctl.training import train
 
 if TYPE_CHECKING:
     import numpy as np
@@ -99,7 +107,6 @@ def whole_files(recipe: Recipe) -> Recipe:
 
 
 def load_files(recipe: Recipe) -> DoctorData:
-    from bertctl.data import load_data
 
     whole = whole_files(recipe)
     data = load_data(whole)
@@ -115,7 +122,6 @@ def load_files(recipe: Recipe) -> DoctorData:
 def _named_empty(data: DoctorData, recipe: Recipe) -> list[dict[str, Any]]:
     """The rows load_data set aside, each with its file, line and text (as far as it has one), and what training
     does with it: data.drop_empty drops it, else training refuses the file."""
-    from bertctl.inputs import cell_text, read_table, row_name
 
     d = recipe.data
     frames: dict[str, Any] = {}
@@ -142,7 +148,6 @@ def _named_empty(data: DoctorData, recipe: Recipe) -> list[dict[str, Any]]:
 def _name_rows(split: Split, indices) -> dict[int, tuple[int | None, str]]:
     """(line, where) of examples of one split: where is 'line 12' (csv/tsv/txt), 'record 3' (jsonl) or 'row 5',
     line the number when it is a file line, as bertctl.inputs names rows everywhere."""
-    from bertctl.inputs import row_name
 
     out = {}
     for i in indices:  # one split at a time: row_name keeps one file's record lines cached
@@ -292,7 +297,6 @@ def check_balance(splits: dict[str, Split], labels: list[str], min_count: int) -
 
 def check_length(recipe: Recipe) -> dict[str, Any]:
     """Token lengths per file split and the share cut at model.max_length: the tokenize report's own numbers."""
-    from bertctl.tokenization import tokenize_report
 
     report = tokenize_report(whole_files(recipe))
     splits = {
@@ -341,7 +345,6 @@ def _write_jsonl(path: Path, split: Split, indices, labels: list[str]) -> Path:
 
 def _fold_recipe(recipe: Recipe, train_file: Path, validation_file: Path | None, labels: list[str], epochs: int | None, run_dir: Path, is_pair: bool) -> Recipe:
     """The recipe's own settings on one fold's rows: same model, lengths, optimizer, seed, validation."""
-    from bertctl.recipe import recipe_from_dict
 
     raw = recipe.to_dict()
     data: dict[str, Any] = {"train": str(train_file), "text": "text", "label": "label", "labels": labels}
@@ -372,9 +375,6 @@ def out_of_fold_probabilities(
     import numpy as np
     from sklearn.model_selection import StratifiedKFold
 
-    from bertctl.modeling import quiet_transformers
-    from bertctl.inference import classify, load_for_inference
-    from bertctl.training import train
 
     split = data.splits["train"]
     given = np.asarray([split.labels[i] for i in sample])
@@ -611,8 +611,6 @@ def write_fix(report: DoctorReport, recipe: Recipe, fix_dir: Path) -> dict[str, 
 
     import tomli_w
 
-    from bertctl.inputs import read_table
-    from bertctl.runs import replace_dir
 
     drops = _fix_drops(report)
     fix_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -735,8 +733,6 @@ def doctor(
 ) -> DoctorReport:
     """`bertctl doctor`: diagnose, then write doctor.json, doctor.html and its PNGs into the doctor dir (atomically:
     a temp dir moved into place), and with `fix` the cleaned copies."""
-    from bertctl.doctor_report import write_html
-    from bertctl.runs import atomic_write_json, replace_dir, writing
 
     output = Path(output) if output is not None else default_output_dir(recipe)
     check_target_dir(output, recipe, "--output", "doctor.json", overwrite)  # usage errors before any work

@@ -13,10 +13,13 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bertctl.plots import _figure, _save, plot_confusion_matrix
+from bertctl.runs import atomic_write_text
+
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from bertctl.doctor import DoctorReport
+# annotations name bertctl.doctor.DoctorReport as a string: doctor imports this module, never the reverse
 
 SHOWN = 5  # rows per finding in the terminal; doctor.json and doctor.html have them all
 HTML_ROWS = 500  # rows per table in doctor.html, so a very dirty file still gives a page a browser opens
@@ -109,8 +112,6 @@ def plot_balance(path: Path, counts: dict[str, dict[str, int]], labels: list[str
     """Label counts per split, bars side by side."""
     import numpy as np
 
-    from bertctl.plots import _figure, _save
-
     fig = _figure(max(6.0, 0.9 * len(labels) + 3), 4)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / max(1, len(counts))
@@ -127,8 +128,6 @@ def plot_balance(path: Path, counts: dict[str, dict[str, int]], labels: list[str
 def plot_lengths(path: Path, length: dict[str, Any]) -> Path:
     """Token length percentiles per split against model.max_length."""
     import numpy as np
-
-    from bertctl.plots import _figure, _save
 
     fig = _figure(7, 4)
     ax = fig.add_subplot(1, 1, 1)
@@ -172,8 +171,6 @@ def _cell_row(row: dict[str, Any]) -> str:
 
 def write_html(report: "DoctorReport", out_dir: Path) -> Path:
     """doctor.html beside doctor.json: the summary, every finding as a table, and the plots."""
-    from bertctl.plots import plot_confusion_matrix
-    from bertctl.runs import atomic_write_text
 
     out_dir = Path(out_dir)
     s = report.summary()
