@@ -93,7 +93,7 @@ def test_cpus_training_applies_the_rule(monkeypatch):
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(cpus, "usable_cpus", lambda: 2)
-    monkeypatch.setattr(cpus, "busy_cpus", lambda: 2.4)
+    monkeypatch.setattr(cpus, "busy_cpus", lambda sample_s: 2.4)
     monkeypatch.setattr(cpus.os, "cpu_count", lambda: 2)
     before = torch.get_num_threads()
     try:
