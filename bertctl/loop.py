@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 from bertctl.cpus import configure_training_threads
 from bertctl.errors import BertctlError, RunError
+from bertctl.progress import Progress
 from bertctl.plots import plot_run_curves
 from bertctl.recipe import METRICS, Recipe
 from bertctl.runs import (
@@ -169,7 +170,7 @@ def run_loop(
         accelerator.init_trackers(recipe.name, config=flat_config(recipe))
 
     log = RunLog(run_dir / LOG_FILE, enabled=main)
-    bar = Progress(enabled=main and progress, total=total_steps, done=state.global_step)
+    bar = StepProgress(enabled=main and progress, total=total_steps, done=state.global_step)
     # show where files really go when the path climbs out of the working dir
     shown = run_dir if ".." not in run_dir.parts else f"{run_dir} (= {run_dir.resolve()})"
     bar.message(
@@ -481,40 +482,28 @@ def check_precision(recipe: Recipe) -> None:
 # progress, Ctrl-C
 
 
-class Progress:
-    """A bar with loss, lr and samples/s on a terminal; plain periodic lines in logs (no carriage returns)."""
+class StepProgress:
+    """Training's view of THE progress display: a bar of optimizer steps, or a plain line every N steps."""
 
     def __init__(self, enabled: bool, total: int, done: int):
-        self.enabled = enabled
-        self.tty = enabled and sys.stdout.isatty()
-        self.total = total
-        self.bar = None
-        if self.tty:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=done, unit="step", dynamic_ncols=True, leave=True)
+        self.enabled, self.total = enabled, total
+        self.display = Progress("training", total=total, completed=done, live=enabled and sys.stdout.isatty(), stream=sys.stdout, keep=True)
 
     def step(self, info: dict[str, Any], every: int, step: int) -> None:
         if not self.enabled:
             return
         text = f"loss {info['loss']:.4f}  lr {info['lr']:.2e}  {info['samples_per_s']:.1f} samples/s"
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix_str(text, refresh=False)
+        if self.display.live:
+            self.display.update(advance=1, status=text)
         elif step % every == 0 or step == self.total:
-            print(f"step {step}/{self.total}  epoch {info['epoch']:.2f}  {text}", flush=True)
+            self.display.say(f"step {step}/{self.total}  epoch {info['epoch']:.2f}  {text}")
 
     def message(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.write(text)
-        else:
-            print(text, flush=True)
+        if self.enabled:
+            self.display.say(text)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.display.close()
 
 
 class StopRequested:

@@ -33,6 +33,7 @@ from bertctl.inference.loading import load_for_inference
 from bertctl.inference.predict import Prediction, Tally, check_request, label_items, score_items
 from bertctl.inference.requests import InputStream, open_inputs
 from bertctl.problems import ProblemType
+from bertctl.progress import Progress
 from bertctl.runs import atomic_write_json, check_writable_path, removes_new_empty_dirs, resolve_model_dir
 from bertctl.truncation import check_chunk_options
 
@@ -240,30 +241,20 @@ def run_identity(classifier: Classifier, stream: InputStream, top_k: int) -> dic
 
 
 class PredictProgress:
-    """texts/s on stderr: a live bar on a terminal (live=True), a plain line every PLAIN_PROGRESS_EVERY_S seconds
-    (False), or nothing (None)."""
+    """Streaming predict's view of THE progress display: texts/s and how much of the input is read, as a bar
+    (live=True), a plain line every PLAIN_PROGRESS_EVERY_S seconds (False), or nothing (None)."""
 
     def __init__(self, fraction: Callable[[], float] | None, *, live: bool | None, say: Callable[[str], None]):
         self.fraction, self.say, self.quiet = fraction, say, live is None
         self.started = self.last = time.perf_counter()
         self.texts = 0
-        self.bar = None
-        if live:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress as Bar, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            columns = [TextColumn("predicting"), BarColumn(), TaskProgressColumn()] if fraction else [TextColumn("predicting")]
-            columns += [TextColumn("{task.fields[texts]:,} texts, {task.fields[rate]:,.0f} texts/s"), TimeElapsedColumn()] + ([TimeRemainingColumn()] if fraction else [])
-            self.bar = Bar(*columns, console=Console(stderr=True), transient=True)
-            self.task = self.bar.add_task("predict", total=1.0 if fraction else None, texts=0, rate=0.0)
-            self.bar.start()
+        self.display = Progress("predicting", total=1.0 if fraction else None, live=bool(live))
 
     def __enter__(self) -> "PredictProgress":
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.display.close()
 
     def advance(self, texts: int) -> None:
         self.texts += texts
@@ -271,8 +262,8 @@ class PredictProgress:
             return
         now = time.perf_counter()
         rate = self.texts / max(now - self.started, 1e-9)
-        if self.bar is not None:
-            self.bar.update(self.task, completed=self.fraction() if self.fraction else None, texts=self.texts, rate=rate)
+        if self.display.live:
+            self.display.update(completed=self.fraction() if self.fraction else None, status=f"{self.texts:,} texts, {rate:,.0f} texts/s")
         elif now - self.last >= PLAIN_PROGRESS_EVERY_S:
             self.last = now
             share = f", {self.fraction():.0%} of the input read" if self.fraction else ""
