@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bertctl.data import cache_key, load_data, tokenize_data
-from bertctl.errors import BertctlError, DataError, RecipeError
+from bertctl.errors import DataError, RecipeError
 from bertctl.inputs import read_table
 from bertctl.labels import infer_labels
 from bertctl.recipe import load_recipe
@@ -380,10 +380,6 @@ def test_data_tokenize_corrupt_cache_is_rebuilt(tmp_path, tokenizer):
     again = tokenize_data(recipe, tokenizer)
     assert not again.from_cache and len(again.splits["train"]) == 10
     assert tokenize_data(recipe, tokenizer).from_cache
-
-
-def test_data_errors_are_bertctl_errors():
-    assert issubclass(DataError, BertctlError) and issubclass(RecipeError, BertctlError)
 
 
 # ---------------------------------------------------------------------------------------------
