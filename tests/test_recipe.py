@@ -234,7 +234,7 @@ def test_recipe_reports_every_problem_in_one_error(tmp_path):
     }
     message = str(excinfo.value)
     assert message.startswith(f"{tmp_path / 'r.toml'} is not a valid recipe (9 problems):")
-    assert "file not found" in found["data.train"] and "needs at least 2 classes" in found["data.labels"]
+    assert "file not found" in found["data.train"] and "needs at least 2 entries" in found["data.labels"]
     assert "did you mean 'accuracy'?" in found["eval.thresholds.accurcy"]
     assert "outside the metric's range" in found["eval.thresholds.f1_macro"]
     for key in found:

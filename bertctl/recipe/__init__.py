@@ -1,0 +1,156 @@
+"""Recipes: TOML files that hold every setting of a run, validated once, with all problems reported together.
+
+    recipe = load_recipe("recipes/agnews.toml", ["train.epochs=1", "data.limit.train=200"])
+    recipe.train.learning_rate          # typed, range-checked
+    recipe.to_toml()                    # the resolved recipe, saved next to every run
+    json_schema()                       # the same schema for editors (taplo, Even Better TOML)
+
+The schema is declared once, as pydantic models in `recipe/schema.py`: types, defaults, bounds, choices and help
+text. `bertctl schema`, the JSON Schema, the README's key table and the checks all come from that declaration;
+`recipe/loading.py` turns pydantic's errors into the Problem rows users read, and adds the rules that span keys.
+Schema keys equal the names people know from transformers/accelerate (learning_rate, warmup_ratio,
+gradient_accumulation_steps, mixed_precision) so a recipe reads like the code it configures.
+
+Whatever a recipe file or an override holds, loading it either returns a valid Recipe or raises one
+RecipeError that lists every problem (tests/test_recipe_fuzz.py holds the loader to that).
+
+This module holds only what is cheap to import (the tables, the suggestion and threshold rules, overrides):
+pydantic costs ~100-200 ms to import, so `bertctl predict` and `--help`, which import this module for its
+tables, must not pay for it. The names below in _LAZY load the schema on first use.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import math
+from typing import TYPE_CHECKING, Any
+
+from bertctl.errors import Problem
+from bertctl.recipe.overrides import apply_overrides, parse_override  # noqa: F401 (public names)
+
+if TYPE_CHECKING:
+    from bertctl.recipe.schema import Recipe
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DATA_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt"}
+SPLITS = ("train", "validation", "test")
+
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+TRUNCATIONS = ("head", "tail", "head+tail")
+PRUNERS = ("none", "median", "hyperband")
+
+# metric name -> greater is better; `evaluation` computes all of them offline
+METRICS = {
+    "accuracy": True,
+    "f1_macro": True,
+    "f1_micro": True,
+    "f1_weighted": True,
+    "precision_macro": True,
+    "precision_micro": True,
+    "precision_weighted": True,
+    "recall_macro": True,
+    "recall_micro": True,
+    "recall_weighted": True,
+    "mcc": True,
+    "log_loss": False,
+    "ece": False,
+    # multi-label
+    "subset_accuracy": True,
+    "hamming_loss": False,
+    "roc_auc_macro": True,
+    # regression
+    "pearson": True,
+    "spearman": True,
+    "mse": False,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
+}
+# the values a metric can take, for checking thresholds; [0, 1] unless listed
+METRIC_RANGES = {
+    "mcc": (-1.0, 1.0), "log_loss": (0.0, math.inf), "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0),
+    "mse": (0.0, math.inf), "rmse": (0.0, math.inf), "mae": (0.0, math.inf), "r2": (-math.inf, 1.0),
+}
+_AVERAGED = [f"{m}_{a}" for m in ("f1", "precision", "recall") for a in ("macro", "micro", "weighted")]
+# the metrics each problem type has, and its defaults: what eval reports, and what picks the best checkpoint
+PROBLEM_METRICS = {
+    "single_label_classification": ["accuracy", *_AVERAGED, "mcc", "log_loss", "ece"],
+    "multi_label_classification": [*_AVERAGED, "subset_accuracy", "hamming_loss", "roc_auc_macro", "log_loss"],
+    "regression": ["pearson", "spearman", "mse", "rmse", "mae", "r2"],
+}
+DEFAULT_METRICS = {
+    "single_label_classification": ["accuracy", "f1_macro"],
+    "multi_label_classification": ["f1_macro", "f1_micro", "subset_accuracy"],
+    "regression": ["pearson", "spearman", "rmse"],
+}
+DEFAULT_METRIC_FOR_BEST = {"single_label_classification": "accuracy", "multi_label_classification": "f1_macro", "regression": "spearman"}
+# the validation loss that breaks ties between equal best-metric values
+TIE_BREAK = {"single_label_classification": "log_loss", "multi_label_classification": "log_loss", "regression": "mse"}
+
+# accelerate's LoggerType values, listed here so validating a recipe doesn't import accelerate
+TRACKERS = ["all", "aim", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive", "swanlab"]
+
+
+def suggest(name: str, choices: list[str]) -> str | None:
+    """The choice a mistyped `name` most likely meant: the same but for case, a prefix (acc -> accuracy), then initials
+    (lr -> learning_rate), then the closest spelling (postive -> positive); None when nothing is close."""
+    name = name.strip()
+    lowered = name.lower()
+    if not lowered:
+        return None
+    same_but_case = [c for c in choices if c.strip().lower() == lowered]
+    if same_but_case:
+        return same_but_case[0]
+    prefixed = [c for c in choices if c.lower().startswith(lowered)]
+    if prefixed:
+        return min(prefixed, key=len)
+    initials = [c for c in choices if "_" in c and "".join(part[:1] for part in c.lower().split("_") if part) == lowered]
+    if initials:
+        return initials[0]
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, choices: list[str], otherwise: str | None = None) -> str:
+    guess = suggest(name, choices)
+    return f"did you mean {guess!r}?" if guess else (otherwise or f"choose from {', '.join(choices)}")
+
+
+def threshold_problem(key: str, metric: str, value: Any) -> Problem | None:
+    """THE rule for a CI-gate threshold, whether it comes from [eval.thresholds] or `bertctl eval --min`:
+    a known metric and a number within that metric's range."""
+    if metric not in METRICS:
+        return Problem(key, f"unknown metric {metric!r}", did_you_mean(metric, list(METRICS)))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return Problem(key, f"{value!r} is not a number", f"give a number: {metric} = 0.9 under [eval.thresholds], or --min {metric}=0.9")
+    low, high = METRIC_RANGES.get(metric, (0.0, 1.0))
+    if not low <= value <= high:
+        span = f"between {low:g} and {high:g}" if math.isfinite(high) else f">= {low:g}"
+        kind = "minimum" if METRICS[metric] else "maximum"
+        return Problem(key, f"{value:g} is outside the metric's range", f"{metric} lies {span}: use a {kind} {span}")
+    return None
+
+
+def label_columns(recipe: Recipe) -> list[str]:
+    """The column(s) labels come from: one, or one 0/1 column per label (multi-label, Jigsaw-style)."""
+    return list(recipe.data.label) if isinstance(recipe.data.label, list) else [recipe.data.label]
+
+
+def sweep_metric(recipe: Recipe) -> str:
+    """The validation metric a sweep optimises; METRICS says its direction."""
+    return recipe.sweep.metric or recipe.train.metric_for_best or DEFAULT_METRIC_FOR_BEST[recipe.model.problem_type]
+
+
+_SCHEMA_NAMES = ("Recipe", "RecipeFile", "ModelSection", "DataSection", "LimitSection", "TrainSection", "EvalSection",
+                 "PretrainSection", "SweepSection", "OutputSection", "describe_schema", "json_schema", "readme_table", "schema_field")
+_LAZY = {**dict.fromkeys(_SCHEMA_NAMES, "schema"), "load_recipe": "loading", "recipe_from_dict": "loading"}
+
+
+def __getattr__(name: str) -> Any:
+    """`from bertctl.recipe import Recipe` imports the schema (and pydantic) only when a caller asks for it."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
