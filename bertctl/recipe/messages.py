@@ -16,8 +16,8 @@ from bertctl.recipe import did_you_mean, suggest
 from bertctl.recipe.schema import RecipeFile, choices, is_section, members, type_name
 
 
-def value_problem(key: str, value: Any) -> Problem | None:
-    """What the schema says of `key = value` (None: it would pass)."""
+def value_problem(key: str, value: Any) -> tuple[Problem, bool] | None:
+    """What the schema says of `key = value`, and whether the value's type is wrong (None: it would pass)."""
     *sections, name = key.split(".")
     raw: dict[str, Any] = {name: value}
     for section in reversed(sections):
@@ -25,10 +25,13 @@ def value_problem(key: str, value: Any) -> Problem | None:
     try:
         RecipeFile.model_validate(raw)
     except ValidationError as exc:
-        return schema_problems(exc, raw)[0][1]
+        return schema_problems(exc, raw)[0][1], any(_wrong_type(e["type"], e["input"]) for e in exc.errors())
     return None
 
 
+def _wrong_type(kind: str, value: Any) -> bool:
+    # 5 for a choice of strings is a type mistake, not a misspelling
+    return kind.endswith(("_type", "_parsing")) or kind in ("finite_number", "int_from_float") or (kind == "literal_error" and not isinstance(value, str))
 
 
 def schema_problems(exc: ValidationError, raw: dict[str, Any]) -> list[tuple[tuple[str, ...], Problem]]:
@@ -66,7 +69,6 @@ def _locate(loc: tuple) -> tuple[tuple[str, ...], Any, Any, Any, tuple]:
     return tuple(parts), None, None, model, ()
 
 
-TYPE_ERRORS = ("finite_number", "int_from_float")
 BOUND_ERRORS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<="), "less_than": ("lt", "<")}
 
 
@@ -82,9 +84,13 @@ def _problem(key: str, tp: Any, default: Any, model: Any, errors: list[tuple[dic
         errors = picked or [(e, inner[1:]) for e, inner in errors]
     error, inner = errors[0]
     kind = error["type"]
-    if kind == "literal_error" and not isinstance(error["input"], str):
-        kind = "wrong_type"  # 5 for a choice of strings is a type mistake, not a misspelling
     allowed, _ = choices(tp)
+    if _wrong_type(kind, error["input"]):
+        if inner:
+            detail = f" (item {inner[0] + 1} is {show(error['input'])})" if isinstance(inner[0], int) else ""
+        else:
+            detail = " (nan and inf are not allowed)" if kind == "finite_number" else ""
+        return Problem(key, f"must be {with_article(type_name(tp))}, got {show(value)}{detail}", _type_fix(name, tp, default))
     if kind == "literal_error" and not inner:
         others = "".join(f" (or {with_article(type_name(m))})" for m in members(tp) if get_origin(m) is not Literal)
         return Problem(key, f"must be one of {', '.join(map(repr, allowed))}{others}, got {value!r}", did_you_mean(str(value), allowed))
@@ -104,12 +110,6 @@ def _problem(key: str, tp: Any, default: Any, model: Any, errors: list[tuple[dic
         if inner:
             return Problem(key, f"has an empty entry: {show(value)}", "remove the empty entry")
         return Problem(key, "is empty", "give it a value, or remove the key to use the default")
-    if kind.endswith(("_type", "_parsing")) or kind in TYPE_ERRORS or kind == "wrong_type":
-        if inner:
-            detail = f" (item {inner[0] + 1} is {show(error['input'])})" if isinstance(inner[0], int) else ""
-        else:
-            detail = " (nan and inf are not allowed)" if kind == "finite_number" else ""
-        return Problem(key, f"must be {with_article(type_name(tp))}, got {show(value)}{detail}", _type_fix(name, tp, default))
     return Problem(key, f"{error['msg']}, got {show(error['input'])}")  # a check without its own wording yet
 
 

@@ -179,19 +179,24 @@ def _check_sweep(recipe: Recipe, problems: list[Problem], ok) -> None:
             problems.append(Problem(where, f"{key} can't be searched: the sweep itself sets it", "remove it from [sweep.space]"))
             continue
         if isinstance(spec, list):
-            _check_space_list(where, key, spec, problems)
+            _check_space_list(where, key, spec, found[1], problems)
         elif isinstance(spec, dict):
             _check_space_range(where, key, spec, found[1], problems)
         else:
             problems.append(Problem(where, f"must be a range {{ low = .., high = .. }} or a list of values, got {show(spec)}", f'write it like: "{key}" = {{ low = 1e-5, high = 1e-4, log = true }} or "{key}" = [2, 3]'))
 
 
-def _check_space_list(where: str, key: str, spec: list, problems: list[Problem]) -> None:
+def _check_space_list(where: str, key: str, spec: list, tp: Any, problems: list[Problem]) -> None:
     """Each value of a list must be a value the key itself accepts."""
     if not spec:
         problems.append(Problem(where, "is an empty list", "list the values to try, e.g. [2, 3, 4]"))
     for i, value in enumerate(spec):
-        if (problem := value_problem(key, value)) is not None:
+        if (found := value_problem(key, value)) is None:
+            continue
+        problem, wrong_type = found
+        if wrong_type:
+            problems.append(Problem(where, f"value {i + 1} must be {with_article(type_name(tp))} like {key} itself, got {show(value)}"))
+        else:
             problems.append(Problem(where, f"value {i + 1}: {key} {problem.message}", problem.fix))
 
 
@@ -207,10 +212,12 @@ def _check_space_range(where: str, key: str, spec: dict, tp: Any, problems: list
     for name in ("low", "high"):
         if name not in spec:
             problems.append(Problem(where, f"has no {name}", f'write it like: "{key}" = {{ low = .., high = .. }}'))
-        elif (problem := value_problem(key, spec[name])) is not None:
-            problems.append(Problem(f"{where}.{name}", f"{key} {problem.message}", problem.fix))
-        else:
+        elif (found := value_problem(key, spec[name])) is None:
             bounds[name] = spec[name]
+        elif found[1]:
+            problems.append(Problem(f"{where}.{name}", f"must be {with_article(type_name(members(tp)[0]))}, as {key} is, got {show(spec[name])}"))
+        else:
+            problems.append(Problem(f"{where}.{name}", f"{key} {found[0].message}", found[0].fix))
     log = spec.get("log", False)
     if not isinstance(log, bool):
         problems.append(Problem(f"{where}.log", f"must be true or false, got {show(log)}"))

@@ -328,7 +328,7 @@ def describe_schema() -> list[tuple[str, str, str, str]]:
         if shown:
             text += f" [{', '.join(shown)}]"
         allowed, each = choices(info.annotation)
-        if allowed:
+        if allowed and len(members(info.annotation)) == 1:  # class_weights' help says what else it takes
             text += f" [{'each one' if each else 'one'} of: {', '.join(allowed)}]"
         rows.append((key, type_name(info.annotation), "(unset)" if default is None else _as_toml(default), text))
     return rows
