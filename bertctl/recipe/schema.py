@@ -27,10 +27,14 @@ Metric = Literal[tuple(METRICS)]
 
 
 class Section(BaseModel):
+    """A table of a recipe: unknown keys are errors; values keep their TOML type; nan and inf are refused."""
+
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ModelSection(Section):
+    """[model]: the pretrained BERT and how its inputs are cut."""
+
     name: Text = Field(DEFAULT_MODEL, description="hub id or local model dir (a relative dir is looked up in the working dir, then the recipe's folder)")
     max_length: int = Field(128, ge=8, le=8192, description="tokens per input, [CLS] and [SEP] included")
     problem_type: Literal[PROBLEM_TYPES] = Field(
@@ -43,12 +47,16 @@ class ModelSection(Section):
 
 
 class LimitSection(Section):
+    """[data.limit]: seeded samples per split, for quick runs."""
+
     train: int | None = Field(None, ge=1, description="use a seeded random sample of this many rows")
     validation: int | None = Field(None, ge=1, description="likewise for validation")
     test: int | None = Field(None, ge=1, description="likewise for test")
 
 
 class DataSection(Section):
+    """[data]: where the texts and labels are (local files, or a hub dataset) and which columns hold them."""
+
     dataset: Text | None = Field(None, description="a hub dataset id; then train/validation/test are split names")
     subset: Text | None = Field(None, description="the hub dataset's config name (e.g. 'mrpc' of 'nyu-mll/glue')")
     train: Text | None = Field(None, description="train file (csv, tsv, jsonl, parquet) or split name")
@@ -68,6 +76,8 @@ class DataSection(Section):
 
 
 class TrainSection(Section):
+    """[train]: fine-tuning, keys named as in transformers and accelerate."""
+
     epochs: int = Field(3, ge=1, description="passes over the training data")
     batch_size: int = Field(32, ge=1, description="examples per optimizer micro-batch, per process")
     eval_batch_size: int = Field(128, ge=1, description="examples per evaluation batch")
@@ -112,6 +122,8 @@ class TrainSection(Section):
 
 
 class EvalSection(Section):
+    """[eval]: what `bertctl eval` reports, on which split, and the CI gate."""
+
     metrics: list[Metric] | None = Field(
         None,
         min_length=1,
@@ -163,6 +175,8 @@ class SweepSection(Section):
 
 
 class OutputSection(Section):
+    """[output]: where the run goes."""
+
     dir: Text | None = Field(None, description="run directory (relative to the working dir); default runs/<recipe name>")
 
 
