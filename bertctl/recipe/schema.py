@@ -37,13 +37,8 @@ class ModelSection(Section):
 
     name: Text = Field(DEFAULT_MODEL, description="hub id or local model dir (a relative dir is looked up in the working dir, then the recipe's folder)")
     max_length: int = Field(128, ge=8, le=8192, description="tokens per input, [CLS] and [SEP] included")
-    problem_type: Literal[PROBLEM_TYPES] = Field(
-        "single_label_classification", description="what the head predicts: one class, any number of labels (sigmoid per label), or a number"
-    )
-    truncation: Literal[TRUNCATIONS] = Field(
-        "head",
-        description="which tokens a too-long text keeps: the first, the last, or a quarter of max_length from the start and the rest from the end (head+tail, Sun et al. 2019)",
-    )
+    problem_type: Literal[PROBLEM_TYPES] = Field("single_label_classification", description="what the head predicts: one class, any number of labels (sigmoid per label), or a number")
+    truncation: Literal[TRUNCATIONS] = Field("head", description="which tokens a too-long text keeps: the first, the last, or a quarter of max_length from the start and the rest from the end (head+tail, Sun et al. 2019)")
 
 
 class LimitSection(Section):
@@ -64,10 +59,7 @@ class DataSection(Section):
     test: Text | None = Field(None, description="test file or split name")
     text: Text = Field("text", description="column with the (first) text")
     text_pair: Text | None = Field(None, description="column with the second text: [CLS] A [SEP] B [SEP]")
-    label: Text | list[Text] = Field(
-        "label",
-        description="column with the label (a name or an integer id; multi-label: a list of names; regression: a number), or, multi-label, a list of 0/1 columns, one per label",
-    )
+    label: Text | list[Text] = Field("label", description="column with the label (a name or an integer id; multi-label: a list of names; regression: a number), or, multi-label, a list of 0/1 columns, one per label")
     label_separator: Text | None = Field(None, description="multi-label: the label column holds names joined by this, e.g. 'joy,surprise'")
     labels: list[Text] | None = Field(None, min_length=2, description="label names in class-id order (default: inferred from train; regression: none)")
     validation_fraction: float | None = Field(None, gt=0.0, lt=1.0, description="carve this share of train into validation when there is none")
@@ -87,48 +79,28 @@ class TrainSection(Section):
     scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="lr decay after warmup")
     gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
     max_grad_norm: float = Field(1.0, ge=0.0, description="clip gradients to this norm (0 = off)")
-    layerwise_lr_decay: float = Field(
-        1.0,
-        gt=0.0,
-        le=1.0,
-        description="layer-wise lr decay (ULMFiT; Sun et al. 2019): encoder layer i of L gets lr x decay^(L-i), embeddings decay^(L+1), the head the full lr (1.0 = off)",
-    )
-    reinit_layers: int = Field(
-        0,
-        ge=0,
-        description="re-initialise the top K encoder layers and the pooler before training, seeded (Zhang et al. 2021, Revisiting Few-sample BERT Fine-tuning); at most the model's layers",
-    )
+    layerwise_lr_decay: float = Field(1.0, gt=0.0, le=1.0, description="layer-wise lr decay (ULMFiT; Sun et al. 2019): encoder layer i of L gets lr x decay^(L-i), embeddings decay^(L+1), the head the full lr (1.0 = off)")
+    reinit_layers: int = Field(0, ge=0, description="re-initialise the top K encoder layers and the pooler before training, seeded (Zhang et al. 2021, Revisiting Few-sample BERT Fine-tuning); at most the model's layers")
     seed: int = Field(42, ge=0, description="seeds data order, head init, dropout")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="accelerate mixed precision")
     early_stopping_patience: int = Field(0, ge=0, description="stop after this many evaluations without gain (0 = off)")
-    metric_for_best: Metric | None = Field(
-        None, description="validation metric that picks the best checkpoint (default: accuracy; multi-label f1_macro; regression spearman)"
-    )
+    metric_for_best: Metric | None = Field(None, description="validation metric that picks the best checkpoint (default: accuracy; multi-label f1_macro; regression spearman)")
     # the weights' count and sign depend on the labels: loading.py checks them with the other cross-key rules
-    class_weights: Literal["none", "balanced"] | list[float] = Field(
-        "none",
-        description="weight the loss per class: 'none', 'balanced' (inverse train frequency; multi-label: BCE pos_weight per label), or one weight per label",
-    )
+    class_weights: Literal["none", "balanced"] | list[float] = Field("none", description="weight the loss per class: 'none', 'balanced' (inverse train frequency; multi-label: BCE pos_weight per label), or one weight per label")
     eval_every_steps: int = Field(0, ge=0, description="also evaluate every N optimizer steps (0 = each epoch only)")
     log_every_steps: int = Field(10, ge=1, description="optimizer steps between log lines")
     save_total_limit: int = Field(2, ge=1, description="keep the newest K checkpoints")
     checkpoint_every_steps: int = Field(0, ge=0, description="also checkpoint every N optimizer steps (0 = each evaluation)")
     group_by_length: bool = Field(True, description="batch similar lengths together (less padding)")
     num_threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch's default)")
-    cpu_fast_path: bool = Field(
-        True, description="on CPU, run BERT's forward via bertctl.fastpath ([CLS]-only last layer, one-GEMM QKV, cheap dropout); false = stock transformers"
-    )
+    cpu_fast_path: bool = Field(True, description="on CPU, run BERT's forward via bertctl.fastpath ([CLS]-only last layer, one-GEMM QKV, cheap dropout); false = stock transformers")
     log_with: list[Literal[tuple(TRACKERS)]] = Field(default_factory=list, description="accelerate trackers, e.g. ['tensorboard']")
 
 
 class EvalSection(Section):
     """[eval]: what `bertctl eval` reports, on which split, and the CI gate."""
 
-    metrics: list[Metric] | None = Field(
-        None,
-        min_length=1,
-        description="metrics to report (default: accuracy, f1_macro; multi-label f1_macro, f1_micro, subset_accuracy; regression pearson, spearman, rmse)",
-    )
+    metrics: list[Metric] | None = Field(None, min_length=1, description="metrics to report (default: accuracy, f1_macro; multi-label f1_macro, f1_micro, subset_accuracy; regression pearson, spearman, rmse)")
     # any key here; loading.py checks each against its metric's range (threshold_problem, shared with `eval --min`)
     thresholds: dict[str, float] = Field(default_factory=dict, description="CI gate: metric = minimum (maximum for log_loss, ece, hamming_loss, mse, rmse, mae)")
     split: Literal[SPLITS] = Field("test", description="split `bertctl eval` uses (validation when there is no test)")
@@ -143,35 +115,22 @@ class PretrainSection(Section):
     heldout_fraction: float = Field(0.1, gt=0.0, le=0.5, description="share of texts held out to score MLM loss/accuracy before and after")
     epochs: int | None = Field(None, ge=1, description="passes over the texts (default: train.epochs)")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps; the schedule spans them (wins over epochs)")
-    data: Text | None = Field(
-        None, description="unlabeled texts (txt one per line, or csv/tsv/jsonl/parquet) instead of data.train's texts; relative to the recipe's folder"
-    )
+    data: Text | None = Field(None, description="unlabeled texts (txt one per line, or csv/tsv/jsonl/parquet) instead of data.train's texts; relative to the recipe's folder")
     text: Text = Field("text", description="text column of pretrain.data")
 
 
 # an entry's value depends on the key it names, so loading.py checks it; editors still get the two shapes
-_SPACE_ENTRY = {
-    "anyOf": [
-        {"type": "array", "minItems": 1},
-        {"type": "object", "properties": {"low": {"type": "number"}, "high": {"type": "number"}, "log": {"type": "boolean"}},
-         "required": ["low", "high"], "additionalProperties": False},
-    ]
-}
+_SPACE_ENTRY = {"anyOf": [{"type": "array", "minItems": 1}, {"type": "object", "required": ["low", "high"], "additionalProperties": False,
+                                                              "properties": {"low": {"type": "number"}, "high": {"type": "number"}, "log": {"type": "boolean"}}}]}
 
 
 class SweepSection(Section):
     """`bertctl sweep`: an optuna search over recipe keys (its flags override trials)."""
 
     trials: int = Field(20, ge=1, description="trials to finish (complete or pruned) in the study")
-    metric: Metric | None = Field(
-        None, description="validation metric to optimise, its direction its own (log_loss, mse, ... minimised) (default: train.metric_for_best)"
-    )
+    metric: Metric | None = Field(None, description="validation metric to optimise, its direction its own (log_loss, mse, ... minimised) (default: train.metric_for_best)")
     pruner: Literal[PRUNERS] = Field("median", description="stop unpromising trials after an evaluation (optuna's pruners)")
-    space: dict[str, Any] = Field(
-        default_factory=dict,
-        description="recipe key = { low = .., high = .., log = true } (a range of its type) or a list of values to choose from",
-        json_schema_extra={"additionalProperties": _SPACE_ENTRY},
-    )
+    space: dict[str, Any] = Field(default_factory=dict, description="recipe key = { low = .., high = .., log = true } (a range of its type) or a list of values to choose from", json_schema_extra={"additionalProperties": _SPACE_ENTRY})
 
 
 class OutputSection(Section):
@@ -268,15 +227,8 @@ def is_section(tp: Any) -> bool:
 
 def schema_field(key: str) -> tuple[FieldInfo, Any] | None:
     """The field and type of a dotted recipe key (train.learning_rate), or None when the schema has no such key."""
-    model: Any = RecipeFile
-    *sections, name = key.split(".")
-    for part in sections:
-        info = model.model_fields.get(part)
-        if info is None or not is_section(info.annotation):
-            return None
-        model = info.annotation
-    info = model.model_fields.get(name)
-    return None if info is None or is_section(info.annotation) else (info, info.annotation)
+    info = dict(_fields()).get(key)
+    return None if info is None else (info, info.annotation)
 
 
 def members(tp: Any) -> list[Any]:
@@ -344,11 +296,11 @@ def describe_schema() -> list[tuple[str, str, str, str]]:
         allowed, each = choices(info.annotation)
         if allowed and len(members(info.annotation)) == 1:  # class_weights' help says what else it takes
             text += f" [{'each one' if each else 'one'} of: {', '.join(allowed)}]"
-        rows.append((key, type_name(info.annotation), "(unset)" if default is None else _as_toml(default), text))
+        rows.append((key, type_name(info.annotation), "(unset)" if default is None else as_toml(default), text))
     return rows
 
 
-def _as_toml(value: Any) -> str:
+def as_toml(value: Any) -> str:
     """A default as a recipe would spell it."""
     return str(value).lower() if isinstance(value, bool) else json.dumps(value)
 
