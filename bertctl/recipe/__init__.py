@@ -5,18 +5,12 @@
     recipe.to_toml()                    # the resolved recipe, saved next to every run
     json_schema()                       # the same schema for editors (taplo, Even Better TOML)
 
-The schema is declared once, as pydantic models in `recipe/schema.py`: types, defaults, bounds, choices and help
-text. `bertctl schema`, the JSON Schema, the README's key table and the checks all come from that declaration;
-`recipe/loading.py` turns pydantic's errors into the Problem rows users read, and adds the rules that span keys.
-Schema keys equal the names people know from transformers/accelerate (learning_rate, warmup_ratio,
-gradient_accumulation_steps, mixed_precision) so a recipe reads like the code it configures.
+The schema is declared once, as pydantic models (schema.py); loading.py reads, overrides and validates a file and
+turns pydantic's errors into the rows users read. Whatever a recipe file or an override holds, loading it returns a
+valid Recipe or raises one RecipeError that lists every problem (tests/test_recipe_fuzz.py holds it to that).
 
-Whatever a recipe file or an override holds, loading it either returns a valid Recipe or raises one
-RecipeError that lists every problem (tests/test_recipe_fuzz.py holds the loader to that).
-
-This module holds only what is cheap to import (the tables, the suggestion and threshold rules, overrides):
-pydantic costs ~100-200 ms to import, so `bertctl predict` and `--help`, which import this module for its
-tables, must not pay for it. The names below in _LAZY load the schema on first use.
+This module holds what is cheap to import (tables, suggestions, thresholds, overrides): pydantic takes 100-200 ms
+to import, which `bertctl predict` and `--help` must not pay for its tables. The names in _LAZY load on first use.
 """
 
 from __future__ import annotations

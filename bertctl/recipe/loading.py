@@ -11,6 +11,7 @@ values follow the keys they name) each add a Problem rather than stopping, so ev
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import re
 import tomllib
@@ -92,18 +93,13 @@ def _validate(raw: dict[str, Any], source: str, base_dir: str | Path, problems: 
         for parts, problem in _schema_problems(exc, raw):
             problems.append(problem)
             failed.add(".".join(parts))
-            _remove(raw, parts)
+            functools.reduce(dict.__getitem__, parts[:-1], raw).pop(parts[-1])
         valid = RecipeFile.model_validate(raw)  # what is left is valid: every rejected key is gone
     built = Recipe(**dict(valid), source=source, base_dir=str(base_dir))
     _check_rules(built, problems, failed)
     return built
 
 
-def _remove(raw: dict[str, Any], parts: tuple[str, ...]) -> None:
-    table = raw
-    for part in parts[:-1]:
-        table = table[part]
-    del table[parts[-1]]
 
 # ---------------------------------------------------------------------------------------------
 # the schema's errors -> one Problem per key
@@ -134,13 +130,7 @@ def _schema_problems(exc: ValidationError, raw: dict[str, Any]) -> list[tuple[tu
     for error in exc.errors(include_url=False):
         parts, tp, default, model, inner = _locate(error["loc"])
         sites.setdefault(parts, (tp, default, model, []))[3].append((error, inner))
-    out = []
-    for parts, (tp, default, model, errors) in sites.items():
-        value = raw
-        for part in parts:
-            value = value[part]
-        out.append((parts, _problem(".".join(parts), tp, default, model, errors, value)))
-    return out
+    return [(parts, _problem(".".join(parts), *site, functools.reduce(dict.__getitem__, parts, raw))) for parts, site in sites.items()]
 
 
 def _locate(loc: tuple) -> tuple[tuple[str, ...], Any, Any, Any, tuple]:
@@ -283,19 +273,11 @@ def _check_rules(recipe: Recipe, problems: list[Problem], failed: set[str]) -> N
             problems.append(Problem("data.label", f"{column!r} is also a text column", "name the label column"))
     has_validation = d.validation is not None or d.validation_fraction is not None
     if recipe.train.early_stopping_patience > 0 and not has_validation and ok("data.validation", "data.validation_fraction"):
-        problems.append(
-            Problem(
-                "train.early_stopping_patience",
-                f"is {recipe.train.early_stopping_patience}, but there is no validation data to stop on",
-                "set data.validation (or data.validation_fraction), or early_stopping_patience = 0",
-            )
-        )
+        problems.append(Problem("train.early_stopping_patience", f"is {recipe.train.early_stopping_patience}, but there is no validation data to stop on",
+                                "set data.validation (or data.validation_fraction), or early_stopping_patience = 0"))
     if recipe.eval.split == "validation" and not has_validation and ok("eval.split", "data.validation", "data.validation_fraction"):
         problems.append(Problem("eval.split", "is 'validation', but there is no validation data", "set data.validation (or data.validation_fraction), or eval.split = 'test'"))
-    for metric, value in recipe.eval.thresholds.items():
-        problem = threshold_problem(f"eval.thresholds.{metric}", metric, value)
-        if problem is not None:
-            problems.append(problem)
+    problems.extend(p for metric, value in recipe.eval.thresholds.items() if (p := threshold_problem(f"eval.thresholds.{metric}", metric, value)))
     _check_problem_type(recipe, problems, ok)
     _check_sweep(recipe, problems, ok)
 
@@ -333,27 +315,23 @@ def _check_problem_type(recipe: Recipe, problems: list[Problem], ok) -> None:
             if names is not None and len(weights) != len(names):
                 problems.append(Problem("train.class_weights", f"has {len(weights)} weights for {len(names)} labels ({', '.join(names)})", "give one weight per label, in the labels' order"))
     if d.text_pair is not None and recipe.model.truncation != "head" and ok("model.truncation", "data.text_pair"):
-        problems.append(
-            Problem("model.truncation", f"is {recipe.model.truncation!r}, but the inputs are pairs (data.text_pair)", "pairs are cut longest-first from their ends: use truncation = 'head'")
-        )
-    allowed = PROBLEM_METRICS[kind]
-    kind_words = kind.replace("_", "-").replace("-classification", "")
-
-    def wrong_kind(key: str, metric: str) -> None:
-        if metric in METRICS and metric not in allowed:
-            problems.append(Problem(key, f"{metric!r} is not a {kind_words} metric", did_you_mean(metric, allowed, f"choose from {', '.join(allowed)}")))
-
+        problems.append(Problem("model.truncation", f"is {recipe.model.truncation!r}, but the inputs are pairs (data.text_pair)", "pairs are cut longest-first from their ends: use truncation = 'head'"))
     if recipe.eval.metrics is not None and ok("eval.metrics"):
-        for metric in recipe.eval.metrics:
-            wrong_kind("eval.metrics", metric)
-    if t.metric_for_best is not None and ok("train.metric_for_best"):
-        wrong_kind("train.metric_for_best", t.metric_for_best)
-    for metric in recipe.eval.thresholds:
-        wrong_kind(f"eval.thresholds.{metric}", metric)
+        problems.extend(_wrong_kind("eval.metrics", metric, kind) for metric in recipe.eval.metrics if metric not in PROBLEM_METRICS[kind])
+    if t.metric_for_best is not None and ok("train.metric_for_best") and t.metric_for_best not in PROBLEM_METRICS[kind]:
+        problems.append(_wrong_kind("train.metric_for_best", t.metric_for_best, kind))
+    problems.extend(_wrong_kind(f"eval.thresholds.{m}", m, kind) for m in recipe.eval.thresholds if m in METRICS and m not in PROBLEM_METRICS[kind])
     if recipe.eval.metrics is None:
         recipe.eval.metrics = list(DEFAULT_METRICS[kind])
     if t.metric_for_best is None:
         t.metric_for_best = DEFAULT_METRIC_FOR_BEST[kind]
+
+
+def _wrong_kind(key: str, metric: str, kind: str) -> Problem:
+    """A known metric that the problem type doesn't have (accuracy for regression)."""
+    allowed = PROBLEM_METRICS[kind]
+    kind_words = kind.replace("_", "-").replace("-classification", "")
+    return Problem(key, f"{metric!r} is not a {kind_words} metric", did_you_mean(metric, allowed, f"choose from {', '.join(allowed)}"))
 
 
 RANGE_KEYS = ("low", "high", "log")
@@ -363,9 +341,7 @@ def _check_sweep(recipe: Recipe, problems: list[Problem], ok) -> None:
     """[sweep]: a metric of the problem type, and a space whose keys are recipe keys and whose values each are."""
     s, kind = recipe.sweep, recipe.model.problem_type
     if s.metric is not None and ok("sweep.metric", "model.problem_type") and s.metric not in PROBLEM_METRICS[kind]:
-        allowed = PROBLEM_METRICS[kind]
-        kind_words = kind.replace("_", "-").replace("-classification", "")
-        problems.append(Problem("sweep.metric", f"{s.metric!r} is not a {kind_words} metric", did_you_mean(s.metric, allowed, f"choose from {', '.join(allowed)}")))
+        problems.append(_wrong_kind("sweep.metric", s.metric, kind))
     if not ok("sweep.space"):
         return
     keys = [row[0] for row in describe_schema()]
