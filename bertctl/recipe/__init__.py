@@ -9,7 +9,7 @@ The schema is declared once, as pydantic models (schema.py); loading.py reads, o
 turns pydantic's errors into the rows users read. Whatever a recipe file or an override holds, loading it returns a
 valid Recipe or raises one RecipeError that lists every problem (tests/test_recipe_fuzz.py holds it to that).
 
-This module holds what is cheap to import (tables, suggestions, thresholds, overrides): pydantic takes 100-200 ms
+This module holds what is cheap to import (tables, suggestions, thresholds): pydantic takes 100-200 ms
 to import, which `bertctl predict` and `--help` must not pay for its tables. The names in _LAZY load on first use.
 """
 
@@ -21,7 +21,6 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from bertctl.errors import Problem
-from bertctl.recipe.overrides import apply_overrides, parse_override  # noqa: F401 (public names)
 
 if TYPE_CHECKING:
     from bertctl.recipe.schema import Recipe
@@ -138,13 +137,11 @@ def sweep_metric(recipe: Recipe) -> str:
 
 _SCHEMA_NAMES = ("Recipe", "RecipeFile", "ModelSection", "DataSection", "LimitSection", "TrainSection", "EvalSection",
                  "PretrainSection", "SweepSection", "OutputSection", "describe_schema", "json_schema", "readme_table", "schema_field")
-_LAZY = {**dict.fromkeys(_SCHEMA_NAMES, "schema"), "load_recipe": "loading", "recipe_from_dict": "loading"}
+_LAZY = {**dict.fromkeys(_SCHEMA_NAMES, "schema"), **dict.fromkeys(("load_recipe", "recipe_from_dict", "parse_override", "apply_overrides"), "loading")}
 
 
 def __getattr__(name: str) -> Any:
     """`from bertctl.recipe import Recipe` imports the schema (and pydantic) only when a caller asks for it."""
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)

@@ -1,6 +1,7 @@
 """Loading a recipe: read the file, apply overrides, validate against the schema, then the rules that span keys.
 
     recipe = load_recipe("recipes/agnews.toml", ["train.epochs=1"])    # a Recipe, or one RecipeError with every problem
+    parse_override("train.learning_rate=2e-5")                         # (["train", "learning_rate"], 2e-5): values are TOML
 
 pydantic checks types, bounds, choices and unknown keys (schema.py declares them); this module turns its errors into
 the rows users read, one per key: the key, the bad value, what was expected and the fix. Then the rules that span
@@ -22,7 +23,6 @@ from pydantic import ValidationError
 
 from bertctl.errors import Problem, RecipeError
 from bertctl.recipe import DATA_SUFFIXES, DEFAULT_METRIC_FOR_BEST, DEFAULT_METRICS, METRICS, PROBLEM_METRICS, SPLITS, did_you_mean, label_columns, suggest, threshold_problem
-from bertctl.recipe.overrides import apply_overrides_collecting, mark_overridden
 from bertctl.recipe.schema import Recipe, RecipeFile, as_toml, choices, describe_schema, is_section, members, schema_field, type_name
 
 
@@ -30,12 +30,12 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe file; raises RecipeError listing every problem."""
     path = Path(path)
     source = str(path)
-    if not path.exists():
-        raise RecipeError(source, [Problem("(file)", "not found", "check the path, e.g. bertctl train recipes/agnews.toml")])
-    if path.is_dir():
-        raise RecipeError(source, [Problem("(file)", "is a directory", "name a .toml recipe file in it")])
     try:
         data = path.read_bytes()
+    except FileNotFoundError:
+        raise RecipeError(source, [Problem("(file)", "not found", "check the path, e.g. bertctl train recipes/agnews.toml")]) from None
+    except IsADirectoryError:
+        raise RecipeError(source, [Problem("(file)", "is a directory", "name a .toml recipe file in it")]) from None
     except OSError as exc:
         raise RecipeError(source, [Problem("(file)", f"cannot be read: {exc.strerror}", "check its permissions")]) from None
     try:
@@ -55,10 +55,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     except RecursionError:
         raise RecipeError(source, [Problem("(toml)", "nested too deeply to read", "flatten the nested arrays/tables")]) from None
     problems: list[Problem] = []
-    applied = apply_overrides_collecting(raw, overrides or [], problems)
+    applied = _apply_overrides(raw, overrides or [], problems)
     built = _validate(raw, source, path.parent, problems)
     if problems:
-        raise RecipeError(source, mark_overridden(problems, applied))
+        raise RecipeError(source, _mark_overridden(problems, applied))
     built.overrides = list(overrides or [])
     return built
 
@@ -80,6 +80,96 @@ def _toml_error_message(exc: tomllib.TOMLDecodeError, text: str) -> str:
         if shown:
             return f"{exc}: {shown[:80]!r}"
     return str(exc)
+
+
+# ---------------------------------------------------------------------------------------------
+# overrides: dotted keys on the command line (train.epochs=1), typed like the file and checked like it
+
+
+def _parse_override(text: str) -> tuple[list[str], Any] | Problem:
+    if "=" not in text:
+        return Problem(text, "is not an override (no '=')", "write key=value, e.g. train.epochs=1")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    parts = [p.strip() for p in key.split(".")]
+    if not key or any(not p for p in parts):
+        return Problem(text, f"bad key {key!r}", "write dotted keys like train.epochs=1")
+    return parts, _override_value(raw)
+
+
+def _override_value(raw: str) -> Any:
+    """The TOML value `raw` spells (1, 2e-5, true, "x", [..]), else the bare word itself."""
+    if "\n" in raw or "\r" in raw:
+        return raw  # TOML would read the next line as more keys; keep it as text
+    if not raw.strip():
+        return ""
+    try:
+        parsed = tomllib.loads(f"v = {raw}")
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return raw.strip()  # bare words such as model.name=bert-base-uncased
+    if list(parsed) != ["v"]:
+        return raw.strip()
+    return parsed["v"]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.epochs=1' -> (['train', 'epochs'], 1). Values are TOML; bare words are strings."""
+    parsed = _parse_override(text)
+    if isinstance(parsed, Problem):
+        raise RecipeError("command line", [parsed])
+    return parsed
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: list[str], problems: list[Problem]) -> dict[str, str]:
+    """Set each override in `raw`, adding a problem per bad one; returns dotted key -> override text."""
+    applied: dict[str, str] = {}
+    for text in overrides:
+        parsed = _parse_override(text)
+        if isinstance(parsed, Problem):
+            problems.append(parsed)
+            continue
+        parts, value = parsed
+        table = raw
+        for i, part in enumerate(parts[:-1]):
+            nxt = table.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                where = ".".join(parts[: i + 1])
+                problems.append(Problem(text, f"{where!r} is a value, not a table", f"override {where} itself"))
+                break
+            table = nxt
+        else:
+            table[parts[-1]] = value
+            applied[".".join(parts)] = text
+    return applied
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> list[str]:
+    """Set each override in the raw table; returns the dotted keys it set. RecipeError lists every bad override."""
+    problems: list[Problem] = []
+    applied = _apply_overrides(raw, overrides, problems)
+    if problems:
+        raise RecipeError("command line", problems)
+    return list(applied)
+
+
+def _mark_overridden(problems: list[Problem], applied: dict[str, str]) -> list[Problem]:
+    """Say which problems came from the command line: the recipe file itself is fine there."""
+    out = []
+    for p in problems:
+        text = applied.get(p.key) or next((t for k, t in applied.items() if p.key.startswith(k + ".")), None)
+        if text is None:
+            out.append(p)
+            continue
+        fix = p.fix
+        value = text.split("=", 1)[1].strip()
+        if "must be" in p.message and value.startswith(("[", "{")):
+            fix = 'override values are TOML: quote strings inside lists and tables, e.g. data.labels=\'["a", "b"]\''
+        out.append(Problem(p.key, f"{p.message} (from the command line: {text})", fix))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# validation: the schema, then the rules that span keys
 
 
 def _validate(raw: dict[str, Any], source: str, base_dir: str | Path, problems: list[Problem]) -> Recipe:
@@ -107,10 +197,7 @@ def _validate(raw: dict[str, Any], source: str, base_dir: str | Path, problems: 
 
 def _value_problem(key: str, value: Any) -> tuple[Problem, bool] | None:
     """What the schema says of `key = value`, and whether the value's type is wrong (None: it would pass)."""
-    *sections, name = key.split(".")
-    raw: dict[str, Any] = {name: value}
-    for section in reversed(sections):
-        raw = {section: raw}
+    raw = functools.reduce(lambda inner, part: {part: inner}, reversed(key.split(".")), value)  # train.epochs -> {"train": {"epochs": value}}
     try:
         RecipeFile.model_validate(raw)
     except ValidationError as exc:
@@ -182,16 +269,14 @@ def _problem(key: str, tp: Any, default: Any, model: Any, errors: list[tuple[dic
         guess = suggest(str(bad[0]), allowed)
         return Problem(key, f"unknown {', '.join(map(repr, bad))}", f"{f'did you mean {guess!r}? ' if guess else ''}choose from {', '.join(allowed)}")
     if kind in BOUND_ERRORS and not inner:
-        bound_name, symbol = BOUND_ERRORS[kind]
-        bound = error["ctx"][bound_name]
-        shown = float(value) if float in members(tp) else value
-        return Problem(key, f"must be {symbol} {bound!r}, got {shown!r}", f"set {key} to a value {symbol} {bound}")
+        bound, symbol = error["ctx"][BOUND_ERRORS[kind][0]], BOUND_ERRORS[kind][1]
+        return Problem(key, f"must be {symbol} {bound!r}, got {float(value) if float in members(tp) else value!r}", f"set {key} to a value {symbol} {bound}")
     if kind == "too_short" and not inner:
         n = error["ctx"]["min_length"]
         return Problem(key, f"needs at least {n} entr{'y' if n == 1 else 'ies'}, got {value!r}", "list what you want, or remove the key to use the default")
-    if kind == "string_pattern_mismatch":  # the one pattern: a non-blank string
-        if inner:
-            return Problem(key, f"has an empty entry: {_show(value)}", "remove the empty entry")
+    if kind == "string_pattern_mismatch" and inner:  # the one pattern: a non-blank string
+        return Problem(key, f"has an empty entry: {_show(value)}", "remove the empty entry")
+    if kind == "string_pattern_mismatch":
         return Problem(key, "is empty", "give it a value, or remove the key to use the default")
     return Problem(key, f"{error['msg']}, got {_show(error['input'])}")  # a check without its own wording yet
 
@@ -385,9 +470,7 @@ def _check_space_range(where: str, key: str, spec: dict, tp: Any, problems: list
     if members(tp)[0] not in (int, float):
         problems.append(Problem(where, f"is a range, but {key} is {_with_article(type_name(tp))}", f'list the values to try: "{key}" = [..]'))
         return
-    for name in spec:
-        if name not in RANGE_KEYS:
-            problems.append(Problem(f"{where}.{name}", "unknown key", did_you_mean(str(name), list(RANGE_KEYS), f"a range has {', '.join(RANGE_KEYS)}")))
+    problems.extend(Problem(f"{where}.{name}", "unknown key", did_you_mean(str(name), list(RANGE_KEYS), f"a range has {', '.join(RANGE_KEYS)}")) for name in spec if name not in RANGE_KEYS)
     bounds = {}
     for name in ("low", "high"):
         if name not in spec:

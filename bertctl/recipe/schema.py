@@ -3,9 +3,6 @@
     RecipeFile.model_validate(raw)      # what a recipe file may hold (loading.py turns its errors into Problems)
     describe_schema()                   # (key, type, default, help) rows: `bertctl schema`, the README table
     json_schema()                       # the same for editors: taplo / Even Better TOML complete and check recipes
-
-Values keep their TOML type (strict: "3" is not an integer, 2.5 not an int, 1 not a boolean; an integer is a
-number), unknown keys are errors, and nan/inf are refused.
 """
 
 from __future__ import annotations
@@ -27,7 +24,8 @@ Metric = Literal[tuple(METRICS)]
 
 
 class Section(BaseModel):
-    """A table of a recipe: unknown keys are errors; values keep their TOML type; nan and inf are refused."""
+    """A table of a recipe: unknown keys are errors, nan and inf are refused, and values keep their TOML type
+    (strict: "3" is not an integer, 2.5 not an integer, 1 not a boolean; an integer is a number)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -185,15 +183,10 @@ class Recipe(RecipeFile):
     def to_dict(self) -> dict[str, Any]:
         """The schema part, with local paths made absolute so the saved copy works from any folder."""
         out = self.model_dump(include=set(RecipeFile.model_fields), exclude_none=True)  # TOML has no null
-        if not self.uses_hub_dataset:
-            for split in SPLITS:
-                path = self.data_path(split)
-                if path is not None:
-                    out["data"][split] = str(path.resolve())
+        out["data"].update({split: str(path.resolve()) for split in SPLITS if (path := self.data_path(split)) is not None})  # hub splits: None
         if self.pretrain.data is not None:
             out["pretrain"]["data"] = str(self.data_path("pretrain").resolve())
-        local_model = self._local_model_dir()
-        if local_model is not None:
+        if (local_model := self._local_model_dir()) is not None:
             out["model"]["name"] = str(local_model.resolve())
         out["output"]["dir"] = str(self.run_dir)
         return out
@@ -266,12 +259,7 @@ def choices(tp: Any) -> tuple[list[str], bool]:
     return [], False
 
 
-BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-
-
-def bounds(info: FieldInfo) -> list[tuple[str, Any]]:
-    """(symbol, bound) pairs, lower bounds first: [('>', 0.0), ('<=', 1.0)]."""
-    return [(symbol, getattr(m, name)) for name, symbol in BOUNDS.items() for m in info.metadata if getattr(m, name, None) is not None]
+BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}  # lower bounds first, as the help shows them: [> 0, <= 1]
 
 
 def _fields(model: type[Section] = RecipeFile, prefix: str = "") -> typing.Iterator[tuple[str, FieldInfo]]:
@@ -290,7 +278,8 @@ def describe_schema() -> list[tuple[str, str, str, str]]:
     for key, info in _fields():
         default = info.get_default(call_default_factory=True)
         text = info.description or ""
-        shown = [f"{symbol} {bound:g}" if isinstance(bound, float) else f"{symbol} {bound}" for symbol, bound in bounds(info)]
+        bounds = [(symbol, getattr(m, name)) for name, symbol in BOUNDS.items() for m in info.metadata if getattr(m, name, None) is not None]
+        shown = [f"{symbol} {bound:g}" if isinstance(bound, float) else f"{symbol} {bound}" for symbol, bound in bounds]
         if shown:
             text += f" [{', '.join(shown)}]"
         allowed, each = choices(info.annotation)
