@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -15,8 +19,10 @@ from bertctl.recipe import (
     Recipe,
     apply_overrides,
     describe_schema,
+    json_schema,
     load_recipe,
     parse_override,
+    readme_table,
     recipe_from_dict,
 )
 
@@ -234,7 +240,7 @@ def test_recipe_reports_every_problem_in_one_error(tmp_path):
     }
     message = str(excinfo.value)
     assert message.startswith(f"{tmp_path / 'r.toml'} is not a valid recipe (9 problems):")
-    assert "file not found" in found["data.train"] and "needs at least 2 classes" in found["data.labels"]
+    assert "file not found" in found["data.train"] and "needs at least 2 entries" in found["data.labels"]
     assert "did you mean 'accuracy'?" in found["eval.thresholds.accurcy"]
     assert "outside the metric's range" in found["eval.thresholds.f1_macro"]
     for key in found:
@@ -572,14 +578,84 @@ def test_recipe_describe_schema_covers_every_field_with_its_checks():
     assert "one of: linear, cosine, constant" in rows["train.scheduler"][2]
     assert rows["data.limit.train"][1] == "(unset)"  # as the README spells it, not Python's None
     assert set(METRICS) <= set(rows["train.metric_for_best"][2].replace(",", " ").replace("]", " ").split())
-    # every key a recipe accepts is described, and nothing else
-    recipe = Recipe()
-    for key in rows:
-        section, *rest = key.split(".")
-        obj = getattr(recipe, section)
-        for part in rest:
-            assert hasattr(obj, part), key
-            obj = getattr(obj, part)
+    # every described key is one a recipe accepts, with its default as the value
+    keys_with_defaults = [f"{key}={default}" for key, (_, default, _) in rows.items() if default != "(unset)"]
+    recipe = load_recipe(AGNEWS_RECIPE, keys_with_defaults)
+    assert recipe.train.epochs == 3 and recipe.eval.split == "test"  # the defaults, not the file's values
+
+
+def test_recipe_import_leaves_pydantic_for_validation():
+    # `bertctl predict` and `--help` import bertctl.recipe for its tables; pydantic costs them ~100-200 ms
+    code = "import sys, bertctl.recipe; print('pydantic' in sys.modules); bertctl.recipe.Recipe; print('pydantic' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["False", "True"], done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# the same declaration for editors (JSON Schema) and for the README
+
+
+def test_recipe_json_schema_is_valid_and_accepts_every_shipped_recipe():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    recipes = sorted((REPO / "recipes").glob("*.toml"))
+    assert len(recipes) >= 5
+    for path in recipes:
+        jsonschema.validate(tomllib.loads(path.read_text(encoding="utf-8")), schema, cls=jsonschema.Draft202012Validator)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[train]\nepochs = \"3\"\n",
+        "[train]\nepochs = 2.5\n",
+        "[train]\nlearning_rte = 1e-4\n",
+        "[trian]\nepochs = 1\n",
+        "[train]\nscheduler = \"cosin\"\n",
+        "[model]\nmax_length = 4\n",
+        "[output]\ndir = \" \"\n",
+        "[eval]\nmetrics = [\"accuracy\", \"auc\"]\n",
+        "[train]\nclass_weights = \"balance\"\n",
+        "[sweep.space]\n\"train.epochs\" = { low = 1 }\n",
+    ],
+)
+def test_recipe_json_schema_refuses_what_the_loader_refuses(tmp_path, body):
+    jsonschema = pytest.importorskip("jsonschema")
+    with pytest.raises(RecipeError):
+        load_recipe(write_recipe(tmp_path, MINIMAL + body))
+    errors = list(jsonschema.Draft202012Validator(json_schema()).iter_errors(tomllib.loads(MINIMAL + body)))
+    assert errors, f"an editor would accept {body!r}"
+
+
+def test_recipe_json_schema_file_is_the_schema():
+    from typer.testing import CliRunner
+
+    from bertctl.cli import app
+
+    shipped = REPO / "recipes" / "recipe.schema.json"
+    printed = CliRunner().invoke(app, ["schema", "--json"])
+    assert printed.exit_code == 0 and json.loads(printed.stdout) == json_schema()
+    assert json.loads(shipped.read_text(encoding="utf-8")) == json_schema(), "regenerate it: bertctl schema --json > recipes/recipe.schema.json"
+
+
+def test_recipe_taplo_checks_recipes_against_the_schema(tmp_path):
+    # what Even Better TOML runs in the editor: .taplo.toml points recipes/*.toml at recipes/recipe.schema.json
+    taplo = shutil.which("taplo") or pytest.skip("taplo not installed (pip install taplo, in the dev extra)")
+    good = subprocess.run([taplo, "check", "recipes/agnews.toml"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0, good.stderr
+    bad = write_recipe(tmp_path, MINIMAL + "[train]\nepochs = \"three\"\nlearning_rte = 1e-4\n", data=False)
+    schema = f"file://{REPO / 'recipes' / 'recipe.schema.json'}"
+    done = subprocess.run([taplo, "check", "--schema", schema, str(bad)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert '"three" is not of type "integer"' in done.stderr and "'learning_rte' was unexpected" in done.stderr
+
+
+def test_recipe_readme_key_table_is_the_schema():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Every key", 1)[1].split("\n#", 1)[0]
+    table = "".join(line + "\n" for line in section.splitlines() if line.startswith("|"))
+    assert table == readme_table(), f"replace the table under '### Every key' in README.md with:\n\n{readme_table()}"
 
 
 @pytest.mark.parametrize(
