@@ -6,7 +6,7 @@
 
 1. Exporter choice (in one process, best of --rounds): the run exported with the TorchScript exporter and with
    the torch.export one (dynamo=True, opset 18), each optimised with onnxruntime's BERT fusions; texts/s of
-   `Classifier.logits` on 500 dev texts, the fused operators, and labels against torch.
+   `inference.logits` on 500 dev texts, the fused operators, and labels against torch.
 2. Cold start: median wall time of fresh processes (one untimed warm-up each) of
    `bertctl predict --model EXPORT_DIR "text"` and of the pipeline one-liner
    `python -c "from transformers import pipeline; print(pipeline('text-classification', model=RUN)(TEXT))"`.
@@ -129,7 +129,7 @@ def main() -> None:
     if not args.skip_exporters:
         choice = exporter_choice(run_dir, work, texts[:500], max(args.rounds, 1))
         summary["exporters"] = choice
-        print("\n## 1. exporter choice (in-process Classifier.logits on 500 dev texts, best of rounds)\n")
+        print("\n## 1. exporter choice (in-process inference.logits on 500 dev texts, best of rounds)\n")
         print(table(["exporter", "opset", "texts/s", "same labels as torch", "fused operators", "export s"], [
             [name, c["opset"], c["texts_per_s"], f"{100 * c['same_labels_as_torch']:.1f}%", ", ".join(f"{k} {v}" for k, v in c["fusions"].items()), c["export_s"]]
             for name, c in choice.items()

@@ -8,7 +8,7 @@ Modes, all on the 1,000 AG News dev texts (--quick: the first 300), in one proce
 (best round reported), after one warm-up call each:
   pipeline   pipeline("text-classification", model=RUN_DIR, batch_size=32), called with truncation=True and
              max_length = the run's model.max_length, so it sees exactly the tokens bertctl sees
-  fp32       bertctl.prediction: load_for_inference(RUN_DIR) + predict_texts (texts sorted by length, batches of
+  fp32       bertctl.inference: load_for_inference(RUN_DIR) + predict_texts (texts sorted by length, batches of
              64 padded to their own longest text, last layer computing [CLS] only); the path of
              `bertctl predict --file`
   int8       the same with quantize="int8" (`--quantize int8`: dynamic int8 Linear layers)
