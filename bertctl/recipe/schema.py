@@ -62,7 +62,7 @@ class DataSection(Section):
     label_separator: Text | None = Field(None, description="multi-label: the label column holds names joined by this, e.g. 'joy,surprise'")
     labels: list[Text] | None = Field(None, min_length=2, description="label names in class-id order (default: inferred from train; regression: none)")
     validation_fraction: float | None = Field(None, gt=0.0, lt=1.0, description="carve this share of train into validation when there is none")
-    drop_empty: bool = Field(False, description="drop rows with empty texts instead of refusing them")
+    drop_empty: bool = Field(False, description="drop rows with empty texts or labels instead of refusing them")
     limit: LimitSection = Field(default_factory=LimitSection, description="sample limits per split")
 
 
@@ -91,7 +91,7 @@ class TrainSection(Section):
     save_total_limit: int = Field(2, ge=1, description="keep the newest K checkpoints")
     checkpoint_every_steps: int = Field(0, ge=0, description="also checkpoint every N optimizer steps (0 = each evaluation)")
     group_by_length: bool = Field(True, description="batch similar lengths together (less padding)")
-    num_threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch's default)")
+    num_threads: int = Field(0, ge=0, description="torch CPU threads (0 = one per free CPU; more than are free only queue)")
     cpu_fast_path: bool = Field(True, description="on CPU, run BERT's forward via bertctl.fastpath ([CLS]-only last layer, one-GEMM QKV, cheap dropout); false = stock transformers")
     log_with: list[Literal[tuple(TRACKERS)]] = Field(default_factory=list, description="accelerate trackers, e.g. ['tensorboard']")
 
