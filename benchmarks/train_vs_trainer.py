@@ -453,7 +453,10 @@ def main() -> None:
     if mfu:
         peaks.append(run_worker(script, ["--worker", "matmul", *common_args], env=worker_env)["peak"])
     peak = max(peaks) if mfu else None
-    shutil.rmtree(tmp, ignore_errors=True)  # data subsets and the workers' tokenize caches
+    if os.environ.get("BENCH_KEEP_RUN"):  # a kept run's recipe.toml names the data subsets: they stay with it
+        print(f"#   data subsets kept with the run: {tmp}", file=sys.stderr, flush=True)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)  # data subsets and the workers' tokenize caches
 
     summary = {}
     for way in ways:
@@ -509,6 +512,7 @@ def main() -> None:
         print(f"(c) runs ~{100 * executed:.0f}% of the formula's FLOPs ([CLS]-only last layer): hardware FLOP utilization ~{100 * executed * summary['c']['mfu']:.0f}%")
     print(json.dumps({"benchmark": "train_vs_trainer", "command": command_line(), "machine": machine, "epochs": epochs,
                       "device": args.device, "precision": "bf16" if args.bf16 else "fp32", "model": args.model,
+                      **({"kept_data_dir": str(tmp)} if os.environ.get("BENCH_KEEP_RUN") else {}),
                       "matmul_peak_gflops": peak, "ways": summary, "ratios": ratios,
                       "runs": {w: runs[w] for w in ways}}, default=str))
 
