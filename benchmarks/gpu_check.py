@@ -249,6 +249,7 @@ def main() -> None:
         model = MODEL
     rows: dict[str, list] = {}
     failed: list[str] = []
+    results: dict[str, dict] = {}  # each step's JSON line, written beside the table
 
     def fail(row: str, stock: str, reason: str) -> None:
         failed.append(row)
@@ -256,12 +257,12 @@ def main() -> None:
 
     # -- train: bertctl against the tuned Trainer, both bf16; bertctl's run dir is kept for the steps after it
     run_dir, kept = None, []  # kept: what train_vs_trainer left for the later steps, removed at the end
-    train_stock = "tuned HF Trainer, bf16 (dynamic padding, length-grouped)"
+    train_stock = "tuned HF Trainer, bf16 (dynamic padding" + (")" if dry else " to a multiple of 8)") + ", length-grouped"
     # the dry run: one torch thread everywhere, since on a busy 2-core CI machine OpenMP's barriers stall (NOTES.md)
     threads = ["--threads", "1"] if dry else []
-    sizes = ["--train-rows", "48", "--dev-rows", "24", *threads] if dry else []
+    sizes = ["--train-rows", "96", "--dev-rows", "24", *threads] if dry else []
     try:
-        result = run_step("train", [python, str(HERE / "train_vs_trainer.py"), "--ways", "bc", "--epochs", "1", "--bf16", "--device", device,
+        result = results["train"] = run_step("train", [python, str(HERE / "train_vs_trainer.py"), "--ways", "bc", "--epochs", "1", "--bf16", "--device", device,
                                     "--model", model, "--no-mfu", *sizes], clock.limit(240 if not dry else 90), {**env, "BENCH_KEEP_RUN": "1"})
         b, c = result["ways"]["b"], result["ways"]["c"]
         run_dir = Path(result["runs"]["c"][0]["kept_run_dir"])
@@ -269,7 +270,11 @@ def main() -> None:
         examples = result["runs"]["c"][0]["train_examples"]
         rows["train"] = [f"train: AG News {examples:,} rows, 1 epoch, bf16 (samples/s)", train_stock, b["samples_per_s"], c["samples_per_s"],
                          ratio(c["samples_per_s"], b["samples_per_s"]),
-                         f"dev accuracy {c['accuracy']:.4f} vs {b['accuracy']:.4f}; train loop {c['train_loop_s']:.1f} s vs {b['train_loop_s']:.1f} s"]
+                         f"dev accuracy {c['accuracy']:.4f} vs {b['accuracy']:.4f}; first step {c['first_step_s']:.2f} vs {b['first_step_s']:.2f} s, "
+                         f"after it {_fmt(c['samples_per_s_after_first_step'])} vs {_fmt(b['samples_per_s_after_first_step'])} samples/s "
+                         f"({ratio(c['samples_per_s_after_first_step'], b['samples_per_s_after_first_step']) or '-'}); step-to-step median "
+                         f"{_fmt(result['runs']['c'][0].get('step_ms_median'))} vs {_fmt(result['runs']['b'][0].get('step_ms_median'))} ms; "
+                         f"on {c['model_device']} / {b['model_device']}"]
     except (StepFailed, KeyError, TypeError) as exc:
         fail("train", train_stock, str(exc))
 
@@ -299,7 +304,7 @@ def main() -> None:
         if export_dir is not None:
             argv += ["--export-dir", str(export_dir), "--onnx-provider", onnx_provider]
         try:
-            result = run_step("predict", argv, clock.limit(150 if not dry else 60), env)
+            result = results["predict"] = run_step("predict", argv, clock.limit(150 if not dry else 60), env)
             modes, texts = result["modes"], result["texts"]
             pipe = modes["pipeline"]
             torch_mode = modes["fp32"]
@@ -329,7 +334,7 @@ def main() -> None:
         argv = [python, str(HERE / "serve_load.py"), "--run-dir", str(run_dir), "--device", device, "--levels", ",".join(map(str, levels))]
         argv += ["--requests", "64", "--warmup", "8", "--rounds", "1", *threads] if dry else ["--requests", "2048", "--warmup", "64", "--rounds", "3"]
         try:
-            result = run_step("serve", argv, clock.limit(240 if not dry else 90), env)
+            result = results["serve"] = run_step("serve", argv, clock.limit(240 if not dry else 90), env)
             serve = {r["clients"]: r for r in result["serve"]}
             naive = {r["clients"]: r for r in result["naive"]}
             for n in levels:
@@ -374,12 +379,13 @@ def main() -> None:
     out = args.output or (Path(os.environ["OUT"]) / "gpu_check.md" if os.environ.get("OUT") else tmp.parent / f"gpu_check-{os.getpid()}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps({"table": text, "failed": failed, "steps": results}, default=str), encoding="utf-8")
     shutil.rmtree(tmp, ignore_errors=True)  # the tiny or unpacked model, the export, the caches
     for path in kept:
         shutil.rmtree(path, ignore_errors=True)
     print()
     print(text)
-    print(f"# table written to {out}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    print(f"# table written to {out} (each step's JSON in {out.with_suffix('.json')})" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     sys.exit(1 if failed else 0)
 
 

@@ -8,7 +8,8 @@
 Ways (each in its own fresh Python process):
   a  stock Trainer, set up as transformers' examples/pytorch/text-classification/run_classification.py does by
      default: every example padded to max_length 128 (`padding="max_length"`), default_data_collator, random batches
-  b  tuned Trainer: no padding at tokenization, DataCollatorWithPadding (pad per batch),
+  b  tuned Trainer: no padding at tokenization, DataCollatorWithPadding (pad per batch; to a multiple of 8 under
+     --bf16 on a GPU, as run_glue.py does under fp16),
      train_sampling_strategy="group_by_length"
   c  `bertctl train` (bertctl.training.train) on recipes/agnews.toml with the same data files and settings
   s  (diagnostic, not in the default set) bertctl train with bertctl.fastpath switched off
@@ -93,6 +94,13 @@ def _model_numbers(model) -> dict[str, int]:
     return {"params": total, "non_embedding_params": total - embedding, "layers": config.num_hidden_layers, "hidden": config.hidden_size}
 
 
+def _step_spread(ends: list[float]) -> dict[str, float]:
+    """Host time between consecutive step ends after the first: median and worst, in ms (on a GPU, launch time,
+    unless something in the step waits for the device)."""
+    gaps = sorted(1000 * (b - a) for a, b in zip(ends[1:], ends[2:]))
+    return {"step_ms_median": gaps[len(gaps) // 2], "step_ms_max": gaps[-1]} if gaps else {}
+
+
 def _synchronize(device: str) -> None:
     """Wait for the GPU's queued work, so a host clock read after it counts that work."""
     if device == "cuda":
@@ -151,10 +159,15 @@ def trainer_worker(way: str, train_csv: str, dev_csv: str, epochs: int, threads:
                 self.real += int(batch["attention_mask"].sum())
             return batch
 
-    collator = Counting(default_data_collator if stock else DataCollatorWithPadding(tokenizer))
+    # in mixed precision on a GPU the tuned Trainer pads to a multiple of 8, as run_glue.py does under fp16 (tensor
+    # cores, and far fewer distinct shapes); bertctl does the same on CUDA
+    multiple = 8 if bf16 and device == "cuda" else None
+    collator = Counting(default_data_collator if stock else DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple))
 
     class StepClock(TrainerCallback):
-        first = last = None
+        first = first_end = last = None
+        steps = 0
+        ends: list[float] = []
 
         def on_step_begin(self, args, state, control, **kwargs):
             if self.first is None:
@@ -162,9 +175,13 @@ def trainer_worker(way: str, train_csv: str, dev_csv: str, epochs: int, threads:
                 self.first = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step >= state.max_steps:
-                _synchronize(device)  # only at the last step: a sync per step would stall the GPU's queue
+            self.steps += 1
+            if self.steps == 1 or state.global_step >= state.max_steps:
+                _synchronize(device)  # the first and last steps only: a sync per step would stall the GPU's queue
             self.last = time.perf_counter()
+            self.ends.append(self.last)
+            if self.steps == 1:
+                self.first_end = self.last
 
     clock = StepClock()
     out = tempfile.mkdtemp(prefix=f"bench-trainer-{way}-")
@@ -216,6 +233,9 @@ def trainer_worker(way: str, train_csv: str, dev_csv: str, epochs: int, threads:
         "train_examples": len(train_ds),
         "epochs": epochs,
         "train_loop_s": clock.last - clock.first,
+        "first_step_s": clock.first_end - clock.first,
+        "steps": clock.steps,
+        **_step_spread(clock.ends),
         "train_call_s": train_call_s,
         "eval_s": eval_s,
         "fed_tokens": collator.fed,
@@ -223,6 +243,7 @@ def trainer_worker(way: str, train_csv: str, dev_csv: str, epochs: int, threads:
         "accuracy": scores["eval_accuracy"],
         "optimizer": args.optim.value if hasattr(args.optim, "value") else str(args.optim),
         "threads": torch.get_num_threads(),
+        "model_device": str(next(model.parameters()).device),
         **_model_numbers(model),
     }
 
@@ -298,10 +319,19 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
 
     bertctl.modeling.load_classifier = load_and_clock
     original_build_optimizer = loop.build_optimizer
+    ends: list[float] = []
 
     def build_and_clock(model, recipe):
         optimizer = original_build_optimizer(model, recipe)
-        optimizer.register_step_post_hook(lambda *a: steps.update(last=time.perf_counter(), pending=device == "cuda"))
+        def step_done(*args) -> None:
+            steps["count"] = steps.get("count", 0) + 1
+            if steps["count"] == 1:  # the first step's own time (CUDA and cuBLAS start-up land in it on a GPU)
+                _synchronize(device)
+                steps["first_end"] = time.perf_counter()
+            steps.update(last=time.perf_counter(), pending=device == "cuda")
+            ends.append(steps["last"])
+
+        optimizer.register_step_post_hook(step_done)
         return optimizer
 
     loop.build_optimizer = build_and_clock
@@ -310,6 +340,8 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
     result = training.train(recipe, output_dir=run_dir, progress=False)
     first, last = steps["first"], steps["last"]
     inside = sum(min(end, last) - max(start, first) for start, end in side_intervals if start < last and end > first)
+    first_step = steps["first_end"] - first - sum(min(end, steps["first_end"]) - max(start, first) for start, end in side_intervals
+                                                  if start < steps["first_end"] and end > first)
     metrics = result.metrics
 
     # the padded length actually fed: replay bertctl's batch order (the same sampler class, seed and epochs)
@@ -331,12 +363,16 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
         "train_examples": metrics["train_examples"],
         "epochs": epochs,
         "train_loop_s": last - first - inside,
+        "first_step_s": first_step,
+        "steps": steps["count"],
+        **_step_spread(ends),
         "in_loop_eval_and_saves_s": inside,
         "fed_tokens": fed,
         "real_tokens": sum(lengths) * epochs,
         "accuracy": metrics["last_validation"]["accuracy"],
         "best_accuracy": metrics["validation"]["accuracy"],
         "threads": torch.get_num_threads(),
+        "model_device": str(next(models[0].parameters()).device),
         **_model_numbers(models[0]),
         **({"kept_run_dir": str(run_dir)} if kept else {}),
     }
@@ -377,8 +413,12 @@ def derive(r: dict, peak: float | None) -> dict:
     flops_per_token = 6 * r["non_embedding_params"] + 12 * r["layers"] * seq_fed * r["hidden"]
     tokens_per_s = r["real_tokens"] / r["train_loop_s"]
     gflops = tokens_per_s * flops_per_token / 1e9
+    steps = r.get("steps") or 0
+    after_first = r["train_loop_s"] - r.get("first_step_s", 0.0)
     return {
         "samples_per_s": examples / r["train_loop_s"],
+        # the same past the first step (batches average examples / steps): on a GPU the first holds the start-up
+        "samples_per_s_after_first_step": examples * (steps - 1) / steps / after_first if steps > 1 and after_first > 0 else None,
         "tokens_per_s": tokens_per_s,
         "seq_len_fed": seq_fed,
         "padding_share": 1 - r["real_tokens"] / r["fed_tokens"],
@@ -475,6 +515,9 @@ def main() -> None:
             "padding_share": pick("padding_share"),
             "model_gflops": pick("model_gflops"),
             "mfu": pick("mfu"),
+            "first_step_s": raw("first_step_s"),
+            "samples_per_s_after_first_step": pick("samples_per_s_after_first_step"),
+            "model_device": runs[way][0]["model_device"],
             "runs": len(runs[way]),
         }
         if way in ("c", "s"):
@@ -500,6 +543,12 @@ def main() -> None:
             ratios[f"{num}/{den}"] = summary[num]["samples_per_s"] / summary[den]["samples_per_s"]
     if ratios:
         print("samples/s ratios: " + ", ".join(f"{k} = {v:.2f}x" for k, v in ratios.items()))
+    for way, s in summary.items():
+        after = s["samples_per_s_after_first_step"]
+        spread = runs[way][0]
+        print(f"({way}) on {s['model_device']}: first step {s['first_step_s']:.2f} s"
+              + (f", then {after:,.0f} samples/s" if after else "")
+              + (f"; step-to-step median {spread['step_ms_median']:.1f} ms, worst {spread['step_ms_max']:.1f} ms (first run)" if "step_ms_median" in spread else ""))
     for way in ("c", "s"):
         if way in summary:
             c = summary[way]
