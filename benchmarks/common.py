@@ -79,6 +79,13 @@ def machine_summary() -> dict[str, Any]:
     }
 
 
+def gpu_name() -> str | None:
+    """The first CUDA device's name, or None without one (torch imported late: the parent scripts stay light)."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
 def maxrss_mib(maxrss: int) -> float:
     """getrusage's / wait4's ru_maxrss in MiB: bytes on macOS, KiB on Linux."""
     return maxrss / (1024 * 1024) if sys.platform == "darwin" else maxrss / 1024

@@ -3,6 +3,7 @@ transformers `pipeline()` in each request), at 1, 8 and 32 concurrent clients se
 
     python benchmarks/serve_load.py                                       # needs runs/agnews (bertctl train recipes/agnews.toml)
     python benchmarks/serve_load.py --run-dir runs/agnews-small --requests 100    # a quick look
+    python benchmarks/serve_load.py --device cuda --levels 32,128 --requests 2048   # on a GPU (benchmarks/gpu_check.sh)
 
 Bounded and local: everything listens on 127.0.0.1 only, each client level sends a fixed number of requests,
 and the script stops its servers (SIGTERM) and itself when done. Phases run one after another, so they never
@@ -19,6 +20,9 @@ last was answered, texts in dev-file order. Latency runs from writing a request 
 Every answer must be a 200 with one prediction; labels are compared between the two servers and offline.
 Targets (issue 13): at 32 clients serve >= 3x the naive server and >= 80% of offline texts/s; at 1 client
 serve's median latency within 1.5x of the in-process single-text time.
+--device cuda: the offline worker, serve (its default: the GPU when there is one) and the naive server's pipeline
+(device=0) all on the first GPU; --device cpu (the default) hides the GPUs from all three. --levels picks the
+client counts.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import AGNEWS, REPO, command_line, emit_result, load_average, run_worker, table  # noqa: E402
 
-LEVELS = (1, 8, 32)
+LEVELS = (1, 8, 32)  # default client counts (--levels)
 HOST = "127.0.0.1"  # the only address this benchmark sends to or listens on
 
 
@@ -54,12 +58,12 @@ def dev_texts() -> list[str]:
         return [row["text"] for row in csv.DictReader(fh)]
 
 
-def offline_worker(run_dir: str, rounds: int, threads: int | None) -> None:
+def offline_worker(run_dir: str, rounds: int, threads: int | None, device: str = "cpu") -> None:
     import numpy as np
 
     from bertctl import inference
 
-    classifier = inference.load_for_inference(run_dir, threads=threads)
+    classifier = inference.load_for_inference(run_dir, threads=threads, device=device)
     texts = dev_texts()
     inference.predict_texts(classifier, texts[:64])  # warm-up: thread pools, allocator
     best, best_cpu, labels = float("inf"), float("inf"), []
@@ -79,7 +83,7 @@ def offline_worker(run_dir: str, rounds: int, threads: int | None) -> None:
                  "single_cpu_ms": 1000 * float(np.median(single_cpu)), "labels": labels, "threads": torch.get_num_threads()})
 
 
-def naive_server(run_dir: str, threads: int | None) -> None:
+def naive_server(run_dir: str, threads: int | None, device: str = "cpu") -> None:
     """The way one would write it first: a pipeline, and a FastAPI endpoint that calls it per request."""
     import socket
 
@@ -92,7 +96,7 @@ def naive_server(run_dir: str, threads: int | None) -> None:
 
     if threads:
         torch.set_num_threads(threads)
-    pipe = pipeline("text-classification", model=run_dir, device="cpu")
+    pipe = pipeline("text-classification", model=run_dir, device=0 if device == "cuda" else "cpu")
     max_length = read_run_settings(Path(run_dir)).max_length or 512  # the tokens bertctl sees
     app = FastAPI()
 
@@ -103,7 +107,7 @@ def naive_server(run_dir: str, threads: int | None) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # as uvicorn's own bind: TCP_NODELAY
     sock.bind((HOST, 0))
     sock.listen(2048)
-    print(f"naive server: pipeline, {torch.get_num_threads()} torch threads", file=sys.stderr)
+    print(f"naive server: pipeline on {pipe.device}, {torch.get_num_threads()} torch threads", file=sys.stderr)
     print(f"listening on http://{HOST}:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 
@@ -111,8 +115,10 @@ def naive_server(run_dir: str, threads: int | None) -> None:
 class Server:
     """A server process started with `--port 0`: waits for its 'listening on http://...' line."""
 
-    def __init__(self, args: list[str]):
-        env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    def __init__(self, args: list[str], env: dict[str, str] | None = None):
+        # the repo first, then what the caller's PYTHONPATH holds (packages installed with --target, say)
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
         self.proc = subprocess.Popen([sys.executable, *args], stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
         self.log: list[str] = []
         for line in self.proc.stderr:
@@ -188,13 +194,13 @@ async def batch_counts(port: int) -> tuple[float, float]:
     return float(found["sum"]), float(found["count"])
 
 
-def measure(name: str, args: list[str], texts: list[str], requests: int, warmup: int) -> tuple[list[dict], Server]:
-    server = Server(args)
+def measure(name: str, args: list[str], texts: list[str], requests: int, warmup: int, levels=LEVELS, env: dict[str, str] | None = None) -> tuple[list[dict], Server]:
+    server = Server(args, env)
     results = []
     banner = next(line.strip() for line in server.log if line.startswith(("bertctl serve:", "naive server:")))
     print(f"# {name}: {banner}; load average {load_average()}", flush=True)
     asyncio.run(load(server.port, texts, 8, warmup))  # warm-up: threads, allocator, first-call paths
-    for clients in LEVELS:
+    for clients in levels:
         before = asyncio.run(batch_counts(server.port)) if name == "serve" else None
         cpu = server.cpu_seconds()
         result = asyncio.run(load(server.port, texts, clients, requests))
@@ -216,29 +222,34 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=32, help="requests sent before the levels, not timed")
     parser.add_argument("--rounds", type=int, default=3, help="offline rounds (best kept)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for all three (default: each one's own default)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where all three run their model")
+    parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrent clients per level, comma-separated (default 1,8,32)")
     parser.add_argument("--offline-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--naive-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     run_dir = str(Path(args.run_dir).resolve())
     if args.offline_worker:
-        return offline_worker(run_dir, args.rounds, args.threads)
+        return offline_worker(run_dir, args.rounds, args.threads, args.device)
     if args.naive_server:
-        return naive_server(run_dir, args.threads)
+        return naive_server(run_dir, args.threads, args.device)
+    levels = tuple(int(n) for n in args.levels.split(","))
     if not (Path(run_dir) / "config.json").is_file():
         raise SystemExit(f"{run_dir} is not a trained run: train one with `bertctl train recipes/agnews.toml`, or pass --run-dir")
 
     texts = dev_texts()
     uptime = lambda: subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()  # noqa: E731
     print(f"# {command_line()}")
-    print(f"# run dir {run_dir}; {len(texts)} AG News dev texts; {args.requests} requests of one text per level; {os.cpu_count()} CPUs")
+    print(f"# run dir {run_dir}; {len(texts)} AG News dev texts; {args.requests} requests of one text per level; {os.cpu_count()} CPUs; device {args.device}")
     print(f"# uptime at start: {uptime()}", flush=True)
 
     threads = ["--threads", str(args.threads)] if args.threads else []
-    offline = run_worker(Path(__file__), ["--offline-worker", "--run-dir", run_dir, "--rounds", str(args.rounds), *threads])
+    env = {"CUDA_VISIBLE_DEVICES": ""} if args.device == "cpu" else {}  # serve would otherwise take a GPU by itself
+    offline = run_worker(Path(__file__), ["--offline-worker", "--run-dir", run_dir, "--rounds", str(args.rounds), "--device", args.device, *threads], env=env)
     print(f"# offline: predict --file {offline['texts_per_s']:.1f} texts/s, one text in-process {offline['single_ms']:.1f} ms ({offline['threads']} torch threads); load average {load_average()}", flush=True)
-    serve, server = measure("serve", ["-m", "bertctl", "serve", run_dir, "--port", "0", *threads], texts, args.requests, args.warmup)
+    serve, server = measure("serve", ["-m", "bertctl", "serve", run_dir, "--port", "0", *threads], texts, args.requests, args.warmup, levels, env)
     serve_exit = server.stop()
-    naive, server = measure("naive", [str(Path(__file__).resolve()), "--naive-server", "--run-dir", run_dir, *threads], texts, args.requests, args.warmup)
+    naive_args = [str(Path(__file__).resolve()), "--naive-server", "--run-dir", run_dir, "--device", args.device, *threads]
+    naive, server = measure("naive", naive_args, texts, args.requests, args.warmup, levels, env)
     server.stop()
 
     rows = []
@@ -250,30 +261,36 @@ def main() -> None:
     print()
     print(table(["server", "clients", "texts/s", "p50 ms", "p99 ms", "CPU ms/text", "texts per forward"], rows))
 
-    at32 = {r["clients"]: r for r in serve}[32], {r["clients"]: r for r in naive}[32]
-    at1 = {r["clients"]: r for r in serve}[1]
-    ratios = {
-        "serve_vs_naive_at_32": at32[0]["texts_per_s"] / at32[1]["texts_per_s"],
-        "serve_at_32_vs_offline": at32[0]["texts_per_s"] / offline["texts_per_s"],
-        "serve_p50_at_1_vs_one_forward": at1["p50_ms"] / offline["single_ms"],
+    by_level = {r["clients"]: r for r in serve}, {r["clients"]: r for r in naive}
+    ratios = {}
+    for clients in levels:
+        ours, theirs = by_level[0][clients], by_level[1][clients]
+        ratios[f"serve_vs_naive_at_{clients}"] = ours["texts_per_s"] / theirs["texts_per_s"]
+        ratios[f"serve_at_{clients}_vs_offline"] = ours["texts_per_s"] / offline["texts_per_s"]
         # the same comparisons in CPU time per text, which other people's processes on a shared machine barely move
-        "cpu_serve_vs_naive_at_32": at32[1]["cpu_ms_per_text"] / at32[0]["cpu_ms_per_text"],
-        "cpu_serve_at_32_vs_offline": offline["cpu_ms_per_text"] / at32[0]["cpu_ms_per_text"],
-        "cpu_serve_at_1_vs_one_forward": at1["cpu_ms_per_text"] / offline["single_cpu_ms"],
-    }
+        ratios[f"cpu_serve_vs_naive_at_{clients}"] = theirs["cpu_ms_per_text"] / ours["cpu_ms_per_text"]
+        ratios[f"cpu_serve_at_{clients}_vs_offline"] = offline["cpu_ms_per_text"] / ours["cpu_ms_per_text"]
+    if 1 in levels:
+        ratios["serve_p50_at_1_vs_one_forward"] = by_level[0][1]["p50_ms"] / offline["single_ms"]
+        ratios["cpu_serve_at_1_vs_one_forward"] = by_level[0][1]["cpu_ms_per_text"] / offline["single_cpu_ms"]
     n = args.requests
-    same_naive = sum(a == b for r, q in zip(serve, naive) for a, b in zip(r["labels"], q["labels"])) / (n * len(LEVELS))
-    same_offline = sum(a == offline["labels"][i % len(texts)] for r in serve for i, a in enumerate(r["labels"])) / (n * len(LEVELS))
+    same_naive = sum(a == b for r, q in zip(serve, naive) for a, b in zip(r["labels"], q["labels"])) / (n * len(levels))
+    same_offline = sum(a == offline["labels"][i % len(texts)] for r in serve for i, a in enumerate(r["labels"])) / (n * len(levels))
     print()
     print("                                      wall clock   CPU time per text")
-    print(f"32 clients: serve / naive throughput  {ratios['serve_vs_naive_at_32']:>9.2f}x  {ratios['cpu_serve_vs_naive_at_32']:>9.2f}x   (target >= 3x)")
-    print(f"32 clients: serve / offline           {100 * ratios['serve_at_32_vs_offline']:>9.0f}%  {100 * ratios['cpu_serve_at_32_vs_offline']:>9.0f}%   (target >= 80%)")
-    print(f" 1 client:  serve / one forward       {ratios['serve_p50_at_1_vs_one_forward']:>9.2f}x  {ratios['cpu_serve_at_1_vs_one_forward']:>9.2f}x   (target <= 1.5x; wall: p50 latency)")
+    for clients in levels:
+        target = "   (target >= 3x)" if clients >= 32 else ""
+        print(f"{clients:>3} clients: serve / naive throughput {ratios[f'serve_vs_naive_at_{clients}']:>9.2f}x  {ratios[f'cpu_serve_vs_naive_at_{clients}']:>9.2f}x{target}")
+    for clients in levels:
+        target = "   (target >= 80%)" if clients == 32 else ""
+        print(f"{clients:>3} clients: serve / offline          {100 * ratios[f'serve_at_{clients}_vs_offline']:>9.0f}%  {100 * ratios[f'cpu_serve_at_{clients}_vs_offline']:>9.0f}%{target}")
+    if 1 in levels:
+        print(f"  1 client:  serve / one forward      {ratios['serve_p50_at_1_vs_one_forward']:>9.2f}x  {ratios['cpu_serve_at_1_vs_one_forward']:>9.2f}x   (target <= 1.5x; wall: p50 latency)")
     print(f"same labels: serve vs naive {100 * same_naive:.1f}%, serve vs offline {100 * same_offline:.1f}%; serve exit code after SIGTERM {serve_exit}")
     print(f"# uptime at end: {uptime()}")
     for r in serve + naive:
         del r["labels"]
-    print(json.dumps({"benchmark": "serve_load", "command": command_line(), "run_dir": run_dir, "requests": n, "offline": {k: v for k, v in offline.items() if k != "labels"},
+    print(json.dumps({"benchmark": "serve_load", "command": command_line(), "run_dir": run_dir, "device": args.device, "levels": levels, "requests": n, "offline": {k: v for k, v in offline.items() if k != "labels"},
                       "serve": serve, "naive": naive, "ratios": ratios, "same_labels": {"naive": same_naive, "offline": same_offline}, "serve_exit": serve_exit}, default=str))
 
 

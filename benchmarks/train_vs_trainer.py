@@ -3,18 +3,21 @@
     python benchmarks/train_vs_trainer.py            # full: 4,000 train / 1,000 dev AG News rows, 2 epochs (3 trainings)
     python benchmarks/train_vs_trainer.py --quick    # smoke run: 320 / 200 rows, 1 epoch
     python benchmarks/train_vs_trainer.py --quick --repeat 3 --ways bc   # interleaved repeats on a noisy machine
+    python benchmarks/train_vs_trainer.py --ways bc --device cuda --bf16 --epochs 1   # on a GPU (benchmarks/gpu_check.sh)
 
 Ways (each in its own fresh Python process):
   a  stock Trainer, set up as transformers' examples/pytorch/text-classification/run_classification.py does by
      default: every example padded to max_length 128 (`padding="max_length"`), default_data_collator, random batches
-  b  tuned Trainer: no padding at tokenization, DataCollatorWithPadding (pad per batch),
+  b  tuned Trainer: no padding at tokenization, DataCollatorWithPadding (pad per batch; to a multiple of 8 under
+     --bf16 on a GPU, as run_glue.py does under fp16),
      train_sampling_strategy="group_by_length"
   c  `bertctl train` (bertctl.training.train) on recipes/agnews.toml with the same data files and settings
   s  (diagnostic, not in the default set) bertctl train with bertctl.fastpath switched off
 
 Shared settings (those of recipes/agnews.toml): MiniLM-L6 (bundled offline copy), lr 1e-4, batch 32, warmup 6%,
 linear decay, weight decay 0.01 (not on bias/LayerNorm), max_grad_norm 1.0, seed 42, max_length 128, AdamW
-(Trainer's default adamw_torch_fused), fp32, torch's default thread count unless --threads.
+(Trainer's default adamw_torch_fused), fp32 (--bf16: bf16 autocast for all), on the CPU (--device cuda: the first
+GPU for all), torch's default thread count unless --threads; --model gives all ways another base model.
 
 What is timed:
   train loop s   from the start of the first training step to the end of the last optimizer step, data loading
@@ -28,7 +31,9 @@ What is timed:
   accuracy       on the dev rows with the final weights (bertctl: last epoch, also its best epoch)
   MFU            tokens/s x (6 x non-embedding params + 12 x layers x seq_len x hidden) / fp32 matmul peak,
                  seq_len = mean padded length fed per example; peak = best square-matmul GFLOP/s (1024-2048)
-                 measured in this run with the same thread count
+                 measured in this run with the same thread count (CPU only: on a GPU, or with --no-mfu, MFU is left out)
+On a GPU both clocks wait for the device (torch.cuda.synchronize) at the first step and after the last, since
+CUDA work runs behind the host's clock.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     AGNEWS,
+    gpu_name,
     AGNEWS_LABELS,
     AGNEWS_RECIPE,
     command_line,
@@ -60,7 +66,7 @@ from common import (  # noqa: E402
 
 PROCESS_START = time.perf_counter()
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-SETTINGS = {"learning_rate": 1e-4, "batch_size": 32, "eval_batch_size": 128, "warmup_ratio": 0.06, "weight_decay": 0.01, "seed": 42, "max_length": 128}
+SETTINGS = {"model": MODEL, "learning_rate": 1e-4, "batch_size": 32, "eval_batch_size": 128, "warmup_ratio": 0.06, "weight_decay": 0.01, "seed": 42, "max_length": 128}
 WAY_NAMES = {
     "a": "HF Trainer, stock (pad to 128)",
     "b": "HF Trainer, tuned (dynamic pad, grouped)",
@@ -88,7 +94,22 @@ def _model_numbers(model) -> dict[str, int]:
     return {"params": total, "non_embedding_params": total - embedding, "layers": config.num_hidden_layers, "hidden": config.hidden_size}
 
 
-def trainer_worker(way: str, train_csv: str, dev_csv: str, epochs: int, threads: int | None) -> dict:
+def _step_spread(ends: list[float]) -> dict[str, float]:
+    """Host time between consecutive step ends after the first: median and worst, in ms (on a GPU, launch time,
+    unless something in the step waits for the device)."""
+    gaps = sorted(1000 * (b - a) for a, b in zip(ends[1:], ends[2:]))
+    return {"step_ms_median": gaps[len(gaps) // 2], "step_ms_max": gaps[-1]} if gaps else {}
+
+
+def _synchronize(device: str) -> None:
+    """Wait for the GPU's queued work, so a host clock read after it counts that work."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def trainer_worker(way: str, train_csv: str, dev_csv: str, epochs: int, threads: int | None, device: str = "cpu", bf16: bool = False) -> dict:
     import numpy as np
     import torch
     from datasets import Dataset
@@ -109,7 +130,7 @@ def trainer_worker(way: str, train_csv: str, dev_csv: str, epochs: int, threads:
     hf_logging.set_verbosity_error()
     if threads:
         torch.set_num_threads(threads)
-    model_dir = resolve_model(MODEL).location
+    model_dir = resolve_model(SETTINGS["model"]).location
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     stock = way == "a"
 
@@ -138,20 +159,37 @@ def trainer_worker(way: str, train_csv: str, dev_csv: str, epochs: int, threads:
                 self.real += int(batch["attention_mask"].sum())
             return batch
 
-    collator = Counting(default_data_collator if stock else DataCollatorWithPadding(tokenizer))
+    # in mixed precision on a GPU the tuned Trainer pads to a multiple of 8, as run_glue.py does under fp16 (tensor
+    # cores, and far fewer distinct shapes); bertctl does the same on CUDA
+    multiple = 8 if bf16 and device == "cuda" else None
+    collator = Counting(default_data_collator if stock else DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple))
 
     class StepClock(TrainerCallback):
-        first = last = None
+        first = first_end = last = None
+        steps = 0
+        ends: list[float] = []
 
         def on_step_begin(self, args, state, control, **kwargs):
             if self.first is None:
+                _synchronize(device)
                 self.first = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
+            self.steps += 1
+            if self.steps == 1 or state.global_step >= state.max_steps:
+                _synchronize(device)  # the first and last steps only: a sync per step would stall the GPU's queue
             self.last = time.perf_counter()
+            self.ends.append(self.last)
+            if self.steps == 1:
+                self.first_end = self.last
 
     clock = StepClock()
     out = tempfile.mkdtemp(prefix=f"bench-trainer-{way}-")
+    # transformers 5 renamed group_by_length=True to train_sampling_strategy="group_by_length"; older 5.x has the first
+    if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:
+        sampling = {"train_sampling_strategy": "random" if stock else "group_by_length"}
+    else:
+        sampling = {"group_by_length": not stock}
     args = TrainingArguments(
         output_dir=out,
         learning_rate=SETTINGS["learning_rate"],
@@ -166,10 +204,11 @@ def trainer_worker(way: str, train_csv: str, dev_csv: str, epochs: int, threads:
         save_strategy="no",
         logging_strategy="no",
         report_to="none",
-        use_cpu=True,
+        use_cpu=device == "cpu",
+        bf16=bf16,
         disable_tqdm=True,
         dataloader_num_workers=0,
-        train_sampling_strategy="random" if stock else "group_by_length",
+        **sampling,
     )
     trainer = Trainer(
         model=model,
@@ -194,6 +233,9 @@ def trainer_worker(way: str, train_csv: str, dev_csv: str, epochs: int, threads:
         "train_examples": len(train_ds),
         "epochs": epochs,
         "train_loop_s": clock.last - clock.first,
+        "first_step_s": clock.first_end - clock.first,
+        "steps": clock.steps,
+        **_step_spread(clock.ends),
         "train_call_s": train_call_s,
         "eval_s": eval_s,
         "fed_tokens": collator.fed,
@@ -201,11 +243,12 @@ def trainer_worker(way: str, train_csv: str, dev_csv: str, epochs: int, threads:
         "accuracy": scores["eval_accuracy"],
         "optimizer": args.optim.value if hasattr(args.optim, "value") else str(args.optim),
         "threads": torch.get_num_threads(),
+        "model_device": str(next(model.parameters()).device),
         **_model_numbers(model),
     }
 
 
-def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | None, fast_path: bool = True) -> dict:
+def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | None, fast_path: bool = True, device: str = "cpu", bf16: bool = False) -> dict:
     import torch
 
     import bertctl.fastpath
@@ -218,6 +261,7 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
         bertctl.fastpath.use_fast_path = lambda model, **kwargs: []
 
     overrides = [
+        f"model.name={json.dumps(SETTINGS['model'])}",
         f'data.train="{train_csv}"',
         f'data.validation="{dev_csv}"',
         f"train.epochs={epochs}",
@@ -231,14 +275,21 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
         f"train.seed={SETTINGS['seed']}",
         f"model.max_length={SETTINGS['max_length']}",
         f"train.num_threads={threads or 0}",
+        f"train.mixed_precision={'bf16' if bf16 else 'no'}",
     ]
     recipe = load_recipe(AGNEWS_RECIPE, overrides)
 
     # clocks around what the loop does besides training: their time inside the training window is subtracted
     side_intervals: list[tuple[float, float]] = []
+    steps: dict[str, float] = {}
 
     def timed(fn):
         def wrapper(*args, **kwargs):
+            # on a GPU the steps queued before this call are training time: wait for them, and if no step came
+            # since, the training window ends here (the last step's "last" was only its launch)
+            _synchronize(device)
+            if steps.pop("pending", None):
+                steps["last"] = time.perf_counter()
             start = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
@@ -251,7 +302,6 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
     loop.save_model = timed(loop.save_model)
     loop.save_checkpoint = timed(loop.save_checkpoint)
 
-    steps: dict[str, float] = {}
     models = []
     original_load = bertctl.modeling.load_classifier
 
@@ -261,6 +311,7 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
 
         def first_forward(module, inputs):
             if module.training and "first" not in steps:
+                _synchronize(device)
                 steps["first"] = time.perf_counter()
 
         model.register_forward_pre_hook(first_forward)
@@ -268,10 +319,19 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
 
     bertctl.modeling.load_classifier = load_and_clock
     original_build_optimizer = loop.build_optimizer
+    ends: list[float] = []
 
     def build_and_clock(model, recipe):
         optimizer = original_build_optimizer(model, recipe)
-        optimizer.register_step_post_hook(lambda *a: steps.__setitem__("last", time.perf_counter()))
+        def step_done(*args) -> None:
+            steps["count"] = steps.get("count", 0) + 1
+            if steps["count"] == 1:  # the first step's own time (CUDA and cuBLAS start-up land in it on a GPU)
+                _synchronize(device)
+                steps["first_end"] = time.perf_counter()
+            steps.update(last=time.perf_counter(), pending=device == "cuda")
+            ends.append(steps["last"])
+
+        optimizer.register_step_post_hook(step_done)
         return optimizer
 
     loop.build_optimizer = build_and_clock
@@ -280,6 +340,8 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
     result = training.train(recipe, output_dir=run_dir, progress=False)
     first, last = steps["first"], steps["last"]
     inside = sum(min(end, last) - max(start, first) for start, end in side_intervals if start < last and end > first)
+    first_step = steps["first_end"] - first - sum(min(end, steps["first_end"]) - max(start, first) for start, end in side_intervals
+                                                  if start < steps["first_end"] and end > first)
     metrics = result.metrics
 
     # the padded length actually fed: replay bertctl's batch order (the same sampler class, seed and epochs)
@@ -301,12 +363,16 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
         "train_examples": metrics["train_examples"],
         "epochs": epochs,
         "train_loop_s": last - first - inside,
+        "first_step_s": first_step,
+        "steps": steps["count"],
+        **_step_spread(ends),
         "in_loop_eval_and_saves_s": inside,
         "fed_tokens": fed,
         "real_tokens": sum(lengths) * epochs,
         "accuracy": metrics["last_validation"]["accuracy"],
         "best_accuracy": metrics["validation"]["accuracy"],
         "threads": torch.get_num_threads(),
+        "model_device": str(next(models[0].parameters()).device),
         **_model_numbers(models[0]),
         **({"kept_run_dir": str(run_dir)} if kept else {}),
     }
@@ -322,9 +388,9 @@ def worker_main(args) -> None:
     if args.worker == "matmul":
         result = matmul_worker(args.threads)
     elif args.worker in ("a", "b"):
-        result = trainer_worker(args.worker, args.train, args.dev, args.epochs, args.threads)
+        result = trainer_worker(args.worker, args.train, args.dev, args.epochs, args.threads, args.device, args.bf16)
     else:
-        result = bertctl_worker(args.train, args.dev, args.epochs, args.threads, fast_path=args.worker == "c")
+        result = bertctl_worker(args.train, args.dev, args.epochs, args.threads, fast_path=args.worker == "c", device=args.device, bf16=args.bf16)
     result["peak_rss_mb"] = peak_rss_mb()
     result["worker_s"] = time.perf_counter() - PROCESS_START
     emit_result(result)
@@ -341,19 +407,23 @@ def subset(rows: int, src: Path, dst: Path) -> Path:
     return dst
 
 
-def derive(r: dict, peak: float) -> dict:
+def derive(r: dict, peak: float | None) -> dict:
     examples = r["train_examples"] * r["epochs"]
     seq_fed = r["fed_tokens"] / examples
     flops_per_token = 6 * r["non_embedding_params"] + 12 * r["layers"] * seq_fed * r["hidden"]
     tokens_per_s = r["real_tokens"] / r["train_loop_s"]
     gflops = tokens_per_s * flops_per_token / 1e9
+    steps = r.get("steps") or 0
+    after_first = r["train_loop_s"] - r.get("first_step_s", 0.0)
     return {
         "samples_per_s": examples / r["train_loop_s"],
+        # the same past the first step (batches average examples / steps): on a GPU the first holds the start-up
+        "samples_per_s_after_first_step": examples * (steps - 1) / steps / after_first if steps > 1 and after_first > 0 else None,
         "tokens_per_s": tokens_per_s,
         "seq_len_fed": seq_fed,
         "padding_share": 1 - r["real_tokens"] / r["fed_tokens"],
         "model_gflops": gflops,
-        "mfu": gflops / peak,
+        "mfu": gflops / peak if peak else None,
     }
 
 
@@ -365,12 +435,19 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="run the ways this many times, interleaved (a b c a b c ...); medians reported")
     parser.add_argument("--threads", type=int, default=None, help="torch threads in every worker (default: torch's default)")
     parser.add_argument("--epochs", type=int, default=None, help="override the epochs (default 2, --quick 1)")
+    parser.add_argument("--train-rows", type=int, default=None, help=f"the first N train rows (default all 4,000; --quick {QUICK_ROWS[0]})")
+    parser.add_argument("--dev-rows", type=int, default=None, help=f"the first N dev rows (default all 1,000; --quick {QUICK_ROWS[1]})")
+    parser.add_argument("--model", default=MODEL, help="base model for every way: a hub id bertctl resolves offline, or a model dir (default: the bundled MiniLM-L6)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where every way trains (cpu hides the GPUs from the workers)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision for every way (Trainer bf16=True, bertctl train.mixed_precision=bf16)")
+    parser.add_argument("--no-mfu", action="store_true", help="skip the CPU matmul peak (and MFU); implied by --device cuda")
     parser.add_argument("--worker", choices=["a", "b", "c", "s", "matmul"], help=argparse.SUPPRESS)
     parser.add_argument("--train", help=argparse.SUPPRESS)
     parser.add_argument("--dev", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.seed is not None:
         SETTINGS["seed"] = args.seed
+    SETTINGS["model"] = args.model
     if args.worker:
         worker_main(args)
         return
@@ -378,42 +455,53 @@ def main() -> None:
     ways = [w for w in "abcs" if w in args.ways]
     epochs = args.epochs or (1 if args.quick else 2)
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
-    if args.quick:
-        train_csv = subset(QUICK_ROWS[0], AGNEWS / "train.csv", tmp / "train.csv")
-        dev_csv = subset(QUICK_ROWS[1], AGNEWS / "dev.csv", tmp / "dev.csv")
-    else:
-        train_csv, dev_csv = AGNEWS / "train.csv", AGNEWS / "dev.csv"
+    train_rows = args.train_rows or (QUICK_ROWS[0] if args.quick else None)
+    dev_rows = args.dev_rows or (QUICK_ROWS[1] if args.quick else None)
+    train_csv = subset(train_rows, AGNEWS / "train.csv", tmp / "train.csv") if train_rows else AGNEWS / "train.csv"
+    dev_csv = subset(dev_rows, AGNEWS / "dev.csv", tmp / "dev.csv") if dev_rows else AGNEWS / "dev.csv"
     script = Path(__file__).resolve()
     common_args = ["--train", str(train_csv), "--dev", str(dev_csv), "--epochs", str(epochs)] + (["--threads", str(args.threads)] if args.threads else [])
-    common_args += ["--seed", str(SETTINGS["seed"])]
+    common_args += ["--seed", str(SETTINGS["seed"]), "--model", args.model, "--device", args.device] + (["--bf16"] if args.bf16 else [])
+    mfu = not (args.no_mfu or args.device == "cuda")
+    # --device cpu: the workers see no GPU (accelerate would otherwise put bertctl on one, and not the Trainer)
+    worker_env = {"CUDA_VISIBLE_DEVICES": ""} if args.device == "cpu" else {}
 
     machine = machine_summary()
     if args.threads:
         machine["torch_threads"] = args.threads
+    if args.device == "cuda":
+        machine["gpu"] = gpu_name()
     print(f"# {command_line()}")
     print(f"# {machine['cpu']}, {machine['cpus']} CPUs, {machine['torch_threads']} torch threads, {machine['simd']}, "
           f"torch {machine['torch']}, transformers {machine['transformers']}; load average at start {machine['load_average']}")
-    print(f"# data: {train_csv} / {dev_csv}, {epochs} epoch(s), seed {SETTINGS['seed']}; each way in its own process", flush=True)
+    if args.device == "cuda":
+        print(f"# GPU: {machine['gpu']}")
+    print(f"# data: {train_csv} / {dev_csv}, {epochs} epoch(s), seed {SETTINGS['seed']}, {'bf16' if args.bf16 else 'fp32'} on {args.device}, "
+          f"model {args.model}; each way in its own process", flush=True)
 
-    peaks = [run_worker(script, ["--worker", "matmul", *common_args])["peak"]]
+    peaks = [run_worker(script, ["--worker", "matmul", *common_args], env=worker_env)["peak"]] if mfu else []
     runs: dict[str, list[dict]] = {w: [] for w in ways}
     for rep in range(args.repeat):
         for way in ways:
-            env = {"BERTCTL_CACHE": str(tmp / f"cache-{way}-{rep}")}  # cold tokenize cache: bertctl tokenizes like the others
+            env = {"BERTCTL_CACHE": str(tmp / f"cache-{way}-{rep}"), **worker_env}  # cold tokenize cache: bertctl tokenizes like the others
             result = run_worker(script, ["--worker", way, *common_args], env=env)
             runs[way].append(result)
             print(f"#   run {rep + 1}/{args.repeat} way {way}: train loop {result['train_loop_s']:.1f} s, "
                   f"accuracy {result['accuracy']:.4f}, load {load_average()}", flush=True)
             if "kept_run_dir" in result:
                 print(f"#   run dir kept: {result['kept_run_dir']}", file=sys.stderr, flush=True)
-    peaks.append(run_worker(script, ["--worker", "matmul", *common_args])["peak"])
-    peak = max(peaks)
-    shutil.rmtree(tmp, ignore_errors=True)  # data subsets and the workers' tokenize caches
+    if mfu:
+        peaks.append(run_worker(script, ["--worker", "matmul", *common_args], env=worker_env)["peak"])
+    peak = max(peaks) if mfu else None
+    if os.environ.get("BENCH_KEEP_RUN"):  # a kept run's recipe.toml names the data subsets: they stay with it
+        print(f"#   data subsets kept with the run: {tmp}", file=sys.stderr, flush=True)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)  # data subsets and the workers' tokenize caches
 
     summary = {}
     for way in ways:
         derived = [derive(r, peak) for r in runs[way]]
-        pick = lambda key, src=derived: median([d[key] for d in src])  # noqa: E731
+        pick = lambda key, src=derived: None if src[0][key] is None else median([d[key] for d in src])  # noqa: E731
         raw = lambda key: median([r[key] for r in runs[way]])  # noqa: E731
         summary[way] = {
             "name": WAY_NAMES[way],
@@ -427,6 +515,9 @@ def main() -> None:
             "padding_share": pick("padding_share"),
             "model_gflops": pick("model_gflops"),
             "mfu": pick("mfu"),
+            "first_step_s": raw("first_step_s"),
+            "samples_per_s_after_first_step": pick("samples_per_s_after_first_step"),
+            "model_device": runs[way][0]["model_device"],
             "runs": len(runs[way]),
         }
         if way in ("c", "s"):
@@ -436,30 +527,41 @@ def main() -> None:
     headers = ["way", "samples/s", "tokens/s", "train loop s", "end-to-end s", "peak RSS MiB", "accuracy", "seq fed", "pad %", "GFLOP/s", "MFU"]
     rows = [
         [f"({w}) {s['name']}", s["samples_per_s"], s["tokens_per_s"], s["train_loop_s"], s["end_to_end_s"], s["peak_rss_mb"],
-         f"{s['accuracy']:.4f}", s["seq_len_fed"], f"{100 * s['padding_share']:.1f}", s["model_gflops"], f"{100 * s['mfu']:.0f}%"]
+         f"{s['accuracy']:.4f}", s["seq_len_fed"], f"{100 * s['padding_share']:.1f}", s["model_gflops"], None if s["mfu"] is None else f"{100 * s['mfu']:.0f}%"]
         for w, s in summary.items()
     ]
     print()
     print(table(headers, rows))
-    print(f"\nfp32 matmul peak: {peak:.0f} GFLOP/s ({machine['torch_threads']} threads; runs: {', '.join(f'{p:.0f}' for p in peaks)}); "
-          f"load average at end {load_average()}")
+    if peak:
+        print(f"\nfp32 matmul peak: {peak:.0f} GFLOP/s ({machine['torch_threads']} threads; runs: {', '.join(f'{p:.0f}' for p in peaks)}); "
+              f"load average at end {load_average()}")
+    else:
+        print(f"\nMFU not measured ({'a GPU run' if args.device == 'cuda' else '--no-mfu'}); load average at end {load_average()}")
     ratios = {}
     for num, den in (("c", "a"), ("c", "b"), ("b", "a"), ("c", "s")):
         if num in summary and den in summary:
             ratios[f"{num}/{den}"] = summary[num]["samples_per_s"] / summary[den]["samples_per_s"]
     if ratios:
         print("samples/s ratios: " + ", ".join(f"{k} = {v:.2f}x" for k, v in ratios.items()))
+    for way, s in summary.items():
+        after = s["samples_per_s_after_first_step"]
+        spread = runs[way][0]
+        print(f"({way}) on {s['model_device']}: first step {s['first_step_s']:.2f} s"
+              + (f", then {after:,.0f} samples/s" if after else "")
+              + (f"; step-to-step median {spread['step_ms_median']:.1f} ms, worst {spread['step_ms_max']:.1f} ms (first run)" if "step_ms_median" in spread else ""))
     for way in ("c", "s"):
         if way in summary:
             c = summary[way]
             print(f"({way}) best-epoch accuracy {c['best_accuracy']:.4f}; in-loop evaluation/saves subtracted from its train loop: {c['in_loop_eval_and_saves_s']:.1f} s")
-    if "c" in summary:
+    if "c" in summary and peak:
         # the fast path's last layer works on [CLS] only: of the per-token matmul FLOPs of the formula it runs
         # 5 full layers + the last layer's K/V projections (4 of 24 H^2), i.e. (5 x 24 + 4) / (6 x 24)
         layers = runs["c"][0]["layers"]
         executed = ((layers - 1) * 24 + 4) / (layers * 24)
         print(f"(c) runs ~{100 * executed:.0f}% of the formula's FLOPs ([CLS]-only last layer): hardware FLOP utilization ~{100 * executed * summary['c']['mfu']:.0f}%")
     print(json.dumps({"benchmark": "train_vs_trainer", "command": command_line(), "machine": machine, "epochs": epochs,
+                      "device": args.device, "precision": "bf16" if args.bf16 else "fp32", "model": args.model,
+                      **({"kept_data_dir": str(tmp)} if os.environ.get("BENCH_KEEP_RUN") else {}),
                       "matmul_peak_gflops": peak, "ways": summary, "ratios": ratios,
                       "runs": {w: runs[w] for w in ways}}, default=str))
 
