@@ -253,7 +253,6 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
 
     import bertctl.fastpath
     import bertctl.loop as loop
-    import bertctl.modeling
     import bertctl.training as training
     from bertctl.recipe import load_recipe
 
@@ -303,7 +302,7 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
     loop.save_checkpoint = timed(loop.save_checkpoint)
 
     models = []
-    original_load = bertctl.modeling.load_classifier
+    original_load = training.load_classifier
 
     def load_and_clock(*args, **kwargs):
         model = original_load(*args, **kwargs)
@@ -317,7 +316,7 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
         model.register_forward_pre_hook(first_forward)
         return model
 
-    bertctl.modeling.load_classifier = load_and_clock
+    training.load_classifier = load_and_clock  # the name training.py imported at its top
     original_build_optimizer = loop.build_optimizer
     ends: list[float] = []
 
