@@ -113,6 +113,11 @@ class ProblemType:
         """Decision thresholds tuned on validation, saved with the model; None where there is nothing to tune."""
         return None
 
+    def fit_temperature(self, logits: "np.ndarray", references: Any) -> "np.ndarray | None":
+        """Temperature scaling (Guo et al. 2017): the T > 0 minimising validation NLL of logits / T; None where
+        the output is not a probability."""
+        return None
+
     def nothing_to_learn(self, targets: list, labels: Sequence[str], source: str) -> Problem | None:
         present = set(targets)
         if len(present) < 2:
@@ -165,6 +170,12 @@ class SingleLabel(ProblemType):
 
     def shown(self, fields):
         return fields["label"], f"{fields['score']:.6f}"
+
+    def fit_temperature(self, logits, references):
+        import numpy as np
+
+        rows, gold = np.arange(len(references)), np.asarray(references, dtype=np.int64)
+        return np.array([_minimise(lambda t: -np.log(self.scores(logits / t)[rows, gold] + 1e-12).mean())])
 
     def loss(self, weights=None, target=None):
         import torch
@@ -225,6 +236,18 @@ class MultiLabel(ProblemType):
 
     def shown(self, fields):
         return ",".join(fields["labels"]), ",".join(f"{fields['scores'][label]:.6f}" for label in fields["labels"])
+
+    def fit_temperature(self, logits, references):
+        """One temperature per label: each label's sigmoid is its own binary classifier."""
+        import numpy as np
+
+        gold = np.asarray(references, dtype=np.float64)
+
+        def nll(j: int, t: float) -> float:
+            p = np.clip(self.scores(logits[:, j] / t), 1e-12, 1 - 1e-12)
+            return float(-(gold[:, j] * np.log(p) + (1 - gold[:, j]) * np.log(1 - p)).mean())
+
+        return np.array([_minimise(lambda t, j=j: nll(j, t)) for j in range(logits.shape[1])])
 
     def loss(self, weights=None, target=None):
         import torch
@@ -321,6 +344,21 @@ class Regression(ProblemType):
 
     def count(self, labels):
         return self.describe(labels)
+
+
+def _minimise(nll, low: float = 0.05, high: float = 20.0, steps: int = 60) -> float:
+    """Golden-section search for the temperature on a log scale: NLL in T is unimodal for these losses."""
+    import math
+
+    a, b = math.log(low), math.log(high)
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(steps):
+        c, d = b - ratio * (b - a), a + ratio * (b - a)
+        if nll(math.exp(c)) <= nll(math.exp(d)):
+            b = d
+        else:
+            a = c
+    return math.exp((a + b) / 2)
 
 
 SINGLE_LABEL, MULTI_LABEL, REGRESSION = SingleLabel(), MultiLabel(), Regression()

@@ -40,9 +40,10 @@ def build_dataloaders(splits, recipe: Recipe, pad_token_id: int, *, pad_to_multi
     return train, train.batch_sampler, eval_loader
 
 
-def evaluate_loader(model, loader, accelerator, labels: list[str], problem: ProblemType, target=None) -> tuple[dict[str, Any], Any]:
+def evaluate_loader(model, loader, accelerator, labels: list[str], problem: ProblemType, target=None, calibrate: bool = False) -> tuple[dict[str, Any], Any, Any, dict[str, float]]:
     """Validation metrics over all processes' shards, without the duplicates that pad the last batch, and what the
-    saved model needs from them (multi-label: per-label thresholds tuned here; else None).
+    saved model needs from them: multi-label thresholds tuned here, and (train.calibrate) the temperatures, by
+    which the metrics are those of the calibrated model; then also the log loss and ECE before calibration.
 
     Scores come from the gathered logits, so every example counts once whatever the number of processes.
     `target`: regression's (mean, std) of the training labels, which the model's standardised output is mapped
@@ -63,9 +64,15 @@ def evaluate_loader(model, loader, accelerator, labels: list[str], problem: Prob
     logits, references = torch.cat(all_logits).numpy().astype(np.float64), torch.cat(all_labels).numpy()
     if target is not None:
         logits = logits * target[1] + target[0]
+    temperature = problem.fit_temperature(logits, references) if calibrate and len(references) else None
+    before: dict[str, float] = {}
+    if temperature is not None:
+        plain = problem.score(references, problem.scores(logits), labels, problem.tune_thresholds(references, problem.scores(logits))).overall
+        before = {name: plain[name] for name in ("log_loss", "ece") if name in plain}
+        logits = logits / temperature
     scores = problem.scores(logits)
     thresholds = problem.tune_thresholds(references, scores)
-    return problem.score(references, scores, labels, thresholds).overall, thresholds
+    return problem.score(references, scores, labels, thresholds).overall, thresholds, temperature, before
 
 
 def class_weights(recipe: Recipe, targets: list, labels: list[str]):
@@ -136,6 +143,7 @@ class Classification(Task):
         self.logged_keys = list(dict.fromkeys([*recipe.eval.metrics, self.metric, self.problem.tie_break]))
         self.fast_path: list[str] = []
         self.target: tuple[float, float] | None = None  # regression: the training labels' mean and std
+        self.temperature = None  # train.calibrate: fitted at each evaluation, folded into the head when it is saved
 
     def load(self, accelerator):
         recipe = self.recipe
@@ -178,21 +186,35 @@ class Classification(Task):
         return self.criterion(logits.float(), batch["labels"])
 
     def saved_weights(self, state_dict):
-        if self.target is None:
+        """The head as the saved model should compute it: logits / T (calibration) and regression's units are
+        folded into classifier.weight and .bias, so pipeline() and every runtime read the same scores."""
+        if self.target is None and self.temperature is None:
             return state_dict
-        mean, std = self.target
         folded = dict(state_dict)
-        folded["classifier.weight"] = state_dict["classifier.weight"] * std
-        folded["classifier.bias"] = state_dict["classifier.bias"] * std + mean
+        weight, bias = state_dict["classifier.weight"], state_dict["classifier.bias"]
+        if self.target is not None:
+            mean, std = self.target
+            folded["classifier.weight"], folded["classifier.bias"] = weight * std, bias * std + mean
+        else:
+            import torch
+
+            t = torch.as_tensor(self.temperature, dtype=weight.dtype, device=weight.device)
+            folded["classifier.weight"], folded["classifier.bias"] = weight / t[:, None] if t.numel() > 1 else weight / t, bias / t
         return folded
 
     def evaluate(self, model, accelerator):
         if self.eval_loader is None:
             return None
-        scores, thresholds = evaluate_loader(model, self.eval_loader, accelerator, self.data.labels, self.problem, self.target)
+        calibrate = self.recipe.train.calibrate
+        scores, thresholds, temperature, before = evaluate_loader(model, self.eval_loader, accelerator, self.data.labels, self.problem, self.target, calibrate)
+        config = accelerator.unwrap_model(model).config
+        # the loop saves the model right after an evaluation that improved: its config then carries these
         if thresholds is not None:
-            # the loop saves the model right after an evaluation that improved: its config then carries these
-            accelerator.unwrap_model(model).config.label_thresholds = {label: float(t) for label, t in zip(self.data.labels, thresholds)}
+            config.label_thresholds = {label: float(t) for label, t in zip(self.data.labels, thresholds)}
+        if temperature is not None:
+            self.temperature = temperature
+            after = {name: scores[name] for name in before}
+            config.calibration = {"temperature": [float(t) for t in temperature], "folded_into": "classifier.weight, classifier.bias", "validation_before": before, "validation_after": after}
         return scores
 
     def logged(self, scores):
@@ -226,6 +248,13 @@ def train(recipe: Recipe, **options: Any) -> RunResult:
     """Fine-tune `recipe.model` on `recipe.data` and write a finished run dir. Options are run_loop's: output_dir,
     resume, overwrite, progress, stop_after_steps (see bertctl.loop.run_loop)."""
     return run_loop(Classification(recipe), recipe, **options)
+
+
+CALIBRATED = (
+    "\nCalibrated (`train.calibrate`): temperature scaling fitted on validation is folded into the classifier's weight and"
+    " bias (`calibration` in `config.json` gives the temperatures and the validation log loss / ECE before and after), so"
+    " every runtime and `pipeline()` read calibrated probabilities.\n"
+)
 
 
 def model_card(recipe: Recipe, data, metrics: dict[str, Any]) -> str:
@@ -268,4 +297,4 @@ bertctl predict --model {recipe.run_dir} "some text"
 from transformers import pipeline
 pipeline("text-classification", model="{recipe.run_dir}"{problem.pipeline_args})("some text")
 ```
-{problem.card_note}"""
+{problem.card_note}{CALIBRATED if t.calibrate else ""}"""

@@ -448,3 +448,53 @@ def test_training_next_hint_predicts_the_way_the_model_reads(tmp_path, capsys, p
     print_train_summary(RunResult(run, metrics))
     hint = next(line for line in capsys.readouterr().out.splitlines() if "bertctl predict" in line)
     assert hint.strip() == f'bertctl predict --model {run} "first text" --pair "second text"' if pair else f'bertctl predict --model {run} "some text"'
+
+
+def test_training_calibration_fits_a_temperature_that_lowers_the_nll():
+    """Temperature scaling on overconfident logits: T > 1, lower NLL; per label for multi-label; none for regression."""
+    import numpy as np
+
+    from bertctl.problems import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 3, 400)
+    logits = rng.normal(size=(400, 3)) * 2
+    logits[np.arange(400), gold] += 1.5
+    logits *= 4  # right more often than not, but far too sure
+    nll = lambda z: -np.log(SINGLE_LABEL.scores(z)[np.arange(400), gold]).mean()  # noqa: E731
+    (t,) = SINGLE_LABEL.fit_temperature(logits, gold)
+    assert t > 2 and nll(logits / t) < nll(logits) - 0.5
+    assert nll(logits / t) <= min(nll(logits / (t * 1.05)), nll(logits / (t / 1.05)))  # a minimum, not just lower
+    multi = rng.integers(0, 2, (400, 2)).astype(float)
+    scaled = np.stack([(multi[:, 0] * 2 - 1) * 8, (multi[:, 1] * 2 - 1) * 0.2 + rng.normal(size=400)], axis=1)
+    temps = MULTI_LABEL.fit_temperature(scaled, multi)
+    assert len(temps) == 2 and temps[0] < temps[1]  # each label gets its own
+    assert REGRESSION.fit_temperature(np.zeros((4, 1)), [0.0, 1.0, 2.0, 3.0]) is None
+
+
+@pytest.mark.slow
+def test_training_calibrate_folds_the_temperature_into_the_saved_head(small_recipe):
+    """train.calibrate: the saved model's own outputs are the calibrated ones, so eval, predict and pipeline() agree."""
+    from typer.testing import CliRunner
+
+    from bertctl.cli import app
+
+    result = train(load_recipe(small_recipe, ["train.calibrate=true"]), progress=False)
+    calibration = json.loads((result.run_dir / "config.json").read_text())["calibration"]
+    (t,) = calibration["temperature"]
+    assert t > 0 and calibration["validation_after"]["log_loss"] <= calibration["validation_before"]["log_loss"] + 1e-9
+    assert abs(calibration["validation_before"]["log_loss"] - calibration["validation_after"]["log_loss"]) > 1e-3  # eval below can tell them apart
+    assert _metrics(result.run_dir)["validation"]["log_loss"] == pytest.approx(calibration["validation_after"]["log_loss"])
+    # a gate on log_loss makes eval report it: the saved model's own log loss is the calibrated one
+    scored = CliRunner().invoke(app, ["eval", str(result.run_dir), "--split", "validation", "--json", "--no-plot", "--min", "log_loss=99"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["metrics"]["log_loss"] == pytest.approx(calibration["validation_after"]["log_loss"], abs=1e-4)
+
+    from transformers import pipeline
+
+    from bertctl import inference
+
+    text = "Stocks fell as oil prices rose"
+    ours = inference.predict_texts(inference.load_for_inference(result.run_dir, device="cpu"), [text]).predictions[0]
+    theirs = pipeline("text-classification", model=str(result.run_dir))(text)[0]
+    assert theirs["label"] == ours.label and theirs["score"] == pytest.approx(ours.score, abs=1e-5)

@@ -390,6 +390,8 @@ def _check_problem_type(recipe: Recipe, problems: list[Problem], ok) -> None:
         problems.append(Problem("data.label_separator", f"is set ({d.label_separator!r}), but model.problem_type is {kind!r}", f"{set_multi}, or remove data.label_separator"))
     if regression and d.labels is not None and ok("data.labels"):
         problems.append(Problem("data.labels", "is set, but regression predicts a number, not a class", "remove data.labels"))
+    if regression and t.calibrate and ok("train.calibrate"):
+        problems.append(Problem("train.calibrate", "is true, but a regression model's output is a value, not a probability to calibrate", "remove train.calibrate"))
     weights = t.class_weights
     if ok("train.class_weights"):
         if regression and weights != "none":

@@ -92,6 +92,7 @@ class TrainSection(Section):
     checkpoint_every_steps: int = Field(0, ge=0, description="also checkpoint every N optimizer steps (0 = each evaluation)")
     group_by_length: bool = Field(True, description="batch similar lengths together (less padding)")
     num_threads: int = Field(0, ge=0, description="torch CPU threads (0 = one per free CPU; more than are free only queue)")
+    calibrate: bool = Field(False, description="fit temperature scaling on the validation split (one temperature; per label for multi-label) and fold it into the saved head, so every runtime and pipeline() get calibrated scores")
     cpu_fast_path: bool = Field(True, description="on CPU, run BERT's forward via bertctl.fastpath ([CLS]-only last layer, one-GEMM QKV, cheap dropout); false = stock transformers")
     log_with: list[Literal[tuple(TRACKERS)]] = Field(default_factory=list, description="accelerate trackers, e.g. ['tensorboard']")
 
