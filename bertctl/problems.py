@@ -88,11 +88,12 @@ class ProblemType:
         """A prediction as the text of the `shown_fields` columns: a table's cells, a csv's columns."""
         raise NotImplementedError
 
-    def check_top_k(self, top_k: int, labels: Sequence[str], location: str) -> None:
+    def check_top_k(self, top_k: int, labels: Sequence[str], location: str, name: str = "--top-k") -> None:
+        """`name`: how the caller spells the field (predict's flag, serve's JSON key)."""
         if top_k != 1 and not self.ranks:
-            raise BertctlError(f"--top-k ranks classes, but {location} is a {self.title} model: it predicts {self.predicts}", fix="drop --top-k")
+            raise BertctlError(f"{name} ranks classes, but {location} is a {self.title} model: it predicts {self.predicts}", fix=f"drop {name}")
         if not 1 <= top_k <= len(labels):
-            raise BertctlError(f"--top-k {top_k} is out of range: the model has {len(labels)} labels ({', '.join(labels)})", fix=f"use --top-k between 1 and {len(labels)}")
+            raise BertctlError(f"{name} {top_k} is out of range: the model has {len(labels)} labels ({', '.join(labels)})", fix=f"use {name} between 1 and {len(labels)}")
 
     predicts: ClassVar[str] = ""
 
@@ -317,9 +318,9 @@ class Regression(ProblemType):
     def shown(self, fields):
         return (f"{fields['value']:.6g}",)
 
-    def check_top_k(self, top_k, labels, location):
+    def check_top_k(self, top_k, labels, location, name="--top-k"):
         if top_k != 1:
-            raise BertctlError(f"--top-k ranks classes, but {location} is a {self.title} model: it predicts {self.predicts}", fix="drop --top-k")
+            raise BertctlError(f"{name} ranks classes, but {location} is a {self.title} model: it predicts {self.predicts}", fix=f"drop {name}")
 
     def loss(self, weights=None, target=None):
         """MSE on standardised targets: the head learns at the scale of its init whatever the label's units."""

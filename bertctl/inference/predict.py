@@ -43,9 +43,9 @@ def check_request(classifier: Classifier, top_k: int, has_pairs: bool, names: di
     and a second text exactly where the model was trained on pairs. `names` spells the fields for the caller."""
     top, pair = names["top_k"], names["pairs"]
     try:
-        classifier.problem.check_top_k(top_k, classifier.labels, classifier.location)
+        classifier.problem.check_top_k(top_k, classifier.labels, classifier.location, top)
     except BertctlError as error:
-        raise RequestError(error.message.replace("--top-k", top), field="top_k", fix=error.fix and error.fix.replace("--top-k", top)) from None
+        raise RequestError(error.message, field="top_k", fix=error.fix) from None
     pair_fix = 'bertctl predict "first text" --pair "second text", or --file FILE --text COL --text-pair COL' if pair == CLI_NAMES["pairs"] else 'send "pairs": one second text per text'
     if classifier.takes_pairs and not has_pairs:
         raise RequestError(
