@@ -410,7 +410,7 @@ def explain_items(classifier: Classifier, items: Sequence[InputText], *, steps: 
             difference = sum(got[2] - got[3] for _, got in parts)
             label = None if isinstance(problem, Regression) else classifier.labels[t]
             explanations.append(Explanation(
-                item.text, item.pair, item.where, label, float(scores[i][t]), _merge_words(item, pieces), pieces, difference, delta, steps,
+                item.text, item.pair, item.where, label, float(np.atleast_1d(scores[i])[t]), _merge_words(item, pieces), pieces, difference, delta, steps,
                 windows=len(parts), truncated=truncated[i], note=note,
             ))
     return ExplainResult(explanations, problem.name, empty)
