@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import html
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -32,7 +33,7 @@ from bertctl.errors import BertctlError, DataError, ModelError, require
 from bertctl.inference.classifier import Classifier
 from bertctl.inference.loading import load_for_inference
 from bertctl.inference.onnx import EXPORT_FILE, is_export_dir
-from bertctl.inference.predict import check_request
+from bertctl.inference.predict import EMPTY_TEXT, check_request
 from bertctl.inference.requests import InputText, is_empty, open_inputs
 from bertctl.problems import MultiLabel, Regression, SingleLabel
 from bertctl.runs import atomic_write_text, check_writable_path, resolve_model_dir
@@ -173,10 +174,10 @@ def check_not_export(model: str | Path | None) -> None:
     """An export dir runs on onnxruntime, which has no gradients: name the run dir it came from."""
     _, run_dir = resolve_model_dir(model)
     if is_export_dir(run_dir):
-        raise ModelError(f"{run_dir} is an ONNX export (onnxruntime computes no gradients): explain needs a torch run dir", fix=f"bertctl explain {_export_source(run_dir)} \"text\"")
+        raise ModelError(f"{run_dir} is an ONNX export (onnxruntime computes no gradients): explain needs a torch run dir", fix=f"bertctl explain {export_source(run_dir)} \"text\"")
 
 
-def _export_source(export_dir: Path) -> str:
+def export_source(export_dir: Path) -> str:
     import json
 
     try:
@@ -441,6 +442,42 @@ def explain_texts(classifier: Classifier, texts: Sequence[str], pairs: Sequence[
     check_request(classifier, 1, pairs is not None)
     items = [InputText(t, None if pairs is None else pairs[i], f"text {i + 1}") for i, t in enumerate(texts)]
     return explain_items(classifier, items, steps=steps, target=target, chunks=chunks)
+
+
+class Explainer:
+    """serve's /explain: requests one at a time (an attribution is many forward and backward passes already), on a
+    gradient-capable copy of the served classifier, loaded at the first request so a server that never explains
+    never pays for it."""
+
+    def __init__(self, classifier: Classifier, *, max_steps: int = MAX_STEPS):
+        self.served = classifier
+        self.max_steps = max_steps
+        self._classifier: Classifier | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def available(self) -> bool:
+        return self.served.backend == "torch"
+
+    def refusal(self) -> str:
+        source = export_source(self.served.run_dir) if self.served.run_dir is not None else None
+        return export_refusal(self.served.location, source)
+
+    def explain(self, items: Sequence[InputText], *, steps: int, target: str | None) -> list[dict[str, Any]]:
+        """One record per item in input order: its explanations (several for multi-label), or an error for an empty one."""
+        check_steps(steps, "steps", self.max_steps)
+        with self._lock:
+            if self._classifier is None:
+                self._classifier = gradient_classifier(self.served)
+            result = explain_items(self._classifier, items, steps=steps, target=target)
+        by_where: dict[str, list[dict[str, Any]]] = {}
+        for e in result.explanations:
+            by_where.setdefault(e.where, []).append(e.to_dict())
+        has_pairs = any(item.pair is not None for item in items)
+        return [
+            {"text": item.text, "error": EMPTY_TEXT} if is_empty(item, has_pairs) else {"text": item.text, "explanations": by_where.get(item.where, [])}
+            for item in items
+        ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -206,3 +206,105 @@ def test_explain_cli_reads_a_file_and_prints_words(varied_classifier_dir, tmp_pa
     assert result.exit_code == 0, result.output
     assert "line 1" in result.stdout and "line 3" in result.stdout and "label" in result.stdout
     assert "1 empty input" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# serve: POST /explain and the page
+
+
+def _client(classifier, **options):
+    from fastapi.testclient import TestClient
+
+    from bertctl.serving.app import Backend, ServeOptions, create_app
+
+    return TestClient(create_app(Backend(classifier), ServeOptions(**options), log_stream=__import__("io").StringIO()), raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def served(varied_classifier_dir):
+    pytest.importorskip("fastapi")
+    return load_for_inference(str(varied_classifier_dir), device="cpu")  # the fast path: /explain reloads a stock copy
+
+
+def test_serve_explain_answers_like_predict_with_words(served):
+    texts = [TEXT, "", "Late goal wins the cup"]
+    with _client(served) as client:
+        predicted = client.post("/predict", json={"texts": texts}).json()["predictions"]
+        response = client.post("/explain", json={"texts": texts, "steps": 16})
+        assert response.status_code == 200, response.text
+        records = response.json()["explanations"]
+        assert [r["text"] for r in records] == texts
+        assert records[1] == {"text": "", "error": predicted[1]["error"]}
+        for p, r in zip(predicted, records):
+            if "error" in r:
+                continue
+            [e] = r["explanations"]
+            assert e["label"] == p["label"] and e["score"] == pytest.approx(p["score"], abs=1e-4)
+            assert [w["word"] for w in e["words"]] == p["text"].split()
+            assert abs(e["attribution_sum"] - e["difference"]) <= abs(e["delta"]) + 1e-5
+        assert client.get("/metadata").json()["explain"] is True
+
+
+@pytest.mark.parametrize(
+    "body, status, says",
+    [
+        ({"texts": [TEXT], "steps": 0}, 422, "steps"),
+        ({"texts": [TEXT], "steps": 5000}, 422, "steps"),
+        ({"texts": [TEXT], "target": "Sprots"}, 422, "did you mean 'Sports'"),
+        ({"texts": ["a"] * 3}, 413, "limit of 2"),
+        ({"text": [TEXT]}, 422, "texts"),
+        ({"texts": [TEXT], "pairs": ["a", "b"]}, 422, "one second text per text"),
+        ({"texts": [TEXT], "top_k": 9}, 422, "top_k"),
+    ],
+)
+def test_serve_explain_refuses_bad_requests_like_predict(served, body, status, says):
+    with _client(served, max_explain_texts=2) as client:
+        response = client.post("/explain", json=body)
+    assert response.status_code == status, response.text
+    assert says in response.json()["error"]
+
+
+def test_serve_explain_on_an_export_is_404_naming_the_run_dir(served, tmp_path, varied_classifier_dir):
+    import dataclasses
+
+    class OnnxStandIn:  # what an export dir's model says of itself: onnxruntime, no gradients
+        backend = "onnxruntime"
+        config = served.model.config
+
+    export = tmp_path / "onnx"
+    export.mkdir()
+    (export / "export.json").write_text(json.dumps({"source": str(varied_classifier_dir)}))
+    classifier = dataclasses.replace(served, model=OnnxStandIn(), location=str(export), run_dir=export)
+    with _client(classifier) as client:
+        response = client.post("/explain", json={"texts": [TEXT]})
+        assert client.get("/metadata").json()["explain"] is False
+    assert response.status_code == 404
+    assert "ONNX export" in response.json()["error"] and str(varied_classifier_dir) in response.json()["error"]
+
+
+@pytest.mark.slow
+def test_serve_page_highlights_the_explanation_in_headless_chromium(varied_classifier_dir, tmp_path):
+    import html
+    import subprocess
+    import urllib.parse
+
+    import httpx
+    from test_serve import chromium, server_process
+
+    if chromium() is None:
+        pytest.skip("no chromium binary: apt-get install -y chromium (CI's .ci/run installs it)")
+    text = "Late goal wins the cup final"
+    with server_process(varied_classifier_dir) as (proc, url):
+        expected = httpx.post(f"{url}/explain", json={"texts": [text]}, timeout=120).json()["explanations"][0]["explanations"][0]
+        # the page fills its form from ?text=, classifies, then presses "explain" (explain=1), through the buttons' handlers
+        done = subprocess.run(
+            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=30000", "--dump-dom", f"{url}/?text={urllib.parse.quote(text)}&explain=1"],
+            capture_output=True, text=True, timeout=180,
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    shown = re.findall(r'<span class="w"[^>]*data-attribution="([^"]+)"[^>]*>(.*?)</span>', dom)
+    assert [html.unescape(word) for _, word in shown] == text.split(), dom[-3000:]
+    assert [float(a) for a, _ in shown] == pytest.approx([w["attribution"] for w in expected["words"]], abs=1e-4)
+    assert expected["label"] in re.search(r'<div class="target">(.*?)</div>', dom).group(1)
