@@ -37,7 +37,7 @@ from bertctl.inference.predict import EMPTY_TEXT, check_request
 from bertctl.inference.requests import InputText, is_empty, open_inputs
 from bertctl.problems import MultiLabel, Regression, SingleLabel
 from bertctl.runs import atomic_write_text, check_writable_path, resolve_model_dir
-from bertctl.truncation import SPECIAL_TOKENS, check_stride, default_stride, kept_ids, window_starts
+from bertctl.truncation import SPECIAL_TOKENS, check_chunk_options, check_stride, default_stride, kept_ids, window_starts
 
 if TYPE_CHECKING:
     import numpy as np
@@ -394,7 +394,10 @@ def explain_items(classifier: Classifier, items: Sequence[InputText], *, steps: 
 
     # one job per (row, target): windows are attributed one by one, towards their text's target
     plan = [(i, _targets(classifier, scores[i], wanted)) for i in range(len(kept))]
-    jobs = [(row, t) for i, (targets, _) in plan for t in targets for row in rows if row.owner == i]
+    rows_of: dict[int, list[_Row]] = {}
+    for row in rows:
+        rows_of.setdefault(row.owner, []).append(row)
+    jobs = [(row, t) for i, (targets, _) in plan for t in targets for row in rows_of[i]]
     attributed = _attribute(model_classifier, [row for row, _ in jobs], [t for _, t in jobs], steps)
     results: dict[tuple[int, int], list] = {}
     for (row, t), got in zip(jobs, attributed):
@@ -503,8 +506,7 @@ def explain_command(
 ) -> ExplainResult:
     """Everything `bertctl explain` does but print: checks (before the model loads), explanations, the HTML page."""
     check_steps(steps)
-    if stride is not None and not chunks:
-        raise BertctlError("--stride sets how many tokens --chunks windows share", fix="add --chunks, or drop --stride")
+    check_chunk_options(chunks, stride)
     if html_path is not None:
         check_writable_path(Path(html_path), "--html", example="why.html")
     stream = open_inputs(texts, file=file, text_column=text_column, pair_column=pair_column, pair=pair, stdin=stdin)

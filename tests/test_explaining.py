@@ -308,3 +308,10 @@ def test_serve_page_highlights_the_explanation_in_headless_chromium(varied_class
     assert [html.unescape(word) for _, word in shown] == text.split(), dom[-3000:]
     assert [float(a) for a, _ in shown] == pytest.approx([w["attribution"] for w in expected["words"]], abs=1e-4)
     assert expected["label"] in re.search(r'<div class="target">(.*?)</div>', dom).group(1)
+
+
+def test_explain_cli_reads_stdin(varied_classifier_dir):
+    result = runner.invoke(app, ["explain", str(varied_classifier_dir), "-", "--steps", "4", "--json"], input="Stocks fell\nLate goal wins\n")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [(r["where"], r["text"]) for r in records] == [("line 1", "Stocks fell"), ("line 2", "Late goal wins")]
