@@ -258,7 +258,7 @@ def _rows(classifier: Classifier, owner: int, text: str, pair: str | None, chunk
             owner, [cls, *(ids[i] for i in keep), sep], [0] * (len(keep) + 2), [None, *(spans[i] for i in keep), None],
             [None, *([0] * len(keep)), None], [None, *keep, None],
         ))
-    return rows, sum(len(k) for k in pieces[:1]) < n and not chunks
+    return rows, not chunks and len(pieces[0]) < n  # windows leave nothing out
 
 
 # ---------------------------------------------------------------------------------------------
