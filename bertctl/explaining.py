@@ -503,8 +503,10 @@ def explain_command(
     threads: int | None = None,
     trust_pickle: bool = False,
     stdin: Any = None,
+    show: Callable[[ExplainResult], None] | None = None,
 ) -> ExplainResult:
-    """Everything `bertctl explain` does but print: checks (before the model loads), explanations, the HTML page."""
+    """Everything `bertctl explain` does but print: checks (before the model loads), explanations (`show` gets each
+    block's as it is done), the HTML page."""
     check_steps(steps)
     check_chunk_options(chunks, stride)
     if html_path is not None:
@@ -519,13 +521,20 @@ def explain_command(
         check_stride(default_stride(classifier.max_length) if stride is None else stride, classifier.max_length)
         classifier.chunk_stride = default_stride(classifier.max_length) if stride is None else stride
     check_request(classifier, 1, stream.has_pairs)
-    items = [item for block in stream.items(ROWS_PER_CALL * 8) for item in block]
-    if not items:
+    # a block at a time, each shown as soon as it is explained: a file of any length shows progress and keeps only
+    # the explanations (for --html and the closing notes), not its texts' activations
+    result, seen = ExplainResult([], classifier.problem.name), 0
+    for block in stream.items(ROWS_PER_CALL):
+        part = explain_items(classifier, block, steps=steps, target=target, chunks=chunks)
+        seen += len(block)
+        result.explanations.extend(part.explanations)
+        result.empty.extend(part.empty)
+        if show is not None and part.explanations:
+            show(part)
+    if not seen:
         raise DataError(f"{stream.source}: no texts to explain", fix='bertctl explain RUN_DIR "some text", --file FILE, or - to read stdin')
-    if all(is_empty(item, stream.has_pairs) for item in items):
-        where = ", ".join(item.where for item in items[:10])
-        raise DataError(f"{stream.source}: every input is empty ({where}): nothing to explain", fix="give a non-empty text")
-    result = explain_items(classifier, items, steps=steps, target=target, chunks=chunks)
+    if not result.explanations:
+        raise DataError(f"{stream.source}: every input is empty ({', '.join(result.empty[:10])}): nothing to explain", fix="give a non-empty text")
     if html_path is not None:
         atomic_write_text(Path(html_path), render_html(result, title=f"bertctl explain: {classifier.location}"))
     return result

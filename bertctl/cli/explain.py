@@ -47,15 +47,17 @@ def explain_cli(
     """
     from bertctl import explaining
 
+    def show(block: explaining.ExplainResult) -> None:
+        if as_json:
+            for explanation in block.explanations:
+                echo_json(explanation.to_dict())
+        else:
+            explaining.print_result(console(), block)
+
     result = explaining.explain_command(
         model, texts or [], file=file, text_column=text_column, pair_column=text_pair_column, pair=pair, target=target, steps=steps,
-        chunks=chunks, stride=stride, html_path=html, threads=threads, trust_pickle=trust_pickle,
+        chunks=chunks, stride=stride, html_path=html, threads=threads, trust_pickle=trust_pickle, show=show,
     )
-    if as_json:
-        for explanation in result.explanations:
-            echo_json(explanation.to_dict())
-    else:
-        explaining.print_result(console(), result)
     explaining.warn(result, sys.stderr)
     if html is not None:
         typer.echo(f"wrote {len(result.explanations)} explanation(s) to {html}", err=True)
