@@ -315,3 +315,19 @@ def test_explain_cli_reads_stdin(varied_classifier_dir):
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [(r["where"], r["text"]) for r in records] == [("line 1", "Stocks fell"), ("line 2", "Late goal wins")]
+
+
+@pytest.mark.slow
+def test_explain_refuses_a_real_export_on_the_cli_and_the_server(varied_classifier_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from bertctl.export import export_run
+    from test_export import make_run
+
+    run = make_run(tmp_path, varied_classifier_dir)
+    export = export_run(run).output
+    result = runner.invoke(app, ["explain", str(export), TEXT])
+    assert result.exit_code == 2 and "ONNX export" in result.stderr and f"bertctl explain {run}" in result.stderr
+    with _client(load_for_inference(str(export))) as client:
+        response = client.post("/explain", json={"texts": [TEXT]})
+        assert client.post("/predict", json={"texts": [TEXT]}).status_code == 200  # the export still predicts
+    assert response.status_code == 404 and str(run) in response.json()["error"]
