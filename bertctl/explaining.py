@@ -212,7 +212,11 @@ def gradient_classifier(classifier: Classifier) -> Classifier:
         raise ModelError(export_refusal(classifier.location), fix="bertctl explain RUN_DIR \"text\" with the run dir the export came from")
     if not classifier.fast_path and classifier.quantized is None:
         return classifier
-    return load_for_inference(classifier.location, fast_path=False, device=classifier.device, max_length=classifier.max_length)
+    import torch
+
+    # the threads the served model was given (serve --threads), not the loader's default of every free CPU
+    threads = torch.get_num_threads() if classifier.device == "cpu" else None
+    return load_for_inference(classifier.location, fast_path=False, device=classifier.device, max_length=classifier.max_length, threads=threads)
 
 
 # ---------------------------------------------------------------------------------------------

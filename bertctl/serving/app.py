@@ -17,6 +17,7 @@ imports them inside functions, so the rest of bertctl runs without them. The que
 serving.batcher's; this module holds the routes and the process.
 """
 
+import asyncio
 import json
 import signal
 import socket
@@ -289,8 +290,6 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
     @app.post("/explain", responses={**errors, 404: {"model": ErrorOut, "description": "an export dir: no gradients"}}, openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": ExplainRequest.model_json_schema()}}}})
     async def explain(request: Request):
         """Which words made the label: /predict's request (plus `steps`, `target`), one record per text with its explanations (bertctl explain --json's)."""
-        import asyncio
-
         if not explainer.available:
             raise Refused(404, explainer.refusal())
         body = parse(await read_body(request, options.max_body_bytes), ExplainRequest)
