@@ -423,7 +423,22 @@ CASES = [
          ("e.csv", "1 row with an empty or NaN label", "line 22")),
     Case("validate-label-typo-without-close-match-gets-no-guess", lambda w: ["validate", w.recipe(w.csv("s.csv", [("so sad", "sadness"), ("big win", "Sprots")]))], 2,
          ("s.csv", "'sadness' (line 22", "did you mean 'Sports' for 'Sprots'?"), check=lambda w, o: _no_guess_for(o.stderr, "sadness")),
+    # --- explain (issue 26) ------------------------------------------------------------------------------------------
+    Case("explain-export-dir-has-no-gradients",
+         lambda w: ["explain", _export_stand_in(w), "text"], 2,
+         ("onnx", "ONNX export", "no gradients", "bertctl explain runs/agnews")),
+    Case("explain-unknown-target", lambda w: ["explain", w.tiny_classifier, "--target", "Sprots", "Stocks fell"], 2,
+         ("--target 'Sprots' is not a label", "World, Sports, Business, Sci/Tech", "did you mean 'Sports'?")),
+    Case("explain-steps-zero", lambda w: ["explain", w.tiny_classifier, "--steps", "0", "Stocks fell"], 2, ("--steps 0", "out of range", "--steps 50")),
+    Case("explain-empty-text", lambda w: ["explain", w.tiny_classifier, ""], 2, ("every input is empty", "text 1", "non-empty text")),
 ]
+
+
+def _export_stand_in(w: Workspace) -> str:
+    """What makes a dir an export to bertctl (model.onnx + export.json naming its run dir): explain refuses it unread."""
+    w.write("onnx/model.onnx", "stand-in")
+    w.write("onnx/config.json", "{}")
+    return str(Path(w.write("onnx/export.json", '{"source": "runs/agnews"}')).parent)
 
 
 def _no_guess_for(stderr: str, name: str) -> None:

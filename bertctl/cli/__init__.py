@@ -28,7 +28,7 @@ from typing import Annotated
 
 import typer
 
-from bertctl.cli import attention, doctor, eval, export, fill_mask, predict, pretrain, schema, serve, sweep, tokenize, train, validate
+from bertctl.cli import attention, doctor, eval, explain, export, fill_mask, predict, pretrain, schema, serve, sweep, tokenize, train, validate
 
 app = typer.Typer(
     name="bertctl",
@@ -63,6 +63,7 @@ app.command("train")(train.train_cli)
 app.command("attention")(attention.attention_cli)
 app.command("eval")(eval.eval_cli)
 app.command("predict")(predict.predict_cli)
+app.command("explain")(explain.explain_cli)
 app.command("doctor")(doctor.doctor_cli)
 app.command("export")(export.export_cli)
 app.command("serve")(serve.serve_cli)

@@ -17,6 +17,7 @@ imports them inside functions, so the rest of bertctl runs without them. The que
 serving.batcher's; this module holds the routes and the process.
 """
 
+import asyncio
 import json
 import signal
 import socket
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, Sequence
 
 from bertctl import __version__
+from bertctl.explaining import DEFAULT_STEPS, ExplainError, Explainer
 from bertctl.errors import BertctlError
 from bertctl.inference.predict import RequestError
 from bertctl.inference.requests import InputText, is_empty
@@ -36,7 +38,7 @@ SERVE_EXTRA = ("fastapi", "uvicorn", "prometheus_client")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 PAGE = Path(__file__).parent.parent / "serve_page.html"
 # routes named in metrics; any other path is counted as "other", so scanners can't grow the label set
-ROUTES = ("/", "/predict", "/health", "/metadata", "/metrics", "/docs", "/openapi.json")
+ROUTES = ("/", "/predict", "/explain", "/health", "/metadata", "/metrics", "/docs", "/openapi.json")
 
 
 @dataclass
@@ -52,6 +54,8 @@ class ServeOptions:
     max_body_bytes: int = 1_000_000  # request body; more: 413
     batch_size: int | None = None  # texts per piece of a forward pass (Backend's default: 4 on CPU, 64 on GPU)
     drain_seconds: int = 30  # after SIGTERM, how long requests in flight may take to finish
+    max_explain_texts: int = 16  # texts in one /explain request (each is ~3 forward passes per step); more: 413
+    max_explain_steps: int = 200  # integration steps one /explain request may ask for; more: 422
 
 
 def require_serve_extra() -> None:
@@ -162,7 +166,7 @@ async def read_body(request, limit: int) -> bytes:
 
 
 def create_app(backend: Backend, options: ServeOptions | None = None, *, log_stream=None):
-    """The ASGI app: /predict, /health, /metadata, /metrics, / (a page) and FastAPI's /docs."""
+    """The ASGI app: /predict, /explain, /health, /metadata, /metrics, / (a page) and FastAPI's /docs."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
@@ -231,13 +235,17 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
         body = {"error": exc.message} | ({"detail": exc.detail} if exc.detail is not None else {})
         return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
-    def parse(raw: bytes) -> PredictRequest:
+    class ExplainRequest(PredictRequest):
+        steps: int = Field(DEFAULT_STEPS, ge=1, le=options.max_explain_steps, description=f"integrated gradients steps, at most {options.max_explain_steps}")
+        target: str | None = Field(None, description="explain this label instead of the predicted one(s) (classification)")
+
+    def parse(raw: bytes, schema: type[PredictRequest] = PredictRequest) -> PredictRequest:
         try:
             payload = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise Refused(422, f"the body is not JSON ({exc}); send {{\"texts\": [\"...\"]}}", ["body"]) from None
         try:
-            return PredictRequest.model_validate(payload)
+            return schema.model_validate(payload)
         except ValidationError as exc:
             errors = [
                 {"loc": ["body", *e["loc"]], "msg": e["msg"] if e["loc"] else 'the body should be a JSON object: {"texts": ["..."]}', "type": e["type"]}
@@ -277,6 +285,29 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
         out = backend.label(items, outputs, has_pairs=pairs is not None, top_k=body.top_k)
         return JSONResponse({"predictions": out, "truncated": truncated})
 
+    explainer = Explainer(backend.classifier, max_steps=options.max_explain_steps)
+
+    @app.post("/explain", responses={**errors, 404: {"model": ErrorOut, "description": "an export dir: no gradients"}}, openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": ExplainRequest.model_json_schema()}}}})
+    async def explain(request: Request):
+        """Which words made the label: /predict's request (plus `steps`, `target`), one record per text with its explanations (bertctl explain --json's)."""
+        if not explainer.available:
+            raise Refused(404, explainer.refusal())
+        body = parse(await read_body(request, options.max_body_bytes), ExplainRequest)
+        texts, pairs = body.texts, body.pairs
+        request.scope.get("bertctl", {})["texts"] = len(texts)
+        if len(texts) > options.max_explain_texts:
+            raise Refused(413, f"{len(texts)} texts in one /explain request, over the limit of {options.max_explain_texts}: send them in several requests")
+        if pairs is not None and len(pairs) != len(texts):
+            raise Refused(422, f"pairs has {len(pairs)} texts and texts has {len(texts)}: give one second text per text", ["body", "pairs"])
+        try:
+            backend.check(body.top_k, pairs is not None)
+            items = [InputText(text, pairs[i] if pairs is not None else None, f"text {i + 1}") for i, text in enumerate(texts)]
+            # in a worker thread: the event loop keeps answering /predict meanwhile
+            records = await asyncio.to_thread(explainer.explain, items, steps=body.steps, target=body.target)
+        except (RequestError, ExplainError) as error:
+            raise Refused(422, str(error), ["body", error.field]) from None
+        return JSONResponse({"explanations": records})
+
     @app.get("/health")
     async def health():
         """200 while the batching task runs; 503 if it stopped."""
@@ -290,8 +321,8 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
         return {
             "model": backend.location, "backend": backend.name, "device": str(backend.device), "labels": labels,
             "problem_type": backend.problem.name, "max_length": backend.max_length, "pairs": bool(backend.pair_column),
-            "batch_size": backend.batch_size,
-            "limits": {"max_texts": options.max_texts, "max_body_bytes": options.max_body_bytes, "max_batch_tokens": options.max_batch_tokens, "max_wait_ms": options.max_wait_ms, "max_queue": options.max_queue},
+            "batch_size": backend.batch_size, "explain": explainer.available,
+            "limits": {"max_texts": options.max_texts, "max_explain_texts": options.max_explain_texts, "max_explain_steps": options.max_explain_steps, "max_body_bytes": options.max_body_bytes, "max_batch_tokens": options.max_batch_tokens, "max_wait_ms": options.max_wait_ms, "max_queue": options.max_queue},
             "version": __version__,
         }
 
