@@ -298,6 +298,12 @@ class EvalResult:
     def passed(self) -> bool:
         return not self.failed
 
+    def slice_columns(self) -> list[str]:
+        """The metrics a slice table shows: the gated ones, then the first reported, four at most (--json has all)."""
+        names = list(self.slices[0].measured.values) if self.slices else []
+        gated = [c.metric for c in self.checks if c.slice]
+        return list(dict.fromkeys([*gated, *names]))[: max(4, len(set(gated)))]
+
     @property
     def intervals(self) -> dict[str, tuple[float, float]]:
         return self.overall.intervals if self.overall is not None else {}
@@ -1008,8 +1014,8 @@ def _write_text(path: Path, text: str, flag: str) -> None:
 # CI files: JUnit XML (GitHub, GitLab and Jenkins read it) and a Markdown summary ($GITHUB_STEP_SUMMARY)
 
 
-def _ci(interval: tuple[float, float] | None) -> str:
-    return f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+def _ci(interval: tuple[float, float] | None, sign: str = "") -> str:
+    return f"[{interval[0]:{sign}.4f}, {interval[1]:{sign}.4f}]" if interval else ""
 
 
 def _metric_lines(measured: Measured) -> str:
@@ -1018,7 +1024,7 @@ def _metric_lines(measured: Measured) -> str:
         line = f"{name} {value:.4f} {_ci(measured.intervals.get(name))}".rstrip()
         if measured.baseline is not None:
             diff_ci = measured.difference_intervals.get(name)
-            line += f"; baseline {measured.baseline[name]:.4f}, difference {measured.differences[name]:+.4f}" + (f" {_ci(diff_ci)}" if diff_ci else "")
+            line += f"; baseline {measured.baseline[name]:.4f}, difference {measured.differences[name]:+.4f}" + (f" {_ci(diff_ci, '+')}" if diff_ci else "")
         lines.append(line)
     return "\n".join(lines)
 
@@ -1067,7 +1073,7 @@ def markdown_summary(result: EvalResult) -> str:
         if overall.baseline is not None:
             lines += [f"Baseline: `{_cell(result.baseline)}`", "", "| metric | new | 95% CI | baseline | difference | 95% CI of the difference |", "|---|---:|---|---:|---:|---|"]
             for name, value in overall.values.items():
-                lines.append(f"| {name} | {value:.4f} | {_ci(overall.intervals.get(name))} | {overall.baseline[name]:.4f} | {overall.differences[name]:+.4f} | {_ci(overall.difference_intervals.get(name))} |")
+                lines.append(f"| {name} | {value:.4f} | {_ci(overall.intervals.get(name))} | {overall.baseline[name]:.4f} | {overall.differences[name]:+.4f} | {_ci(overall.difference_intervals.get(name), '+')} |")
             if overall.paired is not None:
                 p = overall.paired
                 lines += ["", f"{p.metric}: {len(p.fixed)} texts fixed, {len(p.broken)} broken; McNemar exact p = {p.p_value:.4g}"]
@@ -1075,7 +1081,7 @@ def markdown_summary(result: EvalResult) -> str:
             lines += ["| metric | value | 95% CI |", "|---|---:|---|"]
             lines += [f"| {name} | {value:.4f} | {_ci(overall.intervals.get(name))} |" for name, value in overall.values.items()]
     if result.slices:
-        names = list(result.slices[0].measured.values)
+        names = result.slice_columns()
         lines += ["", f"Slices by `{_cell(result.slice_by)}`:", "", "| slice | texts | " + " | ".join(names) + " |", "|---|---:|" + "---|" * len(names)]
         for s in result.slices:
             m = s.measured

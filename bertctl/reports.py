@@ -184,8 +184,8 @@ def print_eval_report(console: "Console", result) -> None:
             changes.add_row("[green]fixed[/green]" if c.fixed else "[red]broken[/red]", str(c.row), _shorten(c.text, 60), _plain(c.reference), _plain(c.new), _plain(c.baseline))
         console.print(changes)
     if result.slices:
-        names = list(result.slices[0].measured.values)
-        table = Table(_plain(result.slice_by), "texts", *names, box=None, title=f"slices by {_plain(result.slice_by)}", title_justify="left")
+        names = result.slice_columns()
+        table = Table(_plain(result.slice_by), "texts", *names, box=None, title=f"slices by {_plain(result.slice_by)}" + (" (with the difference from the baseline)" if compared else ""), title_justify="left")
         for s in result.slices:
             sm = s.measured
             table.add_row(_plain(s.value), str(sm.examples), *[
