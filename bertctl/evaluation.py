@@ -370,10 +370,10 @@ def measure(
         measured.differences = {name: measured.values[name] - measured.baseline[name] for name in names}
     if resamples > 0 and n > 0:
         drawn = Resamples.draw(n, resamples, seed)
-        values = problem.resampled(references, scores, drawn, thresholds)
+        values = problem.resampled(references, scores, drawn, thresholds, names)
         measured.intervals = {name: interval(values[name]) for name in names}
         if baseline_scores is not None:
-            base = problem.resampled(references, baseline_scores, drawn, baseline_thresholds)
+            base = problem.resampled(references, baseline_scores, drawn, baseline_thresholds, names)
             measured.difference_intervals = {name: interval(values[name] - base[name]) for name in names}
     if baseline_scores is not None and problem.paired_metric is not None:
         new_right = problem.correct(references, scores, thresholds)

@@ -129,8 +129,11 @@ class ProblemType:
     # the per-text right/wrong metric a paired test (McNemar) compares; None where a text is not right or wrong
     paired_metric: ClassVar[str | None] = None
 
-    def resampled(self, references: Any, scores: "np.ndarray", resamples: "bootstrap.Resamples", thresholds: Sequence[float] | None = None) -> dict[str, "np.ndarray"]:
-        """Every metric of `score` on every bootstrap resample: metric -> (B,) array (bertctl.metrics.bootstrap)."""
+    def resampled(
+        self, references: Any, scores: "np.ndarray", resamples: "bootstrap.Resamples", thresholds: Sequence[float] | None = None, names: Sequence[str] | None = None
+    ) -> dict[str, "np.ndarray"]:
+        """The metrics of `score` (at least `names`; None: all) on every bootstrap resample: metric -> (B,) array
+        (bertctl.metrics.bootstrap)."""
         raise NotImplementedError
 
     def correct(self, references: Any, scores: "np.ndarray", thresholds: Sequence[float] | None = None) -> "np.ndarray | None":
@@ -187,7 +190,7 @@ class SingleLabel(ProblemType):
 
     paired_metric = "accuracy"
 
-    def resampled(self, references, scores, resamples, thresholds=None):
+    def resampled(self, references, scores, resamples, thresholds=None, names=None):
         return bootstrap.classification_resampled(references, scores, resamples)
 
     def correct(self, references, scores, thresholds=None):
@@ -274,9 +277,9 @@ class MultiLabel(ProblemType):
 
     paired_metric = "subset_accuracy"  # a text is right when every one of its labels is
 
-    def resampled(self, references, scores, resamples, thresholds=None):
+    def resampled(self, references, scores, resamples, thresholds=None, names=None):
         cut = thresholds if thresholds is not None else [DEFAULT_THRESHOLD] * scores.shape[1]
-        return bootstrap.multilabel_resampled(references, scores, cut, resamples)
+        return bootstrap.multilabel_resampled(references, scores, cut, resamples, names)
 
     def correct(self, references, scores, thresholds=None):
         import numpy as np
@@ -349,7 +352,7 @@ class Regression(ProblemType):
     def score(self, references, scores, labels, thresholds=None):
         return regression_metrics(references, scores, labels, problem_type=self.name)
 
-    def resampled(self, references, scores, resamples, thresholds=None):
+    def resampled(self, references, scores, resamples, thresholds=None, names=None):
         return bootstrap.regression_resampled(references, scores, resamples)
 
     def describe(self, labels):

@@ -130,47 +130,70 @@ def classification_resampled(references: np.ndarray, probabilities: np.ndarray, 
     return out
 
 
-def _group_sums(counts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sort `values` once into tie groups: (order, start of each group, each sorted position's group), and the
-    per-resample weight of each group is np.add.reduceat(counts[:, order], starts, axis=1)."""
+def _sorted_groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort `values` once into tie groups: (order, start of each group, each sorted position's group); a
+    resample's weight per group is then np.add.reduceat(counts[:, order], starts, axis=1)."""
     order = np.argsort(values, kind="mergesort")
     ordered = values[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    group = np.cumsum(np.r_[True, ordered[1:] != ordered[:-1]]) - 1
-    return order, starts, group
+    new_group = np.r_[True, ordered[1:] != ordered[:-1]]
+    return order, np.flatnonzero(new_group), np.cumsum(new_group) - 1
 
 
 BLOCK = 32  # resamples at a time in the rank code: (32 x n) blocks stay in cache where (B x n) passes do not
 
 
-def weighted_ranks(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """(B, n): each text's average rank inside each resample (ties share their mean rank, as scipy's rankdata)."""
-    order, starts, group = _group_sums(counts, np.asarray(values, dtype=np.float64))
+def _blocks(b: int):
+    for first in range(0, b, BLOCK):
+        yield slice(first, min(first + BLOCK, b))
+
+
+def _group_weights(ordered: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per resample, the weight of each tie group from counts in sorted order (no ties: the counts themselves)."""
+    return ordered if starts.size == ordered.shape[1] else np.add.reduceat(ordered, starts, axis=1)
+
+
+def _ranks_of(order: np.ndarray, starts: np.ndarray, of_text: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    weight = _group_weights(counts[:, order], starts)
+    rank_of_group = np.cumsum(weight, axis=1) - weight + (weight + 1.0) / 2.0
+    return rank_of_group[:, of_text]
+
+
+def _tie_groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    order, starts, group = _sorted_groups(np.asarray(values, dtype=np.float64))
     of_text = np.empty_like(group)
     of_text[order] = group  # each text's tie group
+    return order, starts, of_text
+
+
+def weighted_ranks(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(B, n): each text's average rank inside each resample (ties share their mean rank, as scipy's rankdata)."""
+    order, starts, of_text = _tie_groups(values)
     ranks = np.empty_like(counts)
-    for first in range(0, counts.shape[0], BLOCK):
-        weight = np.add.reduceat(counts[first : first + BLOCK, order], starts, axis=1)  # (block, groups)
-        rank_of_group = np.cumsum(weight, axis=1) - weight + (weight + 1.0) / 2.0
-        ranks[first : first + BLOCK] = rank_of_group[:, of_text]
+    for rows in _blocks(counts.shape[0]):
+        ranks[rows] = _ranks_of(order, starts, of_text, counts[rows])
     return ranks
 
 
 def weighted_auc(labels: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """(B,) ROC AUC of one label on each resample (Mann-Whitney, ties count half); NaN where a class is absent."""
     positive = np.asarray(labels) > 0.5
-    order, starts, _ = _group_sums(counts, np.asarray(scores, dtype=np.float64))
-    ordered = counts[:, order]
-    pos = np.add.reduceat(ordered * positive[order], starts, axis=1)
-    neg = np.add.reduceat(ordered * ~positive[order], starts, axis=1)
-    below = np.cumsum(neg, axis=1) - neg
-    wins = (pos * (below + 0.5 * neg)).sum(axis=1)
-    pairs = pos.sum(axis=1) * neg.sum(axis=1)
+    order, starts, _ = _sorted_groups(np.asarray(scores, dtype=np.float64))
+    is_positive = positive[order]
+    wins = np.empty(counts.shape[0])
+    pairs = np.empty(counts.shape[0])
+    for rows in _blocks(counts.shape[0]):
+        ordered = counts[rows][:, order]
+        pos = _group_weights(ordered * is_positive, starts)
+        neg = _group_weights(ordered, starts) - pos
+        below = np.cumsum(neg, axis=1) - neg
+        wins[rows] = np.einsum("ij,ij->i", pos, below + 0.5 * neg)
+        pairs[rows] = pos.sum(axis=1) * neg.sum(axis=1)
     return np.where(pairs > 0, wins / np.where(pairs > 0, pairs, 1.0), np.nan)
 
 
-def multilabel_resampled(references: np.ndarray, probabilities: np.ndarray, thresholds, resamples: Resamples) -> dict[str, np.ndarray]:
-    """Multi-label: bertctl.metrics.multilabel_metrics's metrics on every resample, from resampled per-label counts."""
+def multilabel_resampled(references: np.ndarray, probabilities: np.ndarray, thresholds, resamples: Resamples, names=None) -> dict[str, np.ndarray]:
+    """Multi-label: bertctl.metrics.multilabel_metrics's metrics on every resample, from resampled per-label counts
+    (roc_auc_macro, a rank statistic per label and the one slow metric, only when `names` is None or has it)."""
     refs = np.asarray(references, dtype=np.float64) > 0.5
     probs = np.asarray(probabilities, dtype=np.float64).reshape(refs.shape)
     preds = probs >= np.asarray(thresholds, dtype=np.float64)[None, :]
@@ -187,10 +210,11 @@ def multilabel_resampled(references: np.ndarray, probabilities: np.ndarray, thre
     out.update(_averages("f1", _divide(2 * tp, 2 * tp + fp + fn), support, every, _divide(2 * sums["tp"], 2 * sums["tp"] + sums["fp"] + sums["fn"])))
     out["subset_accuracy"] = resamples.sums((preds == refs).all(axis=1)) / n
     out["hamming_loss"] = resamples.sums((preds != refs).mean(axis=1)) / n
-    counts = resamples.counts
-    aucs = np.stack([weighted_auc(refs[:, j], probs[:, j], counts) for j in range(refs.shape[1])], axis=1)
-    defined = np.isfinite(aucs)
-    out["roc_auc_macro"] = _divide(np.where(defined, aucs, 0.0).sum(axis=1), defined.sum(axis=1))
+    if names is None or "roc_auc_macro" in names:
+        counts = resamples.counts
+        aucs = np.stack([weighted_auc(refs[:, j], probs[:, j], counts) for j in range(refs.shape[1])], axis=1)
+        defined = np.isfinite(aucs)
+        out["roc_auc_macro"] = _divide(np.where(defined, aucs, 0.0).sum(axis=1), defined.sum(axis=1))
     eps = np.finfo(np.float64).eps
     clipped = np.clip(probs, eps, 1 - eps)
     out["log_loss"] = resamples.sums(-(refs * np.log(clipped) + (~refs) * np.log(1 - clipped)).mean(axis=1)) / n
@@ -214,8 +238,14 @@ def regression_resampled(references: np.ndarray, predictions: np.ndarray, resamp
         return _divide(n * sab - sa * sb, denominator)
 
     counts = resamples.counts
-    ry, rp = weighted_ranks(y, counts), weighted_ranks(p, counts)
-    rank_sums = [np.einsum("ij,ij->i", counts, a) for a in (ry, rp, ry * ry, rp * rp, ry * rp)]
+    by_y, by_p = _tie_groups(y), _tie_groups(p)
+    rank_sums = np.empty((5, counts.shape[0]))
+    for rows in _blocks(counts.shape[0]):
+        w = counts[rows]
+        ry, rp = _ranks_of(*by_y, w), _ranks_of(*by_p, w)
+        wy, wp = w * ry, w * rp
+        # sum w*ry, w*rp, w*ry^2, w*rp^2, w*ry*rp
+        rank_sums[:, rows] = [wy.sum(axis=1), wp.sum(axis=1), np.einsum("ij,ij->i", wy, ry), np.einsum("ij,ij->i", wp, rp), np.einsum("ij,ij->i", wy, rp)]
     mse = see / n
     total = syy - sy * sy / n
     return {
