@@ -361,11 +361,13 @@ def measure(
 
     references = np.asarray(references)
     n = len(references)
-    point = problem.score(references, scores, list(labels), thresholds).overall
-    measured = Measured(n, {name: float(point[name]) for name in names}, {})
-    base_point = None
+    # the estimate through the bootstrap's own formulas on the data itself (equal to problem.score's, as
+    # tests/test_evaluation_ci.py checks), so a slice costs no evaluate-module calls
+    itself = Resamples.identity(n)
+    point = {name: float(v[0]) for name, v in problem.resampled(references, scores, itself, thresholds, names).items()}
+    measured = Measured(n, {name: point[name] for name in names}, {})
     if baseline_scores is not None:
-        base_point = problem.score(references, baseline_scores, list(labels), baseline_thresholds).overall
+        base_point = {name: float(v[0]) for name, v in problem.resampled(references, baseline_scores, itself, baseline_thresholds, names).items()}
         measured.baseline = {name: float(base_point[name]) for name in names}
         measured.differences = {name: measured.values[name] - measured.baseline[name] for name in names}
     if resamples > 0 and n > 0:
