@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import re
 import tempfile
@@ -449,9 +450,7 @@ def load_baseline(other: Path, classifier: Classifier, loaded: _EvalData, batch_
     other = Path(other).expanduser()
     problem = classifier.problem
     if other.is_file():
-        header, rows = read_predictions(other)
-        their_problem = problem_type(header.get("problem_type", ""))
-        _check_same_labels(header["labels"], classifier.labels, their_problem, problem, str(other))
+        header, rows = read_baseline_file(other, classifier)
         texts, _ = loaded.text_columns()
         _check_same_texts([r.get("text", "") for r in rows], texts, str(other))
         try:
@@ -478,6 +477,17 @@ def load_baseline(other: Path, classifier: Classifier, loaded: _EvalData, batch_
     return Baseline(str(other), scores, thresholds)
 
 
+def read_baseline_file(path: Path, classifier: Classifier) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A predictions file as --baseline, its labels checked against the model's (before any data is read)."""
+    header, rows = read_predictions(path)
+    try:
+        their_problem = problem_type(str(header.get("problem_type", "")))
+    except BertctlError as exc:
+        raise DataError(f"--baseline {path}: {exc.message}", fix="use the file `bertctl eval --save-predictions` wrote, unchanged") from None
+    _check_same_labels(list(header.get("labels") or []), classifier.labels, their_problem, classifier.problem, str(path))
+    return header, rows
+
+
 def read_predictions(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A predictions file: its header line (model, problem type, labels, thresholds) and one record per text."""
     try:
@@ -491,6 +501,8 @@ def read_predictions(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as exc:
+            if not records:
+                break  # not even the header: the message below says what the file should be
             raise DataError(f"--baseline {path} line {number} is not JSON: {exc.msg}", fix="use the file `bertctl eval --save-predictions` wrote, unchanged") from None
     if not records or not isinstance(records[0], dict) or records[0].get("format") != PREDICTIONS_FORMAT:
         raise DataError(
@@ -599,6 +611,24 @@ def build_checks(
         low, high = measured.difference_intervals[metric]
         checks.append(DropCheck(metric, points, measured.differences[metric], low, high, GREATER_IS_BETTER[metric], slice=where and f"{where[0]}={where[1]}"))
     return checks
+
+
+def tight_drop_note(check: DropCheck) -> str | None:
+    """A --max-drop allowance that noise alone breaks more than 5% of the time for an equally good model: say so.
+    With the difference's standard error se (the CI's half-width / 1.96), an equally good model fails when
+    its estimate falls below 1.96 se - allowance: probability Phi((1.96 se - allowance) / se)."""
+    se = (check.high - check.low) / 2 / 1.959963984540054
+    allowance = check.max_drop / 100.0
+    if se <= 0:
+        return None
+    chance = 0.5 * (1 + math.erf((1.959963984540054 * se - allowance) / se / math.sqrt(2)))
+    if chance <= 0.05:
+        return None
+    return (
+        f"--max-drop {check.name}={check.max_drop:g}: the 95% CI of the difference is about ±{100 * 1.96 * se:.2f} points here, so a model"
+        f" exactly as good as the baseline fails this gate about {chance:.0%} of the time; an allowance of {100 * 3.605 * se:.1f} points"
+        f" keeps that under 5% (or evaluate on more texts)"
+    )
 
 
 def _gate_target(where: tuple[str, str] | None, by_name: dict[str, Slice], key: str, source: str) -> Measured | None:
@@ -808,6 +838,8 @@ def evaluate_run(
     if chunks:
         run_as_windows(classifier, stride)
         check_windows(classifier, bool(classifier.settings.text_pair))
+    if baseline is not None and Path(baseline).expanduser().is_file():
+        read_baseline_file(Path(baseline).expanduser(), classifier)  # a label-set mismatch is known before any data loads
     recipe = None
     if data is not None:
         loaded = _data_file(Path(data).expanduser(), classifier, text, text_pair, label)
@@ -852,6 +884,7 @@ def evaluate_run(
             # each slice draws its own resamples (seeded apart), so its CI is that of its own size
             slices.append(Slice(slice_by, value, measure(problem, references[rows], scores[rows], reported, seed=seed + 1 + k, **part)))
     checks = build_checks(problem, overall, full.overall, slices, merged, drops, on)
+    loaded.notes += [note for check in checks if isinstance(check, DropCheck) and (note := tight_drop_note(check))]
     full.overall = {name: full.overall[name] for name in reported}
     result = EvalResult(
         run_dir=str(path),

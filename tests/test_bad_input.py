@@ -423,7 +423,26 @@ CASES = [
          ("e.csv", "1 row with an empty or NaN label", "line 22")),
     Case("validate-label-typo-without-close-match-gets-no-guess", lambda w: ["validate", w.recipe(w.csv("s.csv", [("so sad", "sadness"), ("big win", "Sprots")]))], 2,
          ("s.csv", "'sadness' (line 22", "did you mean 'Sports' for 'Sprots'?"), check=lambda w, o: _no_guess_for(o.stderr, "sadness")),
+    # issue 23: eval --baseline and --slice-by
+    Case("eval-baseline-with-other-labels", lambda w: ["eval", w.run(), "--baseline", baseline_predictions(w, labels=["World", "Sports", "Business", "Science"])], 2,
+         ("has labels World, Sports, Business, Science", "the new model has World, Sports, Business, Sci/Tech", "only the baseline has Science")),
+    Case("eval-baseline-on-fewer-texts", lambda w: ["eval", w.run(), "--data", w.csv("e.csv"), "--baseline", baseline_predictions(w, texts=[r["text"] for r in w.rows[:3]])], 2,
+         ("predictions for 3 texts", f"this eval has {ROWS}", "different data")),
+    Case("eval-baseline-on-other-texts", lambda w: ["eval", w.run(), "--data", w.csv("e.csv"),
+         "--baseline", baseline_predictions(w, texts=[r["text"] for r in w.rows[:4]] + ["An edited headline"] + [r["text"] for r in w.rows[5:]])], 2,
+         ("text 5 differs", "baseline: 'An edited headline'", " ".join(agnews_rows("train", ROWS)[4]["text"].split())[:40])),
+    Case("eval-baseline-not-a-predictions-file", lambda w: ["eval", w.run(), "--baseline", w.csv("b.csv")], 2, ("b.csv", "not a predictions file", "--save-predictions")),
+    Case("eval-slice-by-missing-column", lambda w: ["eval", w.run(), "--data", w.csv("e.csv"), "--slice-by", "lable"], 2,
+         ("--slice-by 'lable' is not a column of", "did you mean 'label'?")),
 ]
+
+
+def baseline_predictions(w: Workspace, labels: list[str] = AGNEWS_LABELS, texts: list[str] | None = None) -> str:
+    """A file as `eval --save-predictions` writes it, for the run's validation split (the workspace's rows)."""
+    texts = [r["text"] for r in w.rows] if texts is None else texts
+    header = {"format": "bertctl-predictions/1", "problem_type": "single_label_classification", "labels": labels, "thresholds": None}
+    rows = [{"id": i, "text": t, "reference": labels[0], "scores": {label: 1.0 / len(labels) for label in labels}} for i, t in enumerate(texts)]
+    return w.write("baseline.jsonl", "\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
 
 
 def _no_guess_for(stderr: str, name: str) -> None:

@@ -301,3 +301,13 @@ def test_evaluation_ci_usage_errors_come_before_loading(tmp_path):
     ]:
         result = invoke("eval", missing, *args)
         assert result.exit_code == 2 and words in result.output, (args, result.output)
+
+
+def test_evaluation_ci_warns_when_a_drop_allowance_is_inside_the_noise():
+    from bertctl.evaluation import tight_drop_note
+
+    # a CI of +-1.24 points: an equally good model's lower end sits near -1.24, far below -0.5
+    tight = tight_drop_note(DropCheck("accuracy", 0.5, 0.0, -0.0124, 0.0124, True))
+    assert tight is not None and "--max-drop accuracy=0.5" in tight and "2.3 points" in tight
+    assert "about 88% of the time" in tight  # Phi((1.24 - 0.5) / 0.633) = 0.879
+    assert tight_drop_note(DropCheck("accuracy", 2.5, 0.0, -0.0124, 0.0124, True)) is None
