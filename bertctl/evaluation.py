@@ -3,7 +3,12 @@
     result = evaluate_run("runs/latest")                       # the run recipe's eval split (test, else validation)
     result = evaluate_run("runs/agnews", data=Path("new.csv"), thresholds={"accuracy": 0.9})
     json_path, png_path = write_eval_report(result)            # eval.json + eval_confusion_matrix.png
-    failures = result.failed                                   # thresholds not met (bertctl eval exits 1)
+    failures = result.failed                                   # gates not met (bertctl eval exits 1)
+    result = evaluate_run("runs/new", baseline=Path("prod.jsonl"), max_drops={"accuracy": 2.0}, slice_by="length")
+    result.intervals["accuracy"], result.overall.difference_intervals["accuracy"], result.slices
+
+Every metric carries a 95% bootstrap CI (bertctl.metrics.bootstrap); a baseline (run dir, export dir, or a file
+`--save-predictions` wrote) is scored on the same texts and resamples, so the CI of the difference is paired.
 
 Inference goes through bertctl.inference's forward pass, the same batched pass `bertctl predict` uses; the
 metrics are the local evaluate modules in bertctl.metrics (offline, numpy).
@@ -28,6 +33,7 @@ from bertctl.errors import BertctlError, DataError, GateFailed, Problem, RunErro
 from bertctl.inference import DEFAULT_BATCH_SIZE, Classifier, encode, encoded_logits, load_for_inference, run_as_windows
 from bertctl.inference.forward import check_windows
 from bertctl.metrics import ClassificationMetrics
+from bertctl.metrics.bootstrap import Resamples, interval
 from bertctl.problems import GREATER_IS_BETTER, MULTI_LABEL, REGRESSION, ProblemType, problem_type
 from bertctl.recipe import METRICS, SPLITS, did_you_mean, threshold_problem
 from bertctl.runs import atomic_write_json, atomic_write_text, check_writable_path, load_run_recipe, removes_new_empty_dirs, resolve_run_dir, umask_modes
@@ -357,8 +363,6 @@ def measure(
     """The metrics `names` of these texts with 95% bootstrap CIs; with baseline scores, both models on the same
     resamples, so the CI of their difference is a paired one."""
     import numpy as np
-
-    from bertctl.metrics.bootstrap import Resamples, interval
 
     references = np.asarray(references)
     n = len(references)
