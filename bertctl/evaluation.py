@@ -1133,7 +1133,11 @@ def markdown_summary(result: EvalResult) -> str:
 
 
 def check_gate(result: EvalResult) -> None:
-    """Raise GateFailed (exit 1, apart from bad input's 2) naming every threshold not met."""
+    """Raise GateFailed (exit 1, apart from bad input's 2) naming every gate not met."""
 
     if not result.passed:
-        raise GateFailed(gate_message(result), fix="improve the model, or change the threshold (--min METRIC=VALUE, or [eval.thresholds] in the recipe)")
+        drops = any(isinstance(c, DropCheck) for c in result.failed)
+        fix = "improve the model, or change the threshold (--min METRIC=VALUE, or [eval.thresholds] in the recipe)"
+        if drops:
+            fix += "; a --max-drop allowance is in points of the metric, and the CI narrows with more texts"
+        raise GateFailed(gate_message(result), fix=fix)
