@@ -561,11 +561,14 @@ def slice_values(loaded: _EvalData, column: str, classifier: Classifier) -> list
         # rank-based quartiles: ties go to the lower quartile, so a slice never depends on row order
         cuts = np.quantile(lengths, [0.25, 0.5, 0.75])
         return [f"q{int(np.searchsorted(cuts, n, side='left')) + 1}" for n in lengths]
+    if column not in loaded.columns and loaded.load_columns is not None:
+        loaded.columns = {**loaded.load_columns(), **loaded.columns}  # `label` stays the model's label names
+        loaded.load_columns = None
     if column not in loaded.columns:
         choices = [LENGTH, *loaded.columns]
         raise DataError(
             f"--slice-by {column!r} is not a column of {loaded.source} (columns: {', '.join(choices)})",
-            fix=did_you_mean(column, choices, f"use one of: {', '.join(choices)}") + (" (a recipe's split offers its text and label; pass --data FILE to slice by your own columns)" if loaded.split else ""),
+            fix=did_you_mean(column, choices, f"use one of: {', '.join(choices)}") + (" (a split carved from train or cut by data.limit offers only text and label: pass --data FILE)" if loaded.split and len(loaded.columns) <= 2 else ""),
         )
     return ["" if inputs.is_blank(v) else str(v) for v in loaded.columns[column]]
 
@@ -659,6 +662,7 @@ class _EvalData:
     pairs: list[str] | None = None
     columns: dict[str, list] = field(default_factory=dict)  # what --slice-by may name, besides length
     load_texts: Any = None  # () -> (texts, pairs), for a recipe split
+    load_columns: Any = None  # () -> the split file's columns, for a recipe split's --slice-by COLUMN
 
     def text_columns(self) -> tuple[list[str], list[str] | None]:
         if self.texts is None and self.load_texts is not None:
@@ -715,12 +719,32 @@ def _recipe_split(run_dir: Path, classifier: Classifier, split: str | None) -> t
         references = _model_ids([tokenized.labels[i] for i in table["label"]], classifier, "--split", where)
     source = f"{wanted} split ({tokenized.sources.get(wanted, wanted)})"
 
+    raw: list = []  # load_data's result, once, for whichever of the two below asks first
+
+    def split_data():
+        if not raw:
+            raw.append(load_data(recipe))
+        return raw[0]
+
     def load_texts():
         # the raw rows, in the order tokenize_data mapped them (it maps load_data's splits one to one)
-        rows = load_data(recipe).splits[wanted].with_format(None)[:]
+        rows = split_data().splits[wanted].with_format(None)[:]
         return rows["text"], rows.get("text_pair")
 
-    loaded = _EvalData(encoded, references, source, wanted, truncated, notes, load_texts=load_texts)
+    def load_columns() -> dict[str, list]:
+        """Every column of the split's own file, its kept rows in order, for --slice-by COLUMN. A split carved
+        from train, or cut by data.limit (a seeded sample), has no file whose rows line up with it."""
+        path = recipe.data_path(wanted)
+        carved = wanted == "train" and recipe.data.validation is None and recipe.data.validation_fraction is not None
+        if path is None or carved or getattr(recipe.data.limit, wanted, None) is not None:
+            return {}
+        rows = split_data().kept_rows.get(wanted)
+        if rows is None or len(rows) != len(references):
+            return {}
+        frame = inputs.read_table(path).iloc[rows]
+        return {str(name): frame[name].tolist() for name in frame.columns}
+
+    loaded = _EvalData(encoded, references, source, wanted, truncated, notes, load_texts=load_texts, load_columns=load_columns)
     if "text" in table:
         loaded.texts, loaded.pairs = table["text"], table.get("text_pair")
     loaded.columns["label"] = _label_names(references, classifier)

@@ -311,3 +311,16 @@ def test_evaluation_ci_warns_when_a_drop_allowance_is_inside_the_noise():
     assert tight is not None and "--max-drop accuracy=0.5" in tight and "2.3 points" in tight
     assert "about 88% of the time" in tight  # Phi((1.24 - 0.5) / 0.633) = 0.879
     assert tight_drop_note(DropCheck("accuracy", 2.5, 0.0, -0.0124, 0.0124, True)) is None
+
+
+def test_evaluation_ci_slices_by_a_column_of_the_recipes_split_file(tmp_path, varied_classifier_dir):
+    from conftest import agnews_rows, write_csv
+
+    run = make_run(tmp_path, varied_classifier_dir, name="sliced")
+    rows = [{**row, "source": "wire" if i % 3 else "blog"} for i, row in enumerate(agnews_rows("dev", 60)[30:])]
+    write_csv(tmp_path / "test.csv", rows)  # the file the run's recipe names as its test split
+    report = json.loads(invoke("eval", run, "--slice-by", "source", "--json").stdout)
+    slices = report["slices"]["slices"]
+    assert {name: s["examples"] for name, s in slices.items()} == {"blog": 10, "wire": 20}
+    missing = invoke("eval", run, "--slice-by", "sorce")
+    assert missing.exit_code == 2 and "did you mean 'source'?" in missing.output
