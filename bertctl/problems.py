@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from bertctl.errors import BertctlError, Problem
-from bertctl.metrics import functional
+from bertctl.metrics import bootstrap, functional
 from bertctl.metrics import ClassificationMetrics, classification_metrics, multilabel_metrics, regression_metrics
 
 if TYPE_CHECKING:
@@ -132,6 +132,20 @@ class ProblemType:
         """Every metric of this type, named as in `metrics`, with per-class rows where there are classes."""
         raise NotImplementedError
 
+    # the per-text right/wrong metric a paired test (McNemar) compares; None where a text is not right or wrong
+    paired_metric: ClassVar[str | None] = None
+
+    def resampled(
+        self, references: Any, scores: "np.ndarray", resamples: "bootstrap.Resamples", thresholds: Sequence[float] | None = None, names: Sequence[str] | None = None
+    ) -> dict[str, "np.ndarray"]:
+        """The metrics of `score` (at least `names`; None: all) on every bootstrap resample: metric -> (B,) array
+        (bertctl.metrics.bootstrap)."""
+        raise NotImplementedError
+
+    def correct(self, references: Any, scores: "np.ndarray", thresholds: Sequence[float] | None = None) -> "np.ndarray | None":
+        """Per text, whether the model got it right by `paired_metric`'s rule; None where that means nothing."""
+        return None
+
     def describe(self, labels: Sequence[str]) -> str:
         """The labels as a summary line says them."""
         return f"labels: {', '.join(labels)}"
@@ -185,6 +199,16 @@ class SingleLabel(ProblemType):
 
     def score(self, references, scores, labels, thresholds=None):
         return classification_metrics(references, scores, labels, order=self.metrics, problem_type=self.name)
+
+    paired_metric = "accuracy"
+
+    def resampled(self, references, scores, resamples, thresholds=None, names=None):
+        return bootstrap.classification_resampled(references, scores, resamples)
+
+    def correct(self, references, scores, thresholds=None):
+        import numpy as np
+
+        return np.asarray(scores).argmax(axis=1) == np.asarray(references, dtype=np.int64)
 
 
 class MultiLabel(ProblemType):
@@ -275,6 +299,18 @@ class MultiLabel(ProblemType):
         cut = thresholds if thresholds is not None else [DEFAULT_THRESHOLD] * len(labels)
         return multilabel_metrics(references, scores, labels, cut, order=self.metrics, problem_type=self.name)
 
+    paired_metric = "subset_accuracy"  # a text is right when every one of its labels is
+
+    def resampled(self, references, scores, resamples, thresholds=None, names=None):
+        cut = thresholds if thresholds is not None else [DEFAULT_THRESHOLD] * scores.shape[1]
+        return bootstrap.multilabel_resampled(references, scores, cut, resamples, names)
+
+    def correct(self, references, scores, thresholds=None):
+        import numpy as np
+
+        cut = np.asarray(thresholds if thresholds is not None else [DEFAULT_THRESHOLD] * scores.shape[1])
+        return ((np.asarray(scores) >= cut) == (np.asarray(references) > 0.5)).all(axis=1)
+
     def describe(self, labels):
         return f"multi-label: {', '.join(labels)}"
 
@@ -339,6 +375,9 @@ class Regression(ProblemType):
 
     def score(self, references, scores, labels, thresholds=None):
         return regression_metrics(references, scores, labels, problem_type=self.name)
+
+    def resampled(self, references, scores, resamples, thresholds=None, names=None):
+        return bootstrap.regression_resampled(references, scores, resamples)
 
     def describe(self, labels):
         return f"regression of {labels[0]!r}"

@@ -155,8 +155,11 @@ def print_eval_report(console: "Console", result) -> None:
     console.print(f"[bold]{_plain(result.run_dir)}[/bold] on {_plain(result.source)}: {result.examples} examples, max_length {result.max_length}, {result.seconds:.1f} s")
     for note in result.notes:
         console.print(f"[yellow]note[/yellow]: {_plain(note)}")
-    checks = {c.metric: c for c in result.checks}
-    overall = Table("metric", "value", "gate", box=None, title="overall", title_justify="left")
+    checks = {c.metric: c for c in result.checks if not getattr(c, "slice", None) and c.kind in ("min", "max")}
+    intervals = result.intervals
+    compared = result.overall is not None and result.overall.baseline is not None
+    columns = ["metric", "value", *(["baseline", "difference [95% CI]"] if compared else []), "gate"]
+    overall = Table(*columns, box=None, title="overall (95% bootstrap CIs)" if intervals else "overall", title_justify="left")
     for name, value in m.overall.items():
         check = checks.get(name)
         if check is None:
@@ -165,8 +168,34 @@ def print_eval_report(console: "Console", result) -> None:
             sign = ">=" if check.kind == "min" else "<="
             gate = f"[green]ok[/green] ({sign} {check.threshold:g})" if check.passed else f"[red]FAIL[/red] ({sign} {check.threshold:g}, off by {-check.margin:.4f})"
         arrow = "" if METRICS[name] else " (lower is better)"
-        overall.add_row(name + arrow, f"{value:.4f}", gate)
+        cells = [name + arrow, f"{value:.4f}" + (f" [{intervals[name][0]:.4f}, {intervals[name][1]:.4f}]" if name in intervals else "")]
+        if compared:
+            o = result.overall
+            ci = o.difference_intervals.get(name)
+            cells += [f"{o.baseline[name]:.4f}", f"{o.differences[name]:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "")]
+        overall.add_row(*cells, gate)
     console.print(overall)
+    if compared and result.overall.paired is not None:
+        p = result.overall.paired
+        console.print(f"{p.metric}: {len(p.fixed)} texts fixed, {len(p.broken)} broken against {_plain(result.baseline)}; McNemar exact p = {p.p_value:.4g}")
+    if result.changes:
+        changes = Table("", "row", "text", "reference", "new", "baseline", box=None, title="changes", title_justify="left")
+        for c in result.changes:
+            changes.add_row("[green]fixed[/green]" if c.fixed else "[red]broken[/red]", str(c.row), _shorten(c.text, 60), _plain(c.reference), _plain(c.new), _plain(c.baseline))
+        console.print(changes)
+    if result.slices:
+        names = result.slice_columns()
+        table = Table(_plain(result.slice_by), "texts", *names, box=None, title=f"slices by {_plain(result.slice_by)}" + (" (with the difference from the baseline)" if compared else ""), title_justify="left")
+        for s in result.slices:
+            sm = s.measured
+            table.add_row(_plain(s.value), str(sm.examples), *[
+                f"{sm.values[n]:.4f}" + (f" [{sm.intervals[n][0]:.4f}, {sm.intervals[n][1]:.4f}]" if n in sm.intervals else "") + (f" ({sm.differences[n]:+.4f})" if sm.baseline is not None else "")
+                for n in names
+            ])
+        console.print(table)
+    others = [c for c in result.checks if c not in checks.values()]
+    for check in others:
+        console.print(("[green]ok[/green]   " if check.passed else "[red]FAIL[/red] ") + _plain(check.describe()))
     multi = m.problem_type == MULTI_LABEL.name
     if m.per_class:
         extra = ("threshold", "tp", "fp", "fn") if multi else ()
@@ -187,7 +216,7 @@ def print_eval_report(console: "Console", result) -> None:
         console.print(f"wrote {_plain(result.report_path)}" + (f" and {_plain(result.plot_path)}" if result.plot_path else ""))
     if result.checks:
         status = "[green]passed[/green]" if result.passed else "[red]failed[/red]"
-        console.print(f"gate {status}: {len(result.checks) - len(result.failed)} of {len(result.checks)} thresholds met")
+        console.print(f"gate {status}: {len(result.checks) - len(result.failed)} of {len(result.checks)} gates met")
 
 
 def print_predictions(console: "Console", predictions: list, top_k: int = 1, start: int = 1) -> None:

@@ -431,6 +431,17 @@ CASES = [
          ("--target 'Sprots' is not a label", "World, Sports, Business, Sci/Tech", "did you mean 'Sports'?")),
     Case("explain-steps-zero", lambda w: ["explain", w.tiny_classifier, "--steps", "0", "Stocks fell"], 2, ("--steps 0", "out of range", "--steps 50")),
     Case("explain-empty-text", lambda w: ["explain", w.tiny_classifier, ""], 2, ("every input is empty", "text 1", "non-empty text")),
+    # issue 23: eval --baseline and --slice-by
+    Case("eval-baseline-with-other-labels", lambda w: ["eval", w.run(), "--baseline", baseline_predictions(w, labels=["World", "Sports", "Business", "Science"])], 2,
+         ("has labels World, Sports, Business, Science", "the new model has World, Sports, Business, Sci/Tech", "only the baseline has Science")),
+    Case("eval-baseline-on-fewer-texts", lambda w: ["eval", w.run(), "--data", w.csv("e.csv"), "--baseline", baseline_predictions(w, texts=[r["text"] for r in w.rows[:3]])], 2,
+         ("predictions for 3 texts", f"this eval has {ROWS}", "different data")),
+    Case("eval-baseline-on-other-texts", lambda w: ["eval", w.run(), "--data", w.csv("e.csv"),
+         "--baseline", baseline_predictions(w, texts=[r["text"] for r in w.rows[:4]] + ["An edited headline"] + [r["text"] for r in w.rows[5:]])], 2,
+         ("text 5 differs", "baseline: 'An edited headline'", " ".join(agnews_rows("train", ROWS)[4]["text"].split())[:40])),
+    Case("eval-baseline-not-a-predictions-file", lambda w: ["eval", w.run(), "--baseline", w.csv("b.csv")], 2, ("b.csv", "not a predictions file", "--save-predictions")),
+    Case("eval-slice-by-missing-column", lambda w: ["eval", w.run(), "--data", w.csv("e.csv"), "--slice-by", "lable"], 2,
+         ("--slice-by 'lable' is not a column of", "did you mean 'label'?")),
 ]
 
 
@@ -439,6 +450,15 @@ def _export_stand_in(w: Workspace) -> str:
     w.write("onnx/model.onnx", "stand-in")
     w.write("onnx/config.json", "{}")
     return str(Path(w.write("onnx/export.json", '{"source": "runs/agnews"}')).parent)
+
+
+
+def baseline_predictions(w: Workspace, labels: list[str] = AGNEWS_LABELS, texts: list[str] | None = None) -> str:
+    """A file as `eval --save-predictions` writes it, for the run's validation split (the workspace's rows)."""
+    texts = [r["text"] for r in w.rows] if texts is None else texts
+    header = {"format": "bertctl-predictions/1", "problem_type": "single_label_classification", "labels": labels, "thresholds": None}
+    rows = [{"id": i, "text": t, "reference": labels[0], "scores": {label: 1.0 / len(labels) for label in labels}} for i, t in enumerate(texts)]
+    return w.write("baseline.jsonl", "\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
 
 
 def _no_guess_for(stderr: str, name: str) -> None:

@@ -7,6 +7,8 @@ Exit 0: every threshold met; 1: a threshold not met; 2: bad input.
     bertctl eval runs/agnews --data new.csv --label topic --min accuracy=0.9 --min f1_macro=0.85
     bertctl eval runs/agnews/onnx        # an export: onnxruntime, no torch
     bertctl eval runs/reviews --chunks --stride 64   # long texts read whole, as overlapping windows
+    bertctl eval runs/new --baseline prod-predictions.jsonl --max-drop accuracy=0.5 --junit eval.xml --markdown eval.md
+    bertctl eval runs/new --slice-by length --min "accuracy[length=q4]=0.85" --on lower-bound
 """
 
 from __future__ import annotations
@@ -37,6 +39,25 @@ def eval_cli(
     chunks: Chunks = False,
     stride: Stride = None,
     trust_pickle: TrustPickle = False,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", metavar="N", help="bootstrap resamples for every metric's 95% CI (0: no CIs)")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="seed of the bootstrap resamples")] = 0,
+    on: Annotated[str, typer.Option("--on", metavar="point|lower-bound", help="--min gates on the estimate, or on the 95% CI's pessimistic end")] = "point",
+    baseline: Annotated[
+        Optional[Path], typer.Option("--baseline", metavar="OTHER", help="compare with this run dir, export dir or --save-predictions file, on the same data", show_default=False)
+    ] = None,
+    drops: Annotated[
+        Optional[list[str]],
+        typer.Option("--max-drop", metavar="METRIC=POINTS", help="non-inferiority gate, repeatable: fail when the 95% CI of (new - baseline) reaches below -POINTS/100", show_default=False),
+    ] = None,
+    show_changes: Annotated[int, typer.Option("--show-changes", min=0, metavar="N", help="list up to N texts fixed and N broken against --baseline")] = 0,
+    slice_by: Annotated[
+        Optional[str], typer.Option("--slice-by", metavar="COLUMN", help="metrics per value of a data column, or 'length' (token-length quartiles q1..q4)", show_default=False)
+    ] = None,
+    save_predictions: Annotated[
+        Optional[Path], typer.Option("--save-predictions", metavar="FILE", help="write each text's reference and scores (JSONL), a later --baseline", show_default=False)
+    ] = None,
+    junit: Annotated[Optional[Path], typer.Option("--junit", metavar="FILE", help="write JUnit XML: a testcase per gate and slice", show_default=False)] = None,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", metavar="FILE", help="write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)", show_default=False)] = None,
 ) -> None:
     """Score a trained model (accuracy, F1, MCC, log loss, calibration, confusion matrix) and gate CI on it.
 
@@ -47,12 +68,15 @@ def eval_cli(
     bertctl eval runs/agnews --data new.csv --label topic --min accuracy=0.9 --min f1_macro=0.85
     bertctl eval runs/agnews/onnx        # an export: onnxruntime, no torch
     bertctl eval runs/reviews --chunks --stride 64   # long texts read whole, as overlapping windows
+    bertctl eval runs/new --baseline prod-predictions.jsonl --max-drop accuracy=0.5 --junit eval.xml --markdown eval.md
+    bertctl eval runs/new --slice-by length --min "accuracy[length=q4]=0.85" --on lower-bound
     """
     from bertctl import reports
     from bertctl.evaluation import check_gate, evaluate_and_write
 
     result = evaluate_and_write(
-        run_dir, minimums=minimums, report=report, plot=plot, split=split, data=data, text=text, text_pair=text_pair, label=label,
+        run_dir, minimums=minimums, drops=drops, report=report, plot=plot, junit=junit, markdown=markdown, bootstrap=bootstrap, seed=seed, on=on,
+        baseline=baseline, show_changes=show_changes, slice_by=slice_by, save_predictions=save_predictions, split=split, data=data, text=text, text_pair=text_pair, label=label,
         batch_size=batch_size, trust_pickle=trust_pickle, chunks=chunks, stride=stride,
     )
     if as_json:
