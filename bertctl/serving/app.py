@@ -17,12 +17,14 @@ imports them inside functions, so the rest of bertctl runs without them. The que
 serving.batcher's; this module holds the routes and the process.
 """
 
+import asyncio
 import json
 import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Sequence
 
@@ -31,12 +33,13 @@ from bertctl.errors import BertctlError
 from bertctl.inference.predict import RequestError
 from bertctl.inference.requests import InputText, is_empty
 from bertctl.serving.batcher import Backend, Batcher, Overloaded
+from bertctl.serving.guard import OPEN_PATHS, ApiKey, check_cors_origins, check_exposure, is_loopback, request_id
 
-SERVE_EXTRA = ("fastapi", "uvicorn", "prometheus_client")
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+SERVE_EXTRA = ("fastapi", "uvicorn", "prometheus_client", "fastapi_offline")
 PAGE = Path(__file__).parent.parent / "serve_page.html"
 # routes named in metrics; any other path is counted as "other", so scanners can't grow the label set
-ROUTES = ("/", "/predict", "/health", "/metadata", "/metrics", "/docs", "/openapi.json")
+ROUTES = ("/", "/predict", "/health", "/metadata", "/metrics", "/docs", "/redoc", "/openapi.json")
+DOCS_ASSETS = "/docs-assets"  # Swagger UI and ReDoc, served from the fastapi-offline package: /docs works with no network
 
 
 @dataclass
@@ -51,7 +54,11 @@ class ServeOptions:
     max_texts: int = 256  # texts in one request; more: 413
     max_body_bytes: int = 1_000_000  # request body; more: 413
     batch_size: int | None = None  # texts per piece of a forward pass (Backend's default: 4 on CPU, 64 on GPU)
-    drain_seconds: int = 30  # after SIGTERM, how long requests in flight may take to finish
+    drain_seconds: float = 30  # after SIGTERM, how long requests in flight may take to finish; then 503 + Retry-After
+    request_timeout: float | None = None  # seconds a request may wait for its answer; then 504 (None: no limit)
+    api_key: str | None = field(default=None, repr=False)  # every route but /health needs it; repr=False keeps it out of logs
+    allow_unauthenticated: bool = False  # listen beyond loopback without a key
+    cors_origins: tuple[str, ...] = ()  # sites whose pages may call the server from a browser; none: CORS off
 
 
 def require_serve_extra() -> None:
@@ -99,8 +106,12 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+INTERNAL_ERROR = "the server failed to answer this request; its log has the details under this request_id"
+
+
 class AccessLog:
-    """ASGI middleware: one JSON line per request on stderr, and the request metrics."""
+    """ASGI middleware, the outermost: the request id (X-Request-ID, echoed), one JSON line per request on stderr,
+    the request metrics, and the 500 answer: JSON with the request id, never a stack trace or a path."""
 
     def __init__(self, app, metrics: Metrics, stream=None):
         self.app = app
@@ -111,24 +122,33 @@ class AccessLog:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        status = 500  # what the client sees if the app fails before answering
-        scope["bertctl"] = info = {"texts": None}  # the /predict handler fills in its text count
+        status, answered = 500, False  # what the client sees if the app fails before answering
+        rid = request_id(scope)
+        scope["bertctl"] = info = {"texts": None, "request_id": rid}  # the /predict handler fills in its text count
+        stream = self.stream or sys.stderr
 
         async def send_status(message):
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
+                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", rid.encode())]}
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
+        except Exception:
+            # the operator gets the traceback, under the request id; the caller gets the id alone
+            stream.write(f"request {rid} failed:\n{traceback.format_exc()}")
+            if not answered:
+                payload = json.dumps({"error": INTERNAL_ERROR, "request_id": rid}).encode()
+                await send_status({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+                await send_status({"type": "http.response.body", "body": payload})
         finally:
             seconds = time.perf_counter() - started
             path = scope["path"] if scope["path"] in ROUTES else "other"
             self.metrics.requests.labels(path, str(status)).inc()
             self.metrics.latency.labels(path).observe(seconds)
-            line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), "method": scope["method"], "path": scope["path"], "status": status, "ms": round(seconds * 1000, 2), "texts": info["texts"]}
-            stream = self.stream or sys.stderr
+            line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), "method": scope["method"], "path": scope["path"], "status": status, "ms": round(seconds * 1000, 2), "texts": info["texts"], "request_id": rid}
             stream.write(json.dumps(line) + "\n")
             stream.flush()
 
@@ -162,11 +182,14 @@ async def read_body(request, limit: int) -> bytes:
 
 
 def create_app(backend: Backend, options: ServeOptions | None = None, *, log_stream=None):
-    """The ASGI app: /predict, /health, /metadata, /metrics, / (a page) and FastAPI's /docs."""
+    """The ASGI app: /predict, /health, /metadata, /metrics, / (a page), /docs and /redoc (assets held locally)."""
     from contextlib import asynccontextmanager
 
+    import fastapi_offline
     from fastapi import FastAPI, Request
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
     from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
     from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
     options = options or ServeOptions()
@@ -215,21 +238,44 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
     class ErrorOut(BaseModel):
         error: str
         detail: list[dict] | None = None
+        request_id: str | None = Field(None, description="the X-Request-ID of the request, also in its access log line")
+
+    draining = Draining()
 
     @asynccontextmanager
     async def lifespan(app):
         batcher.start()
+        draining.start()
         yield
         await batcher.stop()
 
-    app = FastAPI(title="bertctl serve", version=__version__, lifespan=lifespan, description=f"{backend.location}: {', '.join(labels)}")
+    # the description names the model dir, not its path: no response shows where files live on the server
+    app = FastAPI(title="bertctl serve", version=__version__, lifespan=lifespan, description=f"{Path(backend.location).name}: {', '.join(labels)}", docs_url=None, redoc_url=None)
     app.state.batcher = batcher
     app.state.metrics = metrics
+    app.state.draining = draining
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused):
         body = {"error": exc.message} | ({"detail": exc.detail} if exc.detail is not None else {})
+        if rid := request.scope.get("bertctl", {}).get("request_id"):
+            body["request_id"] = rid
         return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+    async def answer(work):
+        """`work`'s result, unless --request-timeout passes first (504) or the drain after SIGTERM ends (503)."""
+        task = asyncio.ensure_future(work)
+        closed = asyncio.ensure_future(draining.closed.wait())
+        try:
+            done, _ = await asyncio.wait({task, closed}, timeout=options.request_timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()  # its queued texts are skipped: the batcher drops jobs whose future is done
+        if draining.closed.is_set():
+            raise Refused(503, f"the server is shutting down and this request did not finish within --drain-seconds {options.drain_seconds:g}; retry on another instance", headers={"Retry-After": str(RETRY_AFTER_DRAIN)})
+        raise Refused(504, f"no answer within --request-timeout {options.request_timeout:g} seconds; retry, or send fewer texts per request")
 
     def parse(raw: bytes) -> PredictRequest:
         try:
@@ -246,7 +292,13 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
             named = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'body'}: {e['msg']}" for e in errors)
             raise Refused(422, named, detail=errors) from None
 
-    errors = {413: {"model": ErrorOut, "description": "too many texts, or too large a body"}, 422: {"model": ErrorOut, "description": "not JSON, or a field missing, misspelt or of the wrong type (the field is named)"}, 503: {"model": ErrorOut, "description": "the queue is full: retry after Retry-After seconds"}}
+    keyed = {401: {"model": ErrorOut, "description": "no API key, or the wrong one: send 'Authorization: Bearer KEY'"}} if options.api_key else {}
+    errors = keyed | {
+        413: {"model": ErrorOut, "description": "too many texts, or too large a body"},
+        422: {"model": ErrorOut, "description": "not JSON, or a field missing, misspelt or of the wrong type (the field is named)"},
+        503: {"model": ErrorOut, "description": "the queue is full, or the server is shutting down: retry after Retry-After seconds"},
+        504: {"model": ErrorOut, "description": "no answer within --request-timeout"},
+    }
     body_schema = {"requestBody": {"required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}}
 
     @app.post("/predict", response_model=PredictResponse, responses=errors, openapi_extra=body_schema)
@@ -267,24 +319,31 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
         keep = [i for i, item in enumerate(items) if not is_empty(item, pairs is not None)]  # predict's rule, as label_items applies it
         outputs, truncated = [], 0
         if keep:
+            async def work():
+                encoded = await batcher.tokenize([texts[i] for i in keep], [pairs[i] for i in keep] if pairs is not None else None)
+                return encoded, await batcher.submit(encoded.columns)
+
             try:
                 batcher.check_room(len(keep))  # before tokenizing: an overloaded server refuses cheaply
-                encoded = await batcher.tokenize([texts[i] for i in keep], [pairs[i] for i in keep] if pairs is not None else None)
-                logits = await batcher.submit(encoded.columns)
+                encoded, logits = await answer(work())
             except Overloaded as exc:
                 raise Refused(503, f"the server is busy: {exc}; retry shortly", headers={"Retry-After": "1"}) from None
             outputs, truncated = logits, encoded.truncated
         out = backend.label(items, outputs, has_pairs=pairs is not None, top_k=body.top_k)
         return JSONResponse({"predictions": out, "truncated": truncated})
 
-    @app.get("/health")
+    class HealthOut(BaseModel):
+        status: str
+        queued_texts: int | None = None
+
+    @app.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut, "description": "the batching task stopped"}})
     async def health():
         """200 while the batching task runs; 503 if it stopped."""
         if not batcher.running:
             return JSONResponse({"status": "down"}, status_code=503)
         return {"status": "ok", "queued_texts": batcher.queued_texts}
 
-    @app.get("/metadata")
+    @app.get("/metadata", responses=keyed)
     async def metadata():
         """The model behind /predict and the server's limits."""
         return {
@@ -295,7 +354,7 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
             "version": __version__,
         }
 
-    @app.get("/metrics")
+    @app.get("/metrics", responses=keyed | {200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}}, response_class=Response)
     async def prometheus_metrics():
         """Prometheus text format: requests by path and status, latency, texts and tokens per forward pass, queue depth."""
         from prometheus_client import CONTENT_TYPE_LATEST
@@ -308,8 +367,83 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
     async def page():
         return HTMLResponse(page_html)
 
+    # the docs' scripts and styles come from the fastapi-offline package, mounted here, never from a CDN
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request):
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI", oauth2_redirect_url=f"{root}{app.swagger_ui_oauth2_redirect_url}",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css", swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get(app.swagger_ui_oauth2_redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect():
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request):
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc", redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+
+    if options.api_key:
+        declare_bearer(app)
+    # add_middleware wraps what is there: the last added runs first. Order from the outside: the access log (request
+    # id, 500s), CORS (a browser's preflight is answered without a key), the key check, the routes
+    if options.api_key:
+        app.add_middleware(ApiKey, key=options.api_key)
+    if options.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(options.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-ID"], expose_headers=["X-Request-ID", "Retry-After"])
     app.add_middleware(AccessLog, metrics=metrics, stream=log_stream)
     return app
+
+
+def declare_bearer(app) -> None:
+    """Say in /openapi.json that every operation but /health takes a bearer key: /docs then shows an Authorize button."""
+    build = app.openapi
+
+    def openapi():
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            for path, operations in schema["paths"].items():
+                for operation in operations.values():
+                    operation["security"] = [] if path in OPEN_PATHS else [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+RETRY_AFTER_DRAIN = 5  # seconds: time enough for a load balancer to see the instance gone
+
+
+class Draining:
+    """After SIGTERM, requests in flight have --drain-seconds to finish; then `closed` is set, and each request
+    still waiting is answered 503 + Retry-After (not cancelled by uvicorn into a 500 and a traceback)."""
+
+    def __init__(self):
+        self.closed = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+
+    def begin(self, seconds: float) -> None:
+        """Start the drain's clock; safe to call from a signal handler or another thread, and more than once."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._arm, seconds)
+
+    def _arm(self, seconds: float) -> None:
+        if self._timer is None:
+            self._timer = self.loop.call_later(seconds, self.closed.set)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,6 +472,12 @@ def serve(model: str | Path | None, options: ServeOptions, *, threads: int | Non
             raise BertctlError(f"{name} must be at least 1, got {value}", fix=f"drop {name} to use its default")
     if options.max_wait_ms < 0:
         raise BertctlError(f"--max-wait-ms must be 0 or more, got {options.max_wait_ms}", fix="--max-wait-ms 2, for example")
+    if options.drain_seconds < 0:
+        raise BertctlError(f"--drain-seconds must be 0 or more, got {options.drain_seconds:g}", fix="--drain-seconds 30, for example")
+    if options.request_timeout is not None and options.request_timeout <= 0:
+        raise BertctlError(f"--request-timeout must be more than 0 seconds, got {options.request_timeout:g}", fix="--request-timeout 30, or drop it for no limit")
+    check_exposure(options.host, options.api_key, options.allow_unauthenticated)
+    check_cors_origins(options.cors_origins)
     require_serve_extra()
     sock = bind(options.host, options.port)
     try:
@@ -349,13 +489,21 @@ def serve(model: str | Path | None, options: ServeOptions, *, threads: int | Non
     import uvicorn
 
     app = create_app(backend, options)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=options.drain_seconds))
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            app.state.draining.begin(options.drain_seconds)  # our clock, so what is left gets a 503, not uvicorn's cancel
+            super().handle_exit(sig, frame)
+
+    # uvicorn's own limit is a backstop past ours: by then every request still waiting has had its 503
+    server = Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=options.drain_seconds + 10))
     host, port = sock.getsockname()[:2]
     sock.listen(2048)  # connections made from here on wait in the backlog until uvicorn accepts them
     shown = f"[{host}]" if ":" in host else host
     print(f"bertctl serve: {backend.location} ({backend.name}, {backend.device}; labels: {', '.join(backend.labels)})", file=sys.stderr)
-    if options.host not in LOOPBACK:
-        print(f"warning: listening on {options.host}: other machines can reach this server, and it has no authentication", file=sys.stderr)
+    if not is_loopback(options.host):
+        guarded = "callers need the API key" if options.api_key else "it has no API key (--allow-unauthenticated)"
+        print(f"warning: listening on {options.host}: other machines can reach this server; {guarded}", file=sys.stderr)
     print(f"listening on http://{shown}:{port}  (page /, docs /docs, metrics /metrics; SIGTERM or Ctrl-C stops)", file=sys.stderr, flush=True)
     # uvicorn re-raises the SIGTERM it caught once it has drained; a handler of ours takes it, so a stop
     # asked for is a clean exit (0), not a death by signal
