@@ -274,7 +274,7 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
             return task.result()
         task.cancel()  # its queued texts are skipped: the batcher drops jobs whose future is done
         if draining.closed.is_set():
-            raise Refused(503, f"the server is shutting down and this request did not finish within --drain-seconds {options.drain_seconds:g}; retry on another instance", headers={"Retry-After": str(RETRY_AFTER_DRAIN)})
+            raise Refused(503, f"the server is shutting down and this request did not finish within --drain-seconds {draining.seconds:g}; retry on another instance", headers={"Retry-After": str(RETRY_AFTER_DRAIN)})
         raise Refused(504, f"no answer within --request-timeout {options.request_timeout:g} seconds; retry, or send fewer texts per request")
 
     def parse(raw: bytes) -> PredictRequest:
@@ -432,6 +432,7 @@ class Draining:
         self.closed = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self.seconds: float | None = None  # the drain's length, once begun
 
     def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -443,6 +444,7 @@ class Draining:
 
     def _arm(self, seconds: float) -> None:
         if self._timer is None:
+            self.seconds = seconds
             self._timer = self.loop.call_later(seconds, self.closed.set)
 
 
