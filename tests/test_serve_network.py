@@ -227,10 +227,11 @@ def test_serve_network_docs_and_page_load_with_the_network_blocked(varied_classi
     with server_process(varied_classifier_dir) as (proc, url):
         doms = {}
         for path in ("/docs", "/redoc", "/"):
-            # every request but loopback goes to a proxy that is not there: a CDN asset would never load
+            # every request but to this machine goes to a proxy that is not there: a CDN asset would never load (chromium
+            # bypasses a proxy for loopback by default; "<-loopback>" would send loopback through it too)
             done = subprocess.run(
                 [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>", f"--user-data-dir={tmp_path / 'profile'}",
+                 "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=127.0.0.1;localhost", f"--user-data-dir={tmp_path / 'profile'}",
                  "--virtual-time-budget=20000", "--dump-dom", f"{url}{path}"],
                 capture_output=True, text=True, timeout=120,
             )
