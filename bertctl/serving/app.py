@@ -299,7 +299,7 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
         503: {"model": ErrorOut, "description": "the queue is full, or the server is shutting down: retry after Retry-After seconds"},
         504: {"model": ErrorOut, "description": "no answer within --request-timeout"},
     }
-    body_schema = {"requestBody": {"required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}}
+    body_schema = {"requestBody": {"required": True, "content": {"application/json": {"schema": request_schema(PredictRequest.model_json_schema(), backend, options)}}}}
 
     @app.post("/predict", response_model=PredictResponse, responses=errors, openapi_extra=body_schema)
     async def predict(request: Request):
@@ -314,7 +314,7 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
         try:
             backend.check(body.top_k, pairs is not None)  # `bertctl predict`'s own checks, so both refuse alike
         except RequestError as error:
-            raise Refused(422, str(error), ["body", error.field]) from None
+            raise Refused(422, without_paths(str(error), backend), ["body", error.field]) from None
         items = [InputText(text, pairs[i] if pairs is not None else None, f"text {i + 1}") for i, text in enumerate(texts)]
         keep = [i for i, item in enumerate(items) if not is_empty(item, pairs is not None)]  # predict's rule, as label_items applies it
         outputs, truncated = [], 0
@@ -402,6 +402,26 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
                            allow_headers=["Authorization", "Content-Type", "X-Request-ID"], expose_headers=["X-Request-ID", "Retry-After"])
     app.add_middleware(AccessLog, metrics=metrics, stream=log_stream)
     return app
+
+
+def request_schema(schema: dict, backend: Backend, options: ServeOptions) -> dict:
+    """PredictRequest's JSON Schema, narrowed to this model: what the schema allows, /predict takes (schemathesis
+    checks that), except that `pairs` must be as long as `texts`, which JSON Schema cannot say."""
+    properties = schema["properties"]
+    properties["texts"]["maxItems"] = options.max_texts
+    properties["top_k"]["maximum"] = len(backend.labels) if backend.problem.ranks else 1
+    takes_pairs = backend.classifier.takes_pairs
+    if takes_pairs:
+        properties["pairs"] = {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": options.max_texts, "description": properties["pairs"]["description"]}
+        schema["required"] = [*schema.get("required", []), "pairs"]
+    elif takes_pairs is False:
+        del properties["pairs"]  # a second text to a single-text model is refused (422)
+    return schema
+
+
+def without_paths(message: str, backend: Backend) -> str:
+    """A refusal's message with the model's path cut to its dir name: no answer shows where files live on the server."""
+    return message.replace(backend.location, Path(backend.location).name)
 
 
 def declare_bearer(app) -> None:
