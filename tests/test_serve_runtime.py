@@ -67,6 +67,9 @@ def test_serve_runtime_venv_without_torch_predicts_evaluates_and_serves(tmp_path
     assert [p["label"] for p in predicted] == [p.label for p in expected] and len(predicted) == 10
     evaluated = json.loads(run("eval", exported, "--json", "--report", tmp_path / "eval.json"))
     assert evaluated["data"]["examples"] == 80 and 0 <= evaluated["metrics"]["accuracy"] <= 1
+    refused = subprocess.run([*bertctl, "train", str(REPO / "recipes" / "agnews.toml")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert refused.returncode == 2 and "which is not installed" in refused.stderr and "pip install -e ." in refused.stderr, refused.stderr[-3000:]
+    assert "Traceback" not in refused.stderr
 
     server = subprocess.Popen([*bertctl, "serve", str(exported), "--port", "0"], stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
@@ -95,3 +98,17 @@ def test_serve_runtime_venv_without_torch_predicts_evaluates_and_serves(tmp_path
     runtime_mb, full_mb = size_mb(site_packages(venv)), size_mb(Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages")
     print(f"\ninstall size: bertctl-runtime[serve] {runtime_mb:.0f} MB, this full install {full_mb:.0f} MB", file=sys.stderr)
     assert runtime_mb < full_mb / 2
+
+
+def test_serve_runtime_a_command_needing_torch_names_the_full_install(monkeypatch, small_recipe):
+    """In the torch-free install, `train` (or predict on a torch run dir) says what to install, not a traceback."""
+    from typer.testing import CliRunner
+
+    from bertctl.cli import app
+
+    monkeypatch.setitem(sys.modules, "accelerate", None)  # `import accelerate` now fails as it does without the package
+    monkeypatch.setitem(sys.modules, "accelerate.utils", None)
+    result = CliRunner().invoke(app, ["train", str(small_recipe)])
+    assert result.exit_code == 2, result.output
+    assert "this needs accelerate, which is not installed" in result.output and "pip install -e ." in result.output
+    assert "Traceback" not in result.output
