@@ -245,3 +245,21 @@ def test_serve_network_docs_and_page_load_with_the_network_blocked(varied_classi
     assert 'id="label"' in doms["/"]
     requested = [json.loads(line)["path"] for line in proc.log if line.startswith("{")]
     assert "/docs-assets/swagger-ui-bundle.js" in requested and "/openapi.json" in requested
+
+
+def test_serve_network_a_request_that_timed_out_never_reaches_the_model(varied):
+    """A 504'd request's texts leave the queue: the batcher skips a job whose future is done."""
+    client, backend, _ = client_for(varied, request_timeout=0.3, max_wait_ms=0)
+    backend.gate = threading.Event()
+    with client:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(client.post, "/predict", json={"texts": ["held in the forward pass"]})
+            assert backend.entered.wait(30)
+            queued = client.post("/predict", json={"texts": ["waits behind it", "and times out"]})  # queued, then 504
+            backend.gate.set()
+            assert first.result(30).status_code == 504
+        after = client.post("/predict", json={"texts": ["fresh"]})
+    assert queued.status_code == 504 and after.status_code == 200
+    assert backend.batches == [1, 1], backend.batches  # the two timed-out texts were never run

@@ -5,6 +5,7 @@ per operation, so it runs in CI in seconds."""
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def served(request, tmp_path_factory, varied_classifier_dir, bundled_tokenizer_d
         model = tiny_model(root / "run", bundled_tokenizer_dir, problem_type="regression", labels=None, recipe='[data]\ntext = "sentence1"\ntext_pair = "sentence2"\n')
     backend = Backend.load(model)
     options = ServeOptions(max_texts=16, max_body_bytes=20_000, max_wait_ms=0, api_key=KEY if kind.endswith("key") else None)
-    return kind, backend, create_app(backend, options, log_stream=open(root / "access.log", "w"))
+    return kind, backend, create_app(backend, options, log_stream=io.StringIO())
 
 
 def test_serve_schema_fuzzed_with_every_check(served):

@@ -12,7 +12,7 @@ is `bertctl predict --file`'s (length-sorted pieces, each padded to its own long
 sending one text each, a text cost 12.1 CPU ms against 9.1 in `predict --file` and 16.5 one at a time
 (benchmarks/NOTES.md, Serving).
 
-fastapi, uvicorn and prometheus-client are the optional extra `pip install -e ".[serve]"`; this module
+fastapi, uvicorn, prometheus-client and fastapi-offline (the docs' assets) are the optional extra `pip install -e ".[serve]"`; this module
 imports them inside functions, so the rest of bertctl runs without them. The queue and the batching task are
 serving.batcher's; this module holds the routes and the process.
 """
@@ -267,12 +267,13 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
         task = asyncio.ensure_future(work)
         closed = asyncio.ensure_future(draining.closed.wait())
         try:
-            done, _ = await asyncio.wait({task, closed}, timeout=options.request_timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({task, closed}, timeout=options.request_timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             closed.cancel()
-        if task in done:
+            if not task.done():  # timed out, drained, or the caller went away: the batcher skips a job whose future is done
+                task.cancel()
+        if task.done() and not task.cancelled():  # a task just asked to cancel is not done yet
             return task.result()
-        task.cancel()  # its queued texts are skipped: the batcher drops jobs whose future is done
         if draining.closed.is_set():
             raise Refused(503, f"the server is shutting down and this request did not finish within --drain-seconds {draining.seconds:g}; retry on another instance", headers={"Retry-After": str(RETRY_AFTER_DRAIN)})
         raise Refused(504, f"no answer within --request-timeout {options.request_timeout:g} seconds; retry, or send fewer texts per request")
