@@ -263,3 +263,30 @@ def test_serve_network_a_request_that_timed_out_never_reaches_the_model(varied):
         after = client.post("/predict", json={"texts": ["fresh"]})
     assert queued.status_code == 504 and after.status_code == 200
     assert backend.batches == [1, 1], backend.batches  # the two timed-out texts were never run
+
+
+# ---------------------------------------------------------------------------------------------
+# --workers
+
+
+@pytest.mark.slow
+def test_serve_network_workers_share_one_port_and_each_drains(varied_classifier_dir):
+    import httpx
+
+    with server_process(varied_classifier_dir, "--workers", "2") as (proc, url):
+        pids = {httpx.get(f"{url}/metadata", timeout=30, headers={"Connection": "close"}).json()["pid"] for _ in range(40)}
+        answers = [httpx.post(f"{url}/predict", json={"texts": ["stocks fell"]}, timeout=30) for _ in range(4)]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, "".join(proc.log)
+    log = "".join(proc.log)
+    assert "2 workers, pids" in log and "Traceback" not in log and "bertctl serve: stopped" in log
+    workers = {int(p) for p in re.search(r"pids ([\d ]+);", log).group(1).split()}
+    assert len(workers) == 2 and pids <= workers and proc.pid not in pids
+    assert len(pids) == 2, pids  # both processes accepted connections
+    assert all(a.status_code == 200 for a in answers)
+
+
+def test_serve_network_workers_report_a_bad_model_once_and_exit_2(tmp_path):
+    result = CliRunner().invoke(cli_app, ["serve", str(tmp_path / "nope"), "--port", "0", "--workers", "2"])
+    assert result.exit_code == 2 and "does not exist" in result.output and result.output.count("error:") == 1, result.output
+    assert "Traceback" not in result.output

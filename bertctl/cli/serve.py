@@ -31,6 +31,7 @@ def serve_cli(
     cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", metavar="ORIGIN", help="a site whose pages may call the server from a browser, e.g. https://app.example.com (repeatable; default: CORS off)", show_default=False)] = None,
     drain_seconds: Annotated[float, typer.Option(metavar="S", help="after SIGTERM, how long requests in flight may finish; then each gets 503 + Retry-After")] = 30,
     request_timeout: Annotated[Optional[float], typer.Option(metavar="S", help="answer a request still waiting after S seconds with 504 (default: no limit)", show_default=False)] = None,
+    workers: Annotated[int, typer.Option(metavar="N", help="server processes on the port, each with its own model and batcher (memory: N models)")] = 1,
     quantize: Quantize = None,
     threads: Threads = None,
     trust_pickle: TrustPickle = False,
@@ -46,6 +47,6 @@ def serve_cli(
 
     options = ServeOptions(
         host, port, max_batch_tokens, max_wait_ms, max_queue, max_texts, max_body_bytes, batch_size, drain_seconds=drain_seconds,
-        request_timeout=request_timeout, api_key=api_key, allow_unauthenticated=allow_unauthenticated, cors_origins=tuple(cors_origin or ()),
+        request_timeout=request_timeout, api_key=api_key, allow_unauthenticated=allow_unauthenticated, cors_origins=tuple(cors_origin or ()), workers=workers,
     )
     serve(model, options, threads=threads, quantize=quantize, trust_pickle=trust_pickle)

@@ -19,6 +19,7 @@ serving.batcher's; this module holds the routes and the process.
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import sys
@@ -59,6 +60,7 @@ class ServeOptions:
     api_key: str | None = field(default=None, repr=False)  # every route but /health needs it; repr=False keeps it out of logs
     allow_unauthenticated: bool = False  # listen beyond loopback without a key
     cors_origins: tuple[str, ...] = ()  # sites whose pages may call the server from a browser; none: CORS off
+    workers: int = 1  # server processes on one port, each with its own model, batcher and /metrics counts
 
 
 def require_serve_extra() -> None:
@@ -352,7 +354,7 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
             "problem_type": backend.problem.name, "max_length": backend.max_length, "pairs": bool(backend.pair_column),
             "batch_size": backend.batch_size,
             "limits": {"max_texts": options.max_texts, "max_body_bytes": options.max_body_bytes, "max_batch_tokens": options.max_batch_tokens, "max_wait_ms": options.max_wait_ms, "max_queue": options.max_queue},
-            "version": __version__,
+            "version": __version__, "pid": os.getpid(),  # with --workers, the process that answered (its /metrics are its own)
         }
 
     @app.get("/metrics", responses=keyed | {200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}}, response_class=Response)
@@ -489,7 +491,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(model: str | Path | None, options: ServeOptions, *, threads: int | None = None, quantize: str | None = None, trust_pickle: bool = False) -> None:
     """Run the server until SIGTERM or Ctrl-C; after SIGTERM, requests in flight finish and this returns."""
-    limits = {"--max-batch-tokens": options.max_batch_tokens, "--max-queue": options.max_queue, "--max-texts": options.max_texts, "--max-body-bytes": options.max_body_bytes, "--batch-size": options.batch_size}
+    limits = {"--max-batch-tokens": options.max_batch_tokens, "--max-queue": options.max_queue, "--max-texts": options.max_texts, "--max-body-bytes": options.max_body_bytes, "--batch-size": options.batch_size, "--workers": options.workers}
     for name, value in limits.items():
         if value is not None and value < 1:
             raise BertctlError(f"{name} must be at least 1, got {value}", fix=f"drop {name} to use its default")
@@ -503,12 +505,32 @@ def serve(model: str | Path | None, options: ServeOptions, *, threads: int | Non
     check_cors_origins(options.cors_origins)
     require_serve_extra()
     sock = bind(options.host, options.port)
+    load = dict(threads=threads, quantize=quantize, trust_pickle=trust_pickle, batch_size=options.batch_size)
+    if options.workers > 1:
+        return serve_workers(model, options, sock, load)
     try:
-        backend = Backend.load(model, threads=threads, quantize=quantize, trust_pickle=trust_pickle, batch_size=options.batch_size)
+        backend = Backend.load(model, **load)
     except BaseException:
         sock.close()
         raise
+    host, port = sock.getsockname()[:2]
+    sock.listen(2048)  # connections made from here on wait in the backlog until uvicorn accepts them
+    print(f"bertctl serve: {backend.location} ({backend.name}, {backend.device}; labels: {', '.join(backend.labels)})", file=sys.stderr)
+    announce(options, host, port)
+    run_server(backend, options, sock)
+    print("bertctl serve: stopped", file=sys.stderr)
 
+
+def announce(options: ServeOptions, host: str, port: int, workers: str = "") -> None:
+    shown = f"[{host}]" if ":" in host else host
+    if not is_loopback(options.host):
+        guarded = "callers need the API key" if options.api_key else "it has no API key (--allow-unauthenticated)"
+        print(f"warning: listening on {options.host}: other machines can reach this server; {guarded}", file=sys.stderr)
+    print(f"listening on http://{shown}:{port}  ({workers}page /, docs /docs, metrics /metrics; SIGTERM or Ctrl-C stops)", file=sys.stderr, flush=True)
+
+
+def run_server(backend: Backend, options: ServeOptions, sock: socket.socket) -> None:
+    """uvicorn on a listening socket, until SIGTERM (drained) or Ctrl-C."""
     import uvicorn
 
     app = create_app(backend, options)
@@ -520,14 +542,6 @@ def serve(model: str | Path | None, options: ServeOptions, *, threads: int | Non
 
     # uvicorn's own limit is a backstop past ours: by then every request still waiting has had its 503
     server = Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=options.drain_seconds + 10))
-    host, port = sock.getsockname()[:2]
-    sock.listen(2048)  # connections made from here on wait in the backlog until uvicorn accepts them
-    shown = f"[{host}]" if ":" in host else host
-    print(f"bertctl serve: {backend.location} ({backend.name}, {backend.device}; labels: {', '.join(backend.labels)})", file=sys.stderr)
-    if not is_loopback(options.host):
-        guarded = "callers need the API key" if options.api_key else "it has no API key (--allow-unauthenticated)"
-        print(f"warning: listening on {options.host}: other machines can reach this server; {guarded}", file=sys.stderr)
-    print(f"listening on http://{shown}:{port}  (page /, docs /docs, metrics /metrics; SIGTERM or Ctrl-C stops)", file=sys.stderr, flush=True)
     # uvicorn re-raises the SIGTERM it caught once it has drained; a handler of ours takes it, so a stop
     # asked for is a clean exit (0), not a death by signal
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
@@ -535,4 +549,54 @@ def serve(model: str | Path | None, options: ServeOptions, *, threads: int | Non
         server.run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _worker(model, options: ServeOptions, sock: socket.socket, load: dict, ready) -> None:
+    """One of --workers N: its own model, batcher and metrics, accepting from the socket all workers share."""
+    try:
+        backend = Backend.load(model, **load)
+    except BertctlError as error:
+        ready.put(("error", (error.message, error.fix)))
+        sys.exit(2)
+    ready.put(("ready", f"{backend.location} ({backend.name}, {backend.device}; labels: {', '.join(backend.labels)})"))
+    run_server(backend, options, sock)
+
+
+def serve_workers(model, options: ServeOptions, sock: socket.socket, load: dict) -> None:
+    """--workers N: N processes accept from one listening socket (as uvicorn's and gunicorn's workers do); each
+    micro-batches what it accepted. Forked before any model loads, so no torch or tokenizer thread is forked."""
+    import multiprocessing
+
+    host, port = sock.getsockname()[:2]
+    sock.listen(2048)
+    context = multiprocessing.get_context("fork")
+    ready = context.Queue()
+    workers = [context.Process(target=_worker, args=(model, options, sock, load, ready), name=f"bertctl-serve-{i}") for i in range(options.workers)]
+    for worker in workers:
+        worker.start()
+    sock.close()  # the workers hold it
+
+    def stop(*_):
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()  # SIGTERM: each drains as a lone server does
+
+    try:
+        for _ in workers:
+            kind, text = ready.get()
+            if kind == "error":
+                stop()
+                raise BertctlError(text[0], fix=text[1])
+        print(f"bertctl serve: {text}", file=sys.stderr)
+        announce(options, host, port, workers=f"{options.workers} workers, pids {' '.join(str(w.pid) for w in workers)}; ")
+        previous = signal.signal(signal.SIGTERM, stop)
+        try:
+            for worker in workers:
+                worker.join()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    except KeyboardInterrupt:
+        stop()
+        for worker in workers:
+            worker.join()
     print("bertctl serve: stopped", file=sys.stderr)
