@@ -442,6 +442,15 @@ CASES = [
     Case("eval-baseline-not-a-predictions-file", lambda w: ["eval", w.run(), "--baseline", w.csv("b.csv")], 2, ("b.csv", "not a predictions file", "--save-predictions")),
     Case("eval-slice-by-missing-column", lambda w: ["eval", w.run(), "--data", w.csv("e.csv"), "--slice-by", "lable"], 2,
          ("--slice-by 'lable' is not a column of", "did you mean 'label'?")),
+    # --- issue 24: serve on a network (the HTTP side: a missing/wrong key is a 401, a hostile X-Request-ID is replaced,
+    # tests/test_serve_network.py) --------------------------------------------------------------------------------
+    Case("serve-non-loopback-host-without-a-key", lambda w: ["serve", w.tiny_classifier, "--host", "0.0.0.0", "--port", "0"], 2,
+         ("--host 0.0.0.0", "no API key", "BERTCTL_API_KEY", "--allow-unauthenticated")),
+    Case("serve-empty-api-key", lambda w: ["serve", w.tiny_classifier, "--port", "0", "--api-key", " "], 2, ("the API key is empty", "BERTCTL_API_KEY")),
+    Case("serve-cors-origin-with-a-path", lambda w: ["serve", w.tiny_classifier, "--port", "0", "--cors-origin", "https://app.example.com/x"], 2,
+         ("--cors-origin 'https://app.example.com/x' is not an origin", "https://app.example.com")),
+    Case("serve-request-timeout-zero", lambda w: ["serve", w.tiny_classifier, "--port", "0", "--request-timeout", "0"], 2, ("--request-timeout must be more than 0 seconds",)),
+    Case("serve-negative-drain", lambda w: ["serve", w.tiny_classifier, "--port", "0", "--drain-seconds", "-1"], 2, ("--drain-seconds must be 0 or more, got -1",)),
 ]
 
 

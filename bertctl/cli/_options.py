@@ -46,6 +46,10 @@ def fail(error: BertctlError) -> typer.Exit:
     return typer.Exit(error.exit_code)
 
 
+# what the torch-free install (runtime/: bertctl-runtime) leaves out; a command that needs one says so
+FULL_INSTALL_ONLY = ("torch", "transformers", "accelerate", "safetensors")
+
+
 def handles_errors(command: Callable) -> Callable:
     """Turn the tool's own errors into a message on stderr and an exit code, never a traceback."""
 
@@ -55,6 +59,14 @@ def handles_errors(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except BertctlError as error:
             raise fail(error) from None
+        except ModuleNotFoundError as error:
+            if (error.name or "").split(".")[0] not in FULL_INSTALL_ONLY:
+                raise
+            missing = BertctlError(
+                f"this needs {error.name.split('.')[0]}, which is not installed: the torch-free install (bertctl-runtime) runs predict, eval and serve on an export dir only",
+                fix='install the full tool: pip install -e . (or: pip install bertctl), or export a run first and use its export dir',
+            )
+            raise fail(missing) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None

@@ -3,6 +3,7 @@
     bertctl serve runs/agnews
     curl -s 127.0.0.1:8000/predict -d '{"texts": ["Stocks fell as oil prices rose"]}'
     bertctl serve runs/agnews --port 9000 --max-wait-ms 5 --max-batch-tokens 8192
+    BERTCTL_API_KEY="$(openssl rand -hex 32)" bertctl serve runs/agnews --host 0.0.0.0
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ def serve_cli(
     max_texts: Annotated[int, typer.Option(metavar="N", help="texts in one request (more: 413)")] = 256,
     max_body_bytes: Annotated[int, typer.Option(metavar="N", help="request body size (more: 413)")] = 1_000_000,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", metavar="N", help="texts per length-sorted piece of a forward pass (default 4 on CPU, 64 on GPU)", show_default=False)] = None,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", metavar="KEY", envvar="BERTCTL_API_KEY", show_envvar=True, help="every route but /health needs 'Authorization: Bearer KEY' (prefer the env var: a flag shows in ps)", show_default=False)] = None,
+    allow_unauthenticated: Annotated[bool, typer.Option("--allow-unauthenticated", metavar="", help="listen beyond loopback (--host) without an API key, accepting that anyone who reaches the port may call it")] = False,
+    cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", metavar="ORIGIN", help="a site whose pages may call the server from a browser, e.g. https://app.example.com (repeatable; default: CORS off)", show_default=False)] = None,
+    drain_seconds: Annotated[float, typer.Option(metavar="S", help="after SIGTERM, how long requests in flight may finish; then each gets 503 + Retry-After")] = 30,
+    request_timeout: Annotated[Optional[float], typer.Option(metavar="S", help="answer a request still waiting after S seconds with 504 (default: no limit)", show_default=False)] = None,
+    workers: Annotated[int, typer.Option(metavar="N", help="server processes on the port, each with its own model and batcher (memory: N models)")] = 1,
     quantize: Quantize = None,
     threads: Threads = None,
     trust_pickle: TrustPickle = False,
@@ -34,8 +41,12 @@ def serve_cli(
     bertctl serve runs/agnews
     curl -s 127.0.0.1:8000/predict -d '{"texts": ["Stocks fell as oil prices rose"]}'
     bertctl serve runs/agnews --port 9000 --max-wait-ms 5 --max-batch-tokens 8192
+    BERTCTL_API_KEY="$(openssl rand -hex 32)" bertctl serve runs/agnews --host 0.0.0.0
     """
     from bertctl.serving.app import ServeOptions, serve
 
-    options = ServeOptions(host, port, max_batch_tokens, max_wait_ms, max_queue, max_texts, max_body_bytes, batch_size)
+    options = ServeOptions(
+        host, port, max_batch_tokens, max_wait_ms, max_queue, max_texts, max_body_bytes, batch_size, drain_seconds=drain_seconds,
+        request_timeout=request_timeout, api_key=api_key, allow_unauthenticated=allow_unauthenticated, cors_origins=tuple(cors_origin or ()), workers=workers,
+    )
     serve(model, options, threads=threads, quantize=quantize, trust_pickle=trust_pickle)
