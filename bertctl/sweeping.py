@@ -417,7 +417,11 @@ def open_study(optuna, url: str, *, load: bool = False, **options):
         ) from None
     except Exception as exc:  # sqlalchemy's OperationalError & co: a database that is down, refuses, or is not there
         if type(exc).__module__.startswith("sqlalchemy"):
-            raise RunError(f"cannot open the study storage {mask_password(url)}: {str(exc).splitlines()[0]}", fix="check that the database runs and the URL's host, user and database") from None
+            said = str(exc).splitlines()[0]
+            fix = "check that the database runs and the URL's host, user and database"
+            if "timeout" in said.lower():
+                fix = f"check that a database server answers at that host and port (waited {CONNECT_TIMEOUT_S} s; over a slow network add ?connect_timeout=SECONDS to the URL)"
+            raise RunError(f"cannot open the study storage {mask_password(url)}: {said}", fix=fix) from None
         raise
 
 
@@ -456,7 +460,7 @@ def check_study_matches(study, recipe: Recipe, url: str) -> None:
         raise RunError(
             f"the study {study.study_name!r} in {mask_password(url)} was made by another recipe ({saved.get('recipe')}); "
             f"this one ({mine['recipe']}) differs:\n{lines}",
-            fix=f"run this worker with the study's recipe, or give this search its own study (another --storage database, or another output.dir name: the study is named after the recipe's run)",
+            fix="run this worker with the study's recipe, or give this search its own study: another --storage database, or a recipe file of another name (the study is named after it)",
         )
 
 

@@ -423,7 +423,47 @@ CASES = [
          ("e.csv", "1 row with an empty or NaN label", "line 22")),
     Case("validate-label-typo-without-close-match-gets-no-guess", lambda w: ["validate", w.recipe(w.csv("s.csv", [("so sad", "sadness"), ("big win", "Sprots")]))], 2,
          ("s.csv", "'sadness' (line 22", "did you mean 'Sports' for 'Sprots'?"), check=lambda w, o: _no_guess_for(o.stderr, "sadness")),
+    # --- issue 27: sweep workers sharing one study ---------------------------------------------------------------
+    # a server that takes the connection and never answers: refused after the bounded connect timeout, not hung
+    Case("sweep-database-that-does-not-answer", lambda w: ["sweep", _sweep_recipe(w), "--output", w.path("s"), "--storage", f"postgresql://me:secret@127.0.0.1:{_silent_port()}/sweeps"], 2,
+         ("cannot open the study storage", "postgresql://me:***@127.0.0.1", "timeout"), slow=True),
+    Case("sweep-study-of-another-recipe", lambda w: ["sweep", _sweep_recipe(w), "--output", w.path("s"), "--storage", _other_recipes_study(w)], 2,
+         ("the study 'sw' in sqlite:///", "made by another recipe (other/sw.toml sweep.metric=\"log_loss\")", "sw.toml) differs",
+          'sweep.metric: the study\'s "log_loss", this recipe\'s "accuracy"', "sweep.space: the study's", "train.epochs"),
+         writes=("other.db",)),
 ]
+
+
+def _sweep_recipe(w: Workspace) -> str:
+    """A recipe with a validation file and a [sweep.space]: what `bertctl sweep` runs."""
+    recipe = Path(w.recipe(w.csv("sw-train.csv"), name="sw", data=f'validation = "{w.csv("sw-dev.csv")}"\n'))
+    recipe.write_text(recipe.read_text() + '[sweep.space]\n"train.learning_rate" = { low = 1e-4, high = 1e-2, log = true }\n')
+    return str(recipe)
+
+
+_SILENT: list = []  # the listening sockets, kept open for the test session
+
+
+def _silent_port() -> int:
+    """A port on 127.0.0.1 that accepts TCP connections (the kernel's backlog) and never says a word."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    _SILENT.append(listener)
+    return listener.getsockname()[1]
+
+
+def _other_recipes_study(w: Workspace) -> str:
+    """A SQLite study named as the sweep recipe's, started by another recipe: another metric, another space."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{w.root / 'other.db'}"
+    study = optuna.create_study(study_name="sw", storage=url, direction="minimize")
+    study.set_user_attr("bertctl", {"recipe": 'other/sw.toml sweep.metric="log_loss"', "metric": "log_loss", "space": {"train.epochs": [1, 2]}})
+    return url
 
 
 def _no_guess_for(stderr: str, name: str) -> None:
