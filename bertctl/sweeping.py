@@ -404,7 +404,7 @@ def _die_with_parent() -> None:
 def open_study(optuna, url: str, *, load: bool = False, **options):
     """optuna's create_study (or load_study), with a storage it can't open said as an error, not a traceback."""
     try:
-        storage = build_storage(optuna, url)
+        storage = _first_storage(optuna, url)
         if load:
             return optuna.load_study(storage=storage, **options)
         return optuna.create_study(storage=storage, **options)
@@ -442,6 +442,20 @@ def build_storage(optuna, url: str):
     if scheme.startswith(("postgresql", "mysql")) and "connect_timeout" not in rest:
         engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def _first_storage(optuna, url: str, attempts: int = 5):
+    """build_storage, again after a moment when another worker is creating optuna's tables in an empty database at the
+    same instant: PostgreSQL refuses the second CREATE TABLE (a unique violation on pg_type), which the first one's
+    tables then make moot. Seen with 3 workers started together on a new database."""
+    for attempt in range(attempts):
+        try:
+            return build_storage(optuna, url)
+        except Exception as exc:
+            racing = type(exc).__name__ in ("IntegrityError", "ProgrammingError") and ("duplicate" in str(exc) or "already exists" in str(exc))
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def check_study_matches(study, recipe: Recipe, url: str) -> None:
