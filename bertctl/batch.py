@@ -119,19 +119,19 @@ class Predictor:
         fields = classifier.problem.fields
         out = {self.prefix + name: [p.fields.get(name, [] if name == "top_k" else None) for p in predictions] for name in fields}
         out[self.prefix + "error"] = [p.error for p in predictions]
-        if is_frame:
-            result = batch.copy()
-            for name, values in out.items():
-                result[name] = values
-            return result
         import numpy as np
 
-        result = dict(batch)
+        result = batch.copy() if is_frame else dict(batch)
         for name, values in out.items():
             column = np.empty(len(values), dtype=object)
             column[:] = values  # element by element: a list of lists (top_k) must stay one object per row
             if name.endswith(("score", "value")) and not any(v is None for v in values):
                 column = column.astype(np.float64)
+            if is_frame:
+                import pandas as pd
+
+                # object dtype kept: pandas would turn a None error or score into NaN, which predict --json gives as null
+                column = pd.Series(column, index=batch.index, dtype=column.dtype)
             result[name] = column
         return result
 

@@ -718,3 +718,23 @@ def test_bad_input_eval_report_write_failure_keeps_the_previous_pair(workspace, 
     assert outcome.exception is None and outcome.exit_code == 2, shown
     assert "eval.json" in outcome.stderr and "No space left on device" in outcome.stderr and "fix: " in outcome.stderr, shown
     assert not changed(before, snapshot(workspace.root)), "\n".join(changed(before, snapshot(workspace.root)))
+
+
+# ---------------------------------------------------------------------------------------------
+# bertctl.Predictor (a Python API, not a command): a batch without the text column
+
+
+def test_bad_input_predictor_batch_without_the_text_column(tiny_classifier_dir):
+    import numpy as np
+
+    from bertctl import Predictor
+    from bertctl.errors import DataError
+
+    batch = {"headline": np.array(["Stocks fell"]), "path": np.array(["/data/news/part-3.parquet"])}
+    with pytest.raises(DataError) as refused:
+        Predictor.load(tiny_classifier_dir)(batch)
+    said = str(refused.value)
+    assert "the batch from /data/news/part-3.parquet: no text column 'text' (columns: headline, path)" in said
+    assert "Predictor.load(MODEL, text=COLUMN)" in refused.value.fix
+    with pytest.raises(DataError, match="no pair column 'second'"):
+        Predictor.load(tiny_classifier_dir, text="headline", pair="second")({"headline": np.array(["x"])})
