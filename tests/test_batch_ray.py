@@ -131,7 +131,8 @@ def test_batch_ray_data_two_actors_equal_predict_file(ray_cluster, varied_classi
         rows.iloc[i::SHARDS].to_parquet(shards / f"part-{i}.parquet", index=False)
     check_shards(shards)
 
-    ds = ray.data.read_parquet(str(shards), include_paths=True, override_num_blocks=SHARDS)  # a block per shard: both actors get work
+    # small shards are read as one block, which one actor would take whole: split it, so both actors get work
+    ds = ray.data.read_parquet(str(shards), include_paths=True).repartition(8)
     predicted = ds.map_batches(
         Predictor, fn_constructor_kwargs={"model": str(varied_classifier_dir), "threads": 1}, concurrency=2, batch_size=250, batch_format="pandas",
         num_cpus=0.5,  # half a CPU each: two actors holding both CPUs leave none for the read tasks (Ray waits forever)
