@@ -90,6 +90,11 @@ def measure(url: str | None, trials: int, workers: int, root: Path) -> dict:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             pool.map(_worker, [(url, str(out), trials) for out in outs])
     seconds = time.perf_counter() - started
+    import optuna
+
+    study = optuna.load_study(study_name="bench", storage=sweeping.build_storage(optuna, url or f"sqlite:///{(outs[0] / 'study.db').resolve()}"))
+    complete = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
+    assert complete == trials, f"{complete} finished trials, not {trials}"  # --trials caps the study across workers
     return {"storage": "sqlite (default)" if url is None else url.split("://")[0], "workers": workers, "trials": trials, "seconds": round(seconds, 2), "ms_per_trial": round(1000 * seconds / trials, 1)}
 
 

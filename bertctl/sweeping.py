@@ -206,7 +206,7 @@ def run_sweep(
     target = trials or recipe.sweep.trials
     states = optuna.trial.TrialState
     finished = (states.COMPLETE, states.PRUNED)
-    # trials that will finish without this worker starting one: another worker's running trial, a queued retry
+    # the trials counted before a trial to tell whether it goes past --trials (_is_surplus): a queued one will run too
     taken = (*finished, states.RUNNING, states.WAITING)
     started = time.perf_counter()
 
@@ -253,14 +253,15 @@ def run_sweep(
             done = sum(t.state in finished for t in study.get_trials(deepcopy=False))
             print(_progress_line(study, frozen, done, target, metric), flush=True)
 
-    # --trials caps the study's total: other workers' running trials and queued retries count as finishing
-    left = target - len(study.get_trials(deepcopy=False, states=taken))
+    def enough(study, frozen) -> None:
+        if _taken(study, worker) >= target:
+            study.stop()
+
+    # --trials caps the study's total: other workers' running trials and the retries they queued count as finishing
+    left = target - _taken(study, worker)
     if left > 0:
         try:
-            study.optimize(
-                objective, n_trials=left, timeout=timeout, catch=(_Surplus,),
-                callbacks=[after_trial, optuna.study.MaxTrialsCallback(target, states=taken)],
-            )
+            study.optimize(objective, n_trials=left, timeout=timeout, catch=(_Surplus,), callbacks=[after_trial, enough])
         except KeyboardInterrupt:
             raise Interrupted(f"sweep stopped; the study is kept in {out}", fix=f"continue it with: {again}") from None
     summary = summarize(study, out, url, metric, target, list(space))
@@ -278,6 +279,18 @@ def _is_surplus(study, number: int, target: int, taken: tuple) -> bool:
     every worker, with no lock."""
     before = [t for t in study.get_trials(deepcopy=False, states=taken) if t.number < number]
     return len(before) >= target
+
+
+def _taken(study, worker: str) -> int:
+    """Trials that will finish without this worker starting a new one: finished ones, running ones (another
+    worker's), and retries queued by another worker (its --resume runs them; this worker's own queued retries are
+    what it runs next, so they are not counted)."""
+    count = 0
+    for t in study.get_trials(deepcopy=False):
+        state = t.state.name
+        if state in ("COMPLETE", "PRUNED", "RUNNING") or (state == "WAITING" and t.user_attrs.get("queued_by") != worker):
+            count += 1
+    return count
 
 
 def _own_best(study, worker: str) -> int | None:
@@ -547,7 +560,7 @@ def _retry_cut_trials(study, out: Path) -> None:
     for trial in cut:
         drop_weights(out / trial.user_attrs.get("dir", f"{TRIALS}/{trial.number:03d}"))
         if trial.number not in retried:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "queued_by": worker_name(out)})
 
 
 def _alive(pid: Any) -> bool:
