@@ -8,10 +8,8 @@ __all__ = ["Predictor", "__version__"]
 
 
 def __getattr__(name: str):
-    # lazy, so `import bertctl` (and every `bertctl` command's start) stays cheap: bertctl.batch imports the
-    # inference package, which the CLI's fast commands never need
     if name == "Predictor":
-        from bertctl.batch import Predictor
+        from bertctl.batch import Predictor  # lazy: `import bertctl` and every command's start stay cheap (no inference package)
 
         return Predictor
     raise AttributeError(f"module 'bertctl' has no attribute {name!r}")

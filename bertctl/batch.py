@@ -28,9 +28,11 @@ from typing import Any
 
 from bertctl.errors import DataError
 from bertctl.inference.classifier import DEFAULT_BATCH_SIZE
+from bertctl.inference.loading import load_for_inference
 from bertctl.inference.predict import API_NAMES, check_request, label_items, score_items
 from bertctl.inference.requests import InputText
 from bertctl.inputs import cell_text
+from bertctl.runs import resolve_model_dir
 
 PATH_COLUMN = "path"  # what ray.data.read_*(include_paths=True) adds: a batch's rows then say which file they came from
 
@@ -62,8 +64,6 @@ class Predictor:
     @classmethod
     def load(cls, model: str | Path, **options: Any) -> "Predictor":
         """A Predictor of `model` (a run dir or an export dir), checked to be there; the weights load on the first batch."""
-        from bertctl.runs import resolve_model_dir
-
         resolve_model_dir(model)  # a missing dir or one without a model: the error now, not on a worker
         return cls(model, **options)
 
@@ -78,8 +78,6 @@ class Predictor:
     def classifier(self):
         """The loaded model (bertctl.inference.Classifier), loaded on first use and checked against the request."""
         if self._classifier is None:
-            from bertctl.inference import load_for_inference
-
             classifier = load_for_inference(self.model, quantize=self.quantize, threads=self.threads)
             settings = classifier.settings
             self.text = self.text or settings.text or "text"
