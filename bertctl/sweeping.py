@@ -283,12 +283,12 @@ def _is_surplus(study, number: int, target: int, taken: tuple) -> bool:
 
 def _taken(study, worker: str) -> int:
     """Trials that will finish without this worker starting a new one: finished ones, running ones (another
-    worker's), and retries queued by another worker (its --resume runs them; this worker's own queued retries are
-    what it runs next, so they are not counted)."""
+    worker's), and retries queued by another worker's --resume (it runs them). This worker's own queued retries, and
+    trials a person queued with optuna's enqueue_trial, are what it runs next: not counted."""
     count = 0
     for t in study.get_trials(deepcopy=False):
-        state = t.state.name
-        if state in ("COMPLETE", "PRUNED", "RUNNING") or (state == "WAITING" and t.user_attrs.get("queued_by") != worker):
+        state, queued_by = t.state.name, t.user_attrs.get("queued_by")
+        if state in ("COMPLETE", "PRUNED", "RUNNING") or (state == "WAITING" and queued_by is not None and queued_by != worker):
             count += 1
     return count
 
