@@ -638,3 +638,42 @@ with log.open("w") as fh:
     with _child(tmp_path / "quiet", script) as child:
         assert len(list(watch_trial(child, 0, {}, "accuracy", False))) == 2
     assert capsys.readouterr().out == ""
+
+
+def test_sweep_check_sweep_arguments_best_takes_nothing_that_runs():
+    from bertctl.sweeping import check_sweep_arguments
+
+    check_sweep_arguments(None, best="postgresql://me@db/sweeps", study="agnews")  # a read: no error
+    with pytest.raises(BertctlError, match="--best reads a study and runs nothing"):
+        check_sweep_arguments("r.toml", best="postgresql://me@db/sweeps")
+    with pytest.raises(BertctlError, match="--study names the study of --best URL"):
+        check_sweep_arguments(None, show="runs/s", study="agnews")
+    result = runner.invoke(app, ["sweep", "--best", "runs/no-such-sweep"])
+    assert result.exit_code == 2 and "neither a storage URL nor a sweep dir" in result.stderr
+
+
+def test_sweep_best_of_a_study_names_the_worker_dir_and_the_copy(tmp_path):
+    # two workers' trials in one SQLite study, as run_sweep records them: --best names the better one's dir
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from bertctl.sweeping import find_study_best, worker_name
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    study = optuna.create_study(study_name="agnews", storage=url, direction="maximize")
+    study.set_user_attr("bertctl", {"recipe": "recipes/agnews.toml", "metric": "accuracy", "space": {}})
+    for out, value in ((tmp_path / "a", 0.7), (tmp_path / "b", 0.9), (tmp_path / "a", 0.8)):
+        trial = study.ask()
+        trial.suggest_float("train.learning_rate", 1e-5, 1e-3, log=True)
+        trial.set_user_attr("worker", worker_name(out))
+        trial.set_user_attr("host", worker_name(out).split(":", 1)[0])
+        study.tell(trial, value)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "best.json").write_text(json.dumps({"trial": 1}))
+    found = find_study_best(url)
+    assert (found.trial, found.value, found.metric) == (1, 0.9, "accuracy")
+    assert found.sweep_dir == str((tmp_path / "b").resolve()) and found.held is True
+    assert found.copy == f"cp -r {(tmp_path / 'b').resolve() / 'best'} best"
+    assert sorted(found.workers.values()) == [1, 2]
+    shown = runner.invoke(app, ["sweep", "--best", url])
+    assert shown.exit_code == 0 and "best trial 1, accuracy 0.9000" in shown.stdout and "copy it: cp -r" in shown.stdout
