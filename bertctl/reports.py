@@ -344,7 +344,8 @@ def print_sweep_summary(console: "Console", summary, next_steps: bool = True) ->
     from rich.table import Table
 
     table = Table("trial", "state", *summary.keys, summary.metric, "time", "peak RSS", box=None)
-    best = summary.best["trial"] if summary.best else None
+    # the star is the study's best, so every worker of a shared study prints the same table
+    best = summary.study_best if summary.study_best is not None else (summary.best["trial"] if summary.best else None)
     for t in summary.trials:
         value = "-" if t["value"] is None else f"{t['value']:.4f}"
         retry = f" (retry of {t['retry_of']})" if t.get("retry_of") is not None else ""

@@ -4,6 +4,7 @@
     bertctl sweep recipes/agnews.toml --resume                       # after Ctrl-C or kill -9
     bertctl sweep recipes/agnews.toml --storage postgresql://me@db/sweeps   # many machines, one study
     bertctl sweep --show runs/agnews-sweep                           # the trials table and PNGs
+    bertctl sweep --best postgresql://me@db/sweeps                   # which machine's best/ is the study's best
 
 It reads like optuna's own examples: `objective(trial)` turns `trial.suggest_*` into recipe overrides, runs
 `bertctl train` with them in a child process (TrainProcess: memory and process-wide state go with it), reports the
@@ -14,12 +15,17 @@ A sweep dir holds:
     sweep.json      what the sweep searches and where its study lives: --resume and --show read it
     trials/NNN/     trial NNN's run dir (recipe.toml, train_log.jsonl, metrics.json, curves.png); weights deleted
     trials/NNN.log  what its `bertctl train` printed
-    best/           the best trial's model, HF-native, swapped in whole when a better trial finishes
+    best/           the best trial this worker ran, HF-native, swapped in whole when a better one of its own finishes
     best.json       which trial best/ is, its params and metric
+
+Many workers (machines, or processes on one) share one study through --storage, each with its own sweep dir: a
+trial records who runs it (host, pid, sweep dir), so --resume retries only this worker's cut trials and
+--best finds the worker dir that holds the study's best.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -45,6 +51,9 @@ SETTINGS_FILE = "sweep.json"
 BEST_FILE = "best.json"
 TRIALS = "trials"
 PLOTS = ("history.png", "importances.png", "params.png")
+# seconds to wait for a database server to answer: an address that drops packets would otherwise hang a worker for
+# the kernel's TCP timeout (minutes); a URL's own ?connect_timeout= wins
+CONNECT_TIMEOUT_S = 10
 WEIGHT_FILES = ("*.safetensors", "pytorch_model.bin", "optimizer.bin", "scheduler.bin")
 
 
@@ -77,6 +86,7 @@ class SweepSummary:
     size_bytes: int
     plots: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    study_best: int | None = None  # the study's best trial, whichever worker ran it (best is this dir's own)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "output": str(self.output), "plots": [str(p) for p in self.plots]}
@@ -118,10 +128,28 @@ def trial_recipe(recipe: Recipe, params: dict[str, Any], trial_dir: Path) -> Rec
     return built
 
 
-def build_sampler(recipe: Recipe):
-    """TPE, seeded from train.seed: the same study history gives the same params."""
+def build_sampler(recipe: Recipe, *, trials_in_study: int = 0, worker: str = ""):
+    """TPE, seeded from train.seed, the number of trials already in the study and the worker (its host and sweep
+    dir): the same start of the same worker gives the same params.
+
+    Why not train.seed alone: a sampler seeded alike draws alike. After Ctrl-C and --resume, the new trial 3 ran
+    trial 0's exact params (TPE's first draws are random ones from the seed, whatever the history), and N workers
+    on one study would all draw the same params. Every draw makes a trial, so a later start of the same worker
+    sees more trials (a new seed), and two workers differ in their dir; SeedSequence mixes the three without the
+    collisions a sum would have (seed + 1 trial == seed + worker 1).
+    """
+    import numpy as np
+
     optuna = require_optuna()
-    return optuna.samplers.TPESampler(seed=recipe.train.seed)
+    key = int.from_bytes(hashlib.sha256(worker.encode("utf-8")).digest()[:8], "little")
+    seed = int(np.random.SeedSequence([recipe.train.seed, trials_in_study, key]).generate_state(1)[0])
+    # constant_liar: a trial other workers are still running counts as a poor result, so TPE samples away from it
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+
+
+def worker_name(out: Path) -> str:
+    """Who runs a trial, as the study records it: the host and the sweep dir (one worker per dir)."""
+    return f"{socket.gethostname()}:{Path(out).resolve()}"
 
 
 def build_pruner(name: str):
@@ -159,20 +187,27 @@ def run_sweep(
     # the sweep prints its own line per trial, and its errors as bertctl errors: optuna's "Trial N failed" warning
     # would add a traceback (on Ctrl-C too)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    worker = worker_name(out)
     with removes_new_empty_dirs(out):  # a storage that can't be opened leaves no empty sweep dir behind
         settings = _settings(recipe, out, storage, resume)
         url = storage or settings["storage"]
         study = open_study(
             optuna, url, study_name=settings["study_name"], direction=direction(metric), load_if_exists=True,
-            sampler=build_sampler(recipe), pruner=build_pruner(recipe.sweep.pruner),
+            pruner=build_pruner(recipe.sweep.pruner),
         )
+        check_study_matches(study, recipe, url)
     if not resume:
         atomic_write_json(out / SETTINGS_FILE, settings)
     else:
         _retry_cut_trials(study, out)
-        _keep_best_if_missed(study, out, metric)
+        _keep_best_if_missed(study, out, metric, worker)
+    # seeded after the cut trials are marked: the count of trials is what makes this start's draws new
+    study.sampler = build_sampler(recipe, trials_in_study=len(study.get_trials(deepcopy=False)), worker=worker)
     target = trials or recipe.sweep.trials
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    states = optuna.trial.TrialState
+    finished = (states.COMPLETE, states.PRUNED)
+    # the trials counted before a trial to tell whether it goes past --trials (_is_surplus): a queued one will run too
+    taken = (*finished, states.RUNNING, states.WAITING)
     started = time.perf_counter()
 
     def objective(trial) -> float:
@@ -180,7 +215,12 @@ def run_sweep(
         # who runs it, first: --resume fails a RUNNING trial whose process on this host is gone (kill -9) and retries it
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("worker", worker)
         trial.set_user_attr("dir", str(trial_dir.relative_to(out)))
+        if _is_surplus(study, trial.number, target, taken):
+            trial.set_user_attr("surplus", True)
+            study.stop()
+            raise _Surplus()
         params = suggest(trial, space)
         built = trial_recipe(recipe, params, trial_dir)  # a bad value is an error here, before any process starts
         child = TrainProcess(built, trial_dir, out / TRIALS / f"{trial.number:03d}.log")
@@ -203,26 +243,63 @@ def run_sweep(
         return float(value)
 
     def after_trial(study, frozen) -> None:
+        if frozen.user_attrs.get("surplus"):
+            return
         trial_dir = out / frozen.user_attrs.get("dir", f"{TRIALS}/{frozen.number:03d}")
-        if frozen.state == optuna.trial.TrialState.COMPLETE and study.best_trial.number == frozen.number:
+        if frozen.state == optuna.trial.TrialState.COMPLETE and _own_best(study, worker) == frozen.number:
             keep_best(trial_dir, out, frozen, metric)
         drop_weights(trial_dir)
         if progress:
             done = sum(t.state in finished for t in study.get_trials(deepcopy=False))
             print(_progress_line(study, frozen, done, target, metric), flush=True)
 
-    done = len(study.get_trials(deepcopy=False, states=finished))
-    if done < target:
+    def enough(study, frozen) -> None:
+        if _taken(study, worker) >= target:
+            study.stop()
+
+    # --trials caps the study's total: other workers' running trials and the retries they queued count as finishing
+    left = target - _taken(study, worker)
+    if left > 0:
         try:
-            study.optimize(
-                objective, n_trials=target - done, timeout=timeout,
-                callbacks=[after_trial, optuna.study.MaxTrialsCallback(target, states=finished)],
-            )
+            study.optimize(objective, n_trials=left, timeout=timeout, catch=(_Surplus,), callbacks=[after_trial, enough])
         except KeyboardInterrupt:
             raise Interrupted(f"sweep stopped; the study is kept in {out}", fix=f"continue it with: {again}") from None
     summary = summarize(study, out, url, metric, target, list(space))
     summary.notes.append(f"{time.perf_counter() - started:.0f} s this run")
     return summary
+
+
+class _Surplus(Exception):
+    """A trial that workers asked for at the same moment past --trials: it is marked failed before it runs."""
+
+
+def _is_surplus(study, number: int, target: int, taken: tuple) -> bool:
+    """Whether trial `number` would go past `target`: two workers may both see 5 of 6 trials taken and both ask for
+    one. Trial numbers are the study's order, so counting the trials before this one settles it the same way on
+    every worker, with no lock."""
+    before = [t for t in study.get_trials(deepcopy=False, states=taken) if t.number < number]
+    return len(before) >= target
+
+
+def _taken(study, worker: str) -> int:
+    """Trials that will finish without this worker starting a new one: finished ones, running ones (another
+    worker's), and retries queued by another worker's --resume (it runs them). This worker's own queued retries, and
+    trials a person queued with optuna's enqueue_trial, are what it runs next: not counted."""
+    count = 0
+    for t in study.get_trials(deepcopy=False):
+        state, queued_by = t.state.name, t.user_attrs.get("queued_by")
+        if state in ("COMPLETE", "PRUNED", "RUNNING") or (state == "WAITING" and queued_by is not None and queued_by != worker):
+            count += 1
+    return count
+
+
+def _own_best(study, worker: str) -> int | None:
+    """The number of the best complete trial this worker ran (the earliest of equals, as optuna's best_trial)."""
+    own = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.user_attrs.get("worker", worker) == worker]
+    if not own:
+        return None
+    sign = -1 if study.direction.name == "MAXIMIZE" else 1
+    return min(own, key=lambda t: (sign * t.value, t.number)).number
 
 
 def watch_trial(child: "TrainProcess", number: int, params: dict[str, Any], metric: str, show: bool) -> Iterator[dict[str, Any]]:
@@ -340,9 +417,10 @@ def _die_with_parent() -> None:
 def open_study(optuna, url: str, *, load: bool = False, **options):
     """optuna's create_study (or load_study), with a storage it can't open said as an error, not a traceback."""
     try:
+        storage = _first_storage(optuna, url)
         if load:
-            return optuna.load_study(storage=url, **options)
-        return optuna.create_study(storage=url, **options)
+            return optuna.load_study(storage=storage, **options)
+        return optuna.create_study(storage=storage, **options)
     except KeyError:  # load_study: no such study there
         raise RunError(f"no study {options.get('study_name')!r} in {mask_password(url)}", fix="check --storage") from None
     except (ImportError, ValueError) as exc:
@@ -352,8 +430,65 @@ def open_study(optuna, url: str, *, load: bool = False, **options):
         ) from None
     except Exception as exc:  # sqlalchemy's OperationalError & co: a database that is down, refuses, or is not there
         if type(exc).__module__.startswith("sqlalchemy"):
-            raise RunError(f"cannot open the study storage {mask_password(url)}: {str(exc).splitlines()[0]}", fix="check that the database runs and the URL's host, user and database") from None
+            said = str(exc).splitlines()[0]
+            fix = "check that the database runs and the URL's host, user and database"
+            if "timeout" in said.lower():
+                fix = f"check that a database server answers at that host and port (waited {CONNECT_TIMEOUT_S} s; over a slow network add ?connect_timeout=SECONDS to the URL)"
+            raise RunError(f"cannot open the study storage {mask_password(url)}: {said}", fix=fix) from None
         raise
+
+
+def build_storage(optuna, url: str):
+    """The study's storage for a URL: a database server's with a bounded connect timeout, a SQLite file's as is."""
+    if url.startswith("sqlite") or "://" not in url:
+        return url  # optuna parses it (and says what is wrong with it)
+    scheme, rest = url.split("://", 1)
+    if scheme in ("postgresql", "postgres"):
+        # a bare postgresql:// means psycopg2 to SQLAlchemy; the postgres extra installs psycopg (3): use it when it
+        # is the driver there is, so the URL in the README works as written
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+            scheme = "postgresql+psycopg"
+    url = f"{scheme}://{rest}"
+    engine_kwargs = {}
+    if scheme.startswith(("postgresql", "mysql")) and "connect_timeout" not in rest:
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def _first_storage(optuna, url: str, attempts: int = 5):
+    """build_storage, again after a moment when another worker is creating optuna's tables in an empty database at the
+    same instant: PostgreSQL refuses the second CREATE TABLE (a unique violation on pg_type), which the first one's
+    tables then make moot. Seen with 3 workers started together on a new database."""
+    for attempt in range(attempts):
+        try:
+            return build_storage(optuna, url)
+        except Exception as exc:
+            racing = type(exc).__name__ in ("IntegrityError", "ProgrammingError") and ("duplicate" in str(exc) or "already exists" in str(exc))
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
+def check_study_matches(study, recipe: Recipe, url: str) -> None:
+    """A study shared by many workers must be one search: its first worker records its recipe, space and metric
+    in the study, and a worker with another space or metric is refused (optuna would mix the two searches, and
+    keep the first direction whatever this metric's is). Two workers creating the study at the same instant with
+    different recipes both pass: the first record is kept and the next start is checked."""
+    mine = {"recipe": " ".join([recipe.source, *recipe.overrides]), "metric": sweep_metric(recipe), "space": recipe.sweep.space}
+    saved = study.user_attrs.get("bertctl")
+    if saved is None:
+        study.set_user_attr("bertctl", mine)
+        return
+    changed = [key for key in ("metric", "space") if saved.get(key) != mine[key]]
+    if changed:
+        lines = "\n".join(f"  sweep.{key}: the study's {json.dumps(saved.get(key))}, this recipe's {json.dumps(mine[key])}" for key in changed)
+        raise RunError(
+            f"the study {study.study_name!r} in {mask_password(url)} was made by another recipe ({saved.get('recipe')}); "
+            f"this one ({mine['recipe']}) differs:\n{lines}",
+            fix="run this worker with the study's recipe, or give this search its own study: another --storage database, or a recipe file of another name (the study is named after it)",
+        )
 
 
 def _check_can_sweep(recipe: Recipe, out: Path, resume: bool, again: str) -> None:
@@ -425,7 +560,7 @@ def _retry_cut_trials(study, out: Path) -> None:
     for trial in cut:
         drop_weights(out / trial.user_attrs.get("dir", f"{TRIALS}/{trial.number:03d}"))
         if trial.number not in retried:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "queued_by": worker_name(out)})
 
 
 def _alive(pid: Any) -> bool:
@@ -454,12 +589,12 @@ def keep_best(trial_dir: Path, out: Path, frozen, metric: str) -> None:
     atomic_write_json(out / BEST_FILE, {"trial": frozen.number, "dir": str(trial_dir.relative_to(out)), "params": frozen.params, metric: frozen.value})
 
 
-def _keep_best_if_missed(study, out: Path, metric: str) -> None:
+def _keep_best_if_missed(study, out: Path, metric: str, worker: str) -> None:
     """A kill -9 between a best trial's end and its copy to best/: its weights are still in its dir, so copy now."""
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    if not complete:
+    number = _own_best(study, worker)
+    if number is None:
         return
-    best = study.best_trial
+    best = study.trials[number]
     trial_dir = out / best.user_attrs.get("dir", f"{TRIALS}/{best.number:03d}")
     kept = json.loads((out / BEST_FILE).read_text(encoding="utf-8")).get("trial") if (out / BEST_FILE).is_file() else None
     if kept != best.number and (trial_dir / "config.json").is_file() and any(trial_dir.glob("*.safetensors")):
@@ -520,12 +655,96 @@ def _progress_line(study, frozen, done: int, target: int, metric: str) -> str:
 
 
 def summarize(study, out: Path, url: str, metric: str, target: int, keys: list[str]) -> SweepSummary:
-    rows = []
+    rows, surplus = [], 0
     for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("surplus"):  # never ran: asked for by two workers at once past --trials
+            surplus += 1
+            continue
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
         rows.append({"number": t.number, "state": t.state.name, "params": dict(t.params), "value": _trial_value(t), "seconds": seconds, "retry_of": t.user_attrs.get("retry_of"), "peak_rss_mib": t.user_attrs.get("peak_rss_mib")})
     best = json.loads((out / BEST_FILE).read_text(encoding="utf-8")) if (out / BEST_FILE).is_file() else None
-    return SweepSummary(out, study.study_name, mask_password(url), metric, study.direction.name.lower(), target, keys, rows, best, dir_size(out))
+    summary = SweepSummary(out, study.study_name, mask_password(url), metric, study.direction.name.lower(), target, keys, rows, best, dir_size(out))
+    complete = [t for t in rows if t["state"] == "COMPLETE"]
+    if complete:
+        summary.study_best = study.best_trial.number
+    if surplus:
+        summary.notes.append(f"{surplus} trial{'s' if surplus > 1 else ''} asked for past the target by workers at the same moment: marked failed, never run, not shown")
+    return summary
+
+
+@dataclass
+class StudyBest:
+    """The study's best trial and where its model is: the sweep dir of the worker that ran it, on its host."""
+
+    study_name: str
+    storage: str  # masked
+    metric: str | None
+    direction: str
+    trial: int
+    value: float
+    params: dict[str, Any]
+    host: str | None
+    sweep_dir: str | None
+    held: bool | None  # that dir's best.json names this trial (None: the dir is on another host, not checked here)
+    copy: str | None  # the command that copies the model here
+    workers: dict[str, int]  # worker -> complete trials it ran
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def find_study_best(source: str | Path, *, study_name: str | None = None, storage: str | None = None, dest: str = "best") -> StudyBest:
+    """The study-wide best trial of a study many workers share: which worker dir holds its model, and what to copy.
+    `source` is a storage URL, or a sweep dir (its sweep.json names the storage and study)."""
+    optuna = require_optuna()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url, metric = str(source), None
+    if "://" not in url:
+        out = Path(source)
+        if not (out / SETTINGS_FILE).is_file():
+            raise RunError(f"{out} is neither a storage URL nor a sweep dir (no {SETTINGS_FILE})", fix="bertctl sweep --best postgresql://user@host/db, or --best runs/agnews-sweep")
+        settings = json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8"))
+        if storage is None and "***" in settings["storage"]:
+            raise RunError(f"the sweep in {out} uses a database whose password is not saved", fix="pass --storage URL too")
+        url, study_name, metric = storage or settings["storage"], study_name or settings["study_name"], settings["metric"]
+    if study_name is None:
+        names = [s.study_name for s in open_study_summaries(optuna, url)]
+        if len(names) != 1:
+            listed = ", ".join(names) if names else "none"
+            raise RunError(f"{mask_password(url)} holds {len(names)} studies ({listed}): say which", fix=f"bertctl sweep --best URL --study NAME")
+        study_name = names[0]
+    study = open_study(optuna, url, load=True, study_name=study_name)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not complete:
+        raise RunError(f"the study {study_name!r} in {mask_password(url)} has no complete trial yet", fix="wait for a trial to finish; bertctl sweep --show DIR shows the running ones")
+    best = study.best_trial
+    metric = metric or (study.user_attrs.get("bertctl") or {}).get("metric")
+    workers: dict[str, int] = {}
+    for t in complete:
+        name = t.user_attrs.get("worker", "?")
+        workers[name] = workers.get(name, 0) + 1
+    host, held, copy = best.user_attrs.get("host"), None, None
+    sweep_dir = best.user_attrs.get("worker", "").split(":", 1)[1] if ":" in best.user_attrs.get("worker", "") else None
+    if sweep_dir is not None:
+        if host == socket.gethostname():
+            kept = Path(sweep_dir) / BEST_FILE
+            held = kept.is_file() and json.loads(kept.read_text(encoding="utf-8")).get("trial") == best.number
+            copy = f"cp -r {Path(sweep_dir) / BEST} {dest}"
+        else:
+            copy = f"rsync -a {host}:{Path(sweep_dir) / BEST}/ {dest}/"
+    return StudyBest(
+        study_name, mask_password(url), metric, study.direction.name.lower(), best.number, best.value, dict(best.params),
+        host, sweep_dir, held, copy, workers,
+    )
+
+
+def open_study_summaries(optuna, url: str):
+    try:
+        return optuna.get_all_study_summaries(storage=build_storage(optuna, url), include_best_trial=False)
+    except Exception as exc:
+        if type(exc).__module__.startswith(("sqlalchemy", "optuna")) or isinstance(exc, (ImportError, ValueError)):
+            raise RunError(f"cannot open the study storage {mask_password(url)}: {str(exc).splitlines()[0]}", fix="check that the database runs and the URL's host, user and database") from None
+        raise
 
 
 def show_sweep(output: str | Path, *, storage: str | None = None, plots: bool = True) -> SweepSummary:
@@ -591,10 +810,17 @@ def check_sweep_arguments(
     timeout: float | None = None,
     output: str | Path | None = None,
     resume: bool = False,
+    best: str | None = None,
+    study: str | None = None,
 ) -> None:
-    """A sweep either runs a recipe or, with --show, reads a sweep dir and runs nothing: refuse a mix of the two,
-    or neither, before optuna or a recipe is loaded."""
-    if show is not None:
+    """A sweep either runs a recipe or, with --show (or --best), reads a sweep dir (or a study) and runs nothing:
+    refuse a mix of the two, or neither, before optuna or a recipe is loaded."""
+    if study is not None and best is None:
+        raise BertctlError("--study names the study of --best URL", fix="bertctl sweep --best postgresql://user@host/db --study NAME")
+    if best is not None:
+        if show is not None or recipe is not None or resume or trials is not None or timeout is not None or output is not None:
+            raise BertctlError("--best reads a study and runs nothing: it takes no recipe, --show, --trials, --timeout, --output or --resume", fix=f"bertctl sweep --best {best}")
+    elif show is not None:
         if recipe is not None or resume or trials is not None or timeout is not None or output is not None:
             raise BertctlError("--show reads a sweep dir and runs nothing: it takes no recipe, --trials, --timeout, --output or --resume", fix=f"bertctl sweep --show {show}")
     elif recipe is None:

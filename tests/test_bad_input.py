@@ -451,6 +451,14 @@ CASES = [
          ("--cors-origin 'https://app.example.com/x' is not an origin", "https://app.example.com")),
     Case("serve-request-timeout-zero", lambda w: ["serve", w.tiny_classifier, "--port", "0", "--request-timeout", "0"], 2, ("--request-timeout must be more than 0 seconds",)),
     Case("serve-negative-drain", lambda w: ["serve", w.tiny_classifier, "--port", "0", "--drain-seconds", "-1"], 2, ("--drain-seconds must be 0 or more, got -1",)),
+    # --- issue 27: sweep workers sharing one study ---------------------------------------------------------------
+    # a server that takes the connection and never answers: refused after the bounded connect timeout, not hung
+    Case("sweep-database-that-does-not-answer", lambda w: ["sweep", _sweep_recipe(w), "--output", w.path("s"), "--storage", f"postgresql://me:secret@127.0.0.1:{_silent_port()}/sweeps"], 2,
+         ("cannot open the study storage", "postgresql://me:***@127.0.0.1", "timeout"), slow=True),
+    Case("sweep-study-of-another-recipe", lambda w: ["sweep", _sweep_recipe(w), "--output", w.path("s"), "--storage", _other_recipes_study(w)], 2,
+         ("the study 'sw' in sqlite:///", "made by another recipe (other/sw.toml sweep.metric=\"log_loss\")", "sw.toml) differs",
+          'sweep.metric: the study\'s "log_loss", this recipe\'s "accuracy"', "sweep.space: the study's", "train.epochs"),
+         writes=("other.db",)),
 ]
 
 
@@ -468,6 +476,39 @@ def baseline_predictions(w: Workspace, labels: list[str] = AGNEWS_LABELS, texts:
     header = {"format": "bertctl-predictions/1", "problem_type": "single_label_classification", "labels": labels, "thresholds": None}
     rows = [{"id": i, "text": t, "reference": labels[0], "scores": {label: 1.0 / len(labels) for label in labels}} for i, t in enumerate(texts)]
     return w.write("baseline.jsonl", "\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
+
+
+
+def _sweep_recipe(w: Workspace) -> str:
+    """A recipe with a validation file and a [sweep.space]: what `bertctl sweep` runs."""
+    recipe = Path(w.recipe(w.csv("sw-train.csv"), name="sw", data=f'validation = "{w.csv("sw-dev.csv")}"\n'))
+    recipe.write_text(recipe.read_text() + '[sweep.space]\n"train.learning_rate" = { low = 1e-4, high = 1e-2, log = true }\n')
+    return str(recipe)
+
+
+_SILENT: list = []  # the listening sockets, kept open for the test session
+
+
+def _silent_port() -> int:
+    """A port on 127.0.0.1 that accepts TCP connections (the kernel's backlog) and never says a word."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    _SILENT.append(listener)
+    return listener.getsockname()[1]
+
+
+def _other_recipes_study(w: Workspace) -> str:
+    """A SQLite study named as the sweep recipe's, started by another recipe: another metric, another space."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{w.root / 'other.db'}"
+    study = optuna.create_study(study_name="sw", storage=url, direction="minimize")
+    study.set_user_attr("bertctl", {"recipe": 'other/sw.toml sweep.metric="log_loss"', "metric": "log_loss", "space": {"train.epochs": [1, 2]}})
+    return url
 
 
 def _no_guess_for(stderr: str, name: str) -> None:
@@ -722,3 +763,23 @@ def test_bad_input_eval_report_write_failure_keeps_the_previous_pair(workspace, 
     assert outcome.exception is None and outcome.exit_code == 2, shown
     assert "eval.json" in outcome.stderr and "No space left on device" in outcome.stderr and "fix: " in outcome.stderr, shown
     assert not changed(before, snapshot(workspace.root)), "\n".join(changed(before, snapshot(workspace.root)))
+
+
+# ---------------------------------------------------------------------------------------------
+# bertctl.Predictor (a Python API, not a command): a batch without the text column
+
+
+def test_bad_input_predictor_batch_without_the_text_column(tiny_classifier_dir):
+    import numpy as np
+
+    from bertctl import Predictor
+    from bertctl.errors import DataError
+
+    batch = {"headline": np.array(["Stocks fell"]), "path": np.array(["/data/news/part-3.parquet"])}
+    with pytest.raises(DataError) as refused:
+        Predictor.load(tiny_classifier_dir)(batch)
+    said = str(refused.value)
+    assert "the batch from /data/news/part-3.parquet: no text column 'text' (columns: headline, path)" in said
+    assert "Predictor.load(MODEL, text=COLUMN)" in refused.value.fix
+    with pytest.raises(DataError, match="no pair column 'second'"):
+        Predictor.load(tiny_classifier_dir, text="headline", pair="second")({"headline": np.array(["x"])})

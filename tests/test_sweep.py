@@ -158,6 +158,69 @@ def test_sweep_seeded_sampler_gives_the_same_params_twice():
     assert _ask(other, 4) != first
 
 
+def _draw(study, recipe, worker: str, n: int) -> list[tuple]:
+    """n trials of one start of a worker: its sampler seeded as run_sweep seeds it, from the study as it is."""
+    from bertctl.sweeping import build_sampler, suggest
+
+    study.sampler = build_sampler(recipe, trials_in_study=len(study.trials), worker=worker)
+    drawn = []
+    for _ in range(n):
+        trial = study.ask()
+        drawn.append(tuple(sorted(suggest(trial, recipe.sweep.space).items())))
+        study.tell(trial, 0.5)
+    return drawn
+
+
+def test_sweep_sampler_a_resumed_start_does_not_replay_its_draws():
+    # issue 27: after Ctrl-C and --resume, trial 3 ran trial 0's exact params: TPE re-seeded with train.seed alone
+    # makes the same random opening draws at every start
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = {"train.learning_rate": {"low": 2e-5, "high": 3e-4, "log": True}, "train.warmup_ratio": {"low": 0.0, "high": 0.2}}
+    recipe = recipe_from_dict({"data": DATA, "sweep": {"space": space}})
+    study = optuna.create_study(direction="maximize")
+    first = _draw(study, recipe, "host:/runs/s", 3)
+    resumed = _draw(study, recipe, "host:/runs/s", 3)
+    assert len(set(first + resumed)) == 6
+    # the old seeding, for contrast: the same seed twice replays the first start
+    replay = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=recipe.train.seed))
+    again = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=recipe.train.seed))
+    assert _params_of(replay, space, 3) == _params_of(again, space, 3)
+    # and a start is still reproducible: the same worker on the same study history draws the same
+    other = optuna.create_study(direction="maximize")
+    assert _draw(other, recipe, "host:/runs/s", 3) == first
+
+
+def _params_of(study, space, n):
+    from bertctl.sweeping import suggest
+
+    return [suggest(study.ask(), space) for _ in range(n)]
+
+
+def test_sweep_sampler_three_workers_on_one_study_draw_apart():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = {"train.learning_rate": {"low": 2e-5, "high": 3e-4, "log": True}, "train.warmup_ratio": {"low": 0.0, "high": 0.2}}
+    recipe = recipe_from_dict({"data": DATA, "sweep": {"space": space}})
+    study = optuna.create_study(direction="maximize")
+    # three workers start on the empty study at once (each sees 0 trials), then take turns
+    samplers = {}
+    from bertctl.sweeping import build_sampler, suggest
+
+    for worker in ("a:/runs/s", "b:/runs/s", "a:/runs/s2"):
+        samplers[worker] = build_sampler(recipe, trials_in_study=0, worker=worker)
+    drawn = []
+    for _ in range(3):
+        for sampler in samplers.values():
+            study.sampler = sampler
+            trial = study.ask()
+            drawn.append(tuple(sorted(suggest(trial, space).items())))
+            study.tell(trial, 0.5)
+    assert len(set(drawn)) == 9
+
+
 def test_sweep_trial_recipe_applies_params_as_overrides(tmp_path):
     from bertctl.sweeping import trial_recipe
 
@@ -454,6 +517,20 @@ def test_sweep_survives_kill_9_and_resumes_to_exactly_the_trials(tmp_path):
 
 
 @pytest.mark.slow
+def test_sweep_resumed_runs_no_params_twice(small_recipe, tmp_path):
+    # issue 27 as a user met it: a sweep stopped after 2 trials and resumed to 4 ran trial 0's params again
+    recipe = _with_sweep(small_recipe, '[sweep]\npruner = "none"\n[sweep.space]\n"train.learning_rate" = { low = 1e-4, high = 1e-2, log = true }\n')
+    out = tmp_path / "sweep"
+    base = ["sweep", str(recipe), "train.epochs=1", "--output", str(out)]
+    assert runner.invoke(app, [*base, "--trials", "2"]).exit_code == 0
+    resumed = runner.invoke(app, [*base, "--trials", "4", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    trials = _study(out).get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    assert len({t.params["train.learning_rate"] for t in trials}) == 4
+
+
+@pytest.mark.slow
 def test_sweep_trial_that_fails_is_an_error_naming_the_cause_and_its_log(small_recipe, tmp_path):
     recipe = _with_sweep(small_recipe, '[sweep.space]\n"train.epochs" = [1, 2]\n')
     out = tmp_path / "sweep"
@@ -561,3 +638,42 @@ with log.open("w") as fh:
     with _child(tmp_path / "quiet", script) as child:
         assert len(list(watch_trial(child, 0, {}, "accuracy", False))) == 2
     assert capsys.readouterr().out == ""
+
+
+def test_sweep_check_sweep_arguments_best_takes_nothing_that_runs():
+    from bertctl.sweeping import check_sweep_arguments
+
+    check_sweep_arguments(None, best="postgresql://me@db/sweeps", study="agnews")  # a read: no error
+    with pytest.raises(BertctlError, match="--best reads a study and runs nothing"):
+        check_sweep_arguments("r.toml", best="postgresql://me@db/sweeps")
+    with pytest.raises(BertctlError, match="--study names the study of --best URL"):
+        check_sweep_arguments(None, show="runs/s", study="agnews")
+    result = runner.invoke(app, ["sweep", "--best", "runs/no-such-sweep"])
+    assert result.exit_code == 2 and "neither a storage URL nor a sweep dir" in result.stderr
+
+
+def test_sweep_best_of_a_study_names_the_worker_dir_and_the_copy(tmp_path):
+    # two workers' trials in one SQLite study, as run_sweep records them: --best names the better one's dir
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from bertctl.sweeping import find_study_best, worker_name
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    study = optuna.create_study(study_name="agnews", storage=url, direction="maximize")
+    study.set_user_attr("bertctl", {"recipe": "recipes/agnews.toml", "metric": "accuracy", "space": {}})
+    for out, value in ((tmp_path / "a", 0.7), (tmp_path / "b", 0.9), (tmp_path / "a", 0.8)):
+        trial = study.ask()
+        trial.suggest_float("train.learning_rate", 1e-5, 1e-3, log=True)
+        trial.set_user_attr("worker", worker_name(out))
+        trial.set_user_attr("host", worker_name(out).split(":", 1)[0])
+        study.tell(trial, value)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "best.json").write_text(json.dumps({"trial": 1}))
+    found = find_study_best(url)
+    assert (found.trial, found.value, found.metric) == (1, 0.9, "accuracy")
+    assert found.sweep_dir == str((tmp_path / "b").resolve()) and found.held is True
+    assert found.copy == f"cp -r {(tmp_path / 'b').resolve() / 'best'} best"
+    assert sorted(found.workers.values()) == [1, 2]
+    shown = runner.invoke(app, ["sweep", "--best", url])
+    assert shown.exit_code == 0 and "best trial 1, accuracy 0.9000" in shown.stdout and "copy it: cp -r" in shown.stdout
