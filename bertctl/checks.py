@@ -441,11 +441,14 @@ def _names(text: str, rng: random.Random, test: CheckTest) -> list[str]:
     found = [n for n in dict.fromkeys(re.findall(r"\b[A-Z][a-z]+\b", text)) if n in pool]
     if not found:
         return []
-    out = text
+    # one regex pass, so a name swapped in is never swapped again; two names never become the same one
+    swap: dict[str, str] = {}
     for name in found:
-        other = rng.choice([n for n in pool if n != name and n not in found])
-        out = re.sub(rf"\b{re.escape(name)}\b", other, out)
-    return [out]
+        choices = [n for n in pool if n != name and n not in swap.values()]
+        if not choices:
+            return []
+        swap[name] = rng.choice(choices)
+    return [re.sub(r"\b(" + "|".join(re.escape(n) for n in found) + r")\b", lambda m: swap[m.group()], text)]
 
 
 def _numbers(text: str, rng: random.Random, test: CheckTest) -> list[str]:
