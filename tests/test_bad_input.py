@@ -442,6 +442,16 @@ CASES = [
     Case("eval-baseline-not-a-predictions-file", lambda w: ["eval", w.run(), "--baseline", w.csv("b.csv")], 2, ("b.csv", "not a predictions file", "--save-predictions")),
     Case("eval-slice-by-missing-column", lambda w: ["eval", w.run(), "--data", w.csv("e.csv"), "--slice-by", "lable"], 2,
          ("--slice-by 'lable' is not a column of", "did you mean 'label'?")),
+    # issue 23 part 5: eval --checks FILE
+    Case("eval-checks-unknown-label", lambda w: ["eval", w.run(), "--checks", w.write("c.toml", '[tests.sport]\nkind = "mft"\nlabel = "Sprots"\ntexts = ["Late goal"]\nmax_fail_rate = 0\n')], 2,
+         ("c.toml is not a valid checks file", "tests.sport.label", "unknown label 'Sprots'", "line 1", "did you mean 'Sports'?")),
+    Case("eval-checks-unknown-perturbation", lambda w: ["eval", w.run(), "--checks", w.write("c.toml", '[tests.t]\nkind = "inv"\nperturb = "typo"\ntexts = ["Stocks fell"]\nmax_fail_rate = 0\n')], 2,
+         ("c.toml", "tests.t.perturb", "unknown perturbation 'typo' (line 3)", "did you mean 'typos'?")),
+    Case("eval-checks-toml-error", lambda w: ["eval", w.run(), "--checks", w.write("c.toml", '[tests.t]\nkind = "mft\n')], 2,
+         ("c.toml", "(toml)", "line 2", 'kind = "mft')),
+    Case("eval-checks-missing-max-fail-rate", lambda w: ["eval", w.run(), "--checks", w.write("c.toml", '[tests.t]\nkind = "mft"\nlabel = "Sports"\ntexts = ["Late goal"]\n')], 2,
+         ("c.toml", "tests.t", "has no max_fail_rate", "(line 1)", "max_fail_rate = 0.1")),
+    Case("eval-checks-file-missing", lambda w: ["eval", w.run(), "--checks", w.path("nope.toml")], 2, ("nope.toml", "does not exist", "--checks recipes/checks/agnews.toml")),
 ]
 
 
