@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bertctl.errors import ChecksError, Problem
+from bertctl.inference import DEFAULT_BATCH_SIZE, predict_texts
 from bertctl.problems import MULTI_LABEL, REGRESSION
 from bertctl.recipe import did_you_mean
 
@@ -124,7 +125,6 @@ class CheckOutcome:
     failures: int
     skipped: int = 0  # texts the perturbation leaves unchanged (no name, no number, nothing to replace)
     examples: list[CheckExample] = field(default_factory=list)
-    source: str = "--checks"
 
     @property
     def fail_rate(self) -> float:
@@ -512,8 +512,6 @@ def case_texts(test: CheckTest, seed: int, data_texts: Sequence[str]) -> list[st
 def run_checks(suite: CheckSuite, classifier: Any, data_texts: Sequence[str] = (), *, batch_size: int | None = None) -> list[CheckOutcome]:
     """Every test of the suite on the model: all texts (originals and variants) predicted in one predict_texts
     call, so each is scored once, in the same batched pass `bertctl predict` uses."""
-    from bertctl.inference import DEFAULT_BATCH_SIZE, predict_texts
-
     plans = []  # (test, [(text, [variants])], skipped)
     for test in suite.tests:
         cases, skipped = [], 0
