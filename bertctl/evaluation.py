@@ -6,6 +6,8 @@
     failures = result.failed                                   # gates not met (bertctl eval exits 1)
     result = evaluate_run("runs/new", baseline=Path("prod.jsonl"), max_drops={"accuracy": 2.0}, slice_by="length")
     result.intervals["accuracy"], result.overall.difference_intervals["accuracy"], result.slices
+    result = evaluate_run("runs/agnews", checks=Path("recipes/checks/agnews.toml"))   # behavioural tests (bertctl.checks)
+    result.behaviour[0].fail_rate, result.warnings    # a test over its max_fail_rate fails the eval like a gate
 
 Every metric carries a 95% bootstrap CI (bertctl.metrics.bootstrap); a baseline (run dir, export dir, or a file
 `--save-predictions` wrote) is scored on the same texts and resamples, so the CI of the difference is paired.

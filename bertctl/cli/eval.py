@@ -1,6 +1,6 @@
 """`bertctl eval`: score a trained model or an export on labelled data, write eval.json, and gate CI on it.
 
-Exit 0: every threshold met; 1: a threshold not met; 2: bad input.
+Exit 0: every threshold met; 1: a threshold not met or a --checks test failed; 2: bad input.
 
     bertctl eval
     bertctl eval runs/agnews --split validation
@@ -57,7 +57,7 @@ def eval_cli(
     save_predictions: Annotated[
         Optional[Path], typer.Option("--save-predictions", metavar="FILE", help="write each text's reference and scores (JSONL), a later --baseline", show_default=False)
     ] = None,
-    junit: Annotated[Optional[Path], typer.Option("--junit", metavar="FILE", help="write JUnit XML: a testcase per gate and slice", show_default=False)] = None,
+    junit: Annotated[Optional[Path], typer.Option("--junit", metavar="FILE", help="write JUnit XML: a testcase per gate, slice and --checks test", show_default=False)] = None,
     markdown: Annotated[Optional[Path], typer.Option("--markdown", metavar="FILE", help="write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)", show_default=False)] = None,
     checks: Annotated[
         Optional[Path], typer.Option("--checks", metavar="FILE", help="behavioural tests (MFT, INV, DIR) from a TOML file, each gated on its max_fail_rate", show_default=False)
@@ -65,7 +65,7 @@ def eval_cli(
 ) -> None:
     """Score a trained model (accuracy, F1, MCC, log loss, calibration, confusion matrix) and gate CI on it.
 
-    Exit 0: every threshold met; 1: a threshold not met; 2: bad input.
+    Exit 0: every threshold met; 1: a threshold not met or a --checks test failed; 2: bad input.
 
     bertctl eval
     bertctl eval runs/agnews --split validation
