@@ -417,3 +417,20 @@ def test_checks_eval_warns_when_scoring_the_validation_split(tmp_path, tiny_clas
     tested = make_run(tmp_path / "t", tiny_classifier_dir, test=True)
     result = invoke("eval", tested, "--bootstrap", "0", "--no-plot", "--json")
     assert result.exit_code == 0 and "warning" not in result.stderr and json.loads(result.stdout)["warnings"] == []
+
+
+@pytest.mark.slow  # one ONNX export
+def test_checks_on_an_export_dir_match_the_run_dir(tmp_path, varied_classifier_dir):
+    """--checks goes through predict_texts, so an ONNX export answers every case as its torch run does."""
+    from bertctl.export import export_run
+
+    run = make_run(tmp_path, varied_classifier_dir, name="exported")
+    path, _ = _single_label_file(tmp_path, run)
+    exported = export_run(run)
+    reports = []
+    for model in (run, exported.output):
+        result = invoke("eval", model, "--checks", path, "--bootstrap", "0", "--no-plot", "--json", "--report", tmp_path / f"{Path(model).name}.json")
+        assert result.exit_code == 1, result.output  # the `wrong` test fails on both
+        reports.append(json.loads(result.stdout)["checks"]["tests"])
+    torch_tests, onnx_tests = reports
+    assert [(t["name"], t["tested"], t["failures"]) for t in onnx_tests] == [(t["name"], t["tested"], t["failures"]) for t in torch_tests]
