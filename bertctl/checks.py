@@ -12,6 +12,7 @@ A checks file holds named tests, each with a `max_fail_rate`:
     kind = "mft"
     label = "Sports"                           # multi-label: labels = ["a", "b"]; regression: range = [lo, hi]
     texts = ["Late goal wins the cup", "..."]
+    examples = [{ text = "Stocks fell", label = "Business" }]   # texts with an answer of their own
     max_fail_rate = 0.1
 
     [tests.typos]                              # INV: a perturbation must not change the answer
@@ -51,7 +52,7 @@ EXAMPLES_KEPT = 3  # failing examples a report shows per test
 
 COMMON_KEYS = {"kind", "description", "max_fail_rate", "texts", "sample"}
 KEYS = {
-    "mft": COMMON_KEYS - {"sample"} | {"label", "labels", "range"},
+    "mft": COMMON_KEYS - {"sample"} | {"label", "labels", "range", "examples"},
     "inv": COMMON_KEYS | {"perturb", "names", "replace", "tolerance"},
     "dir": COMMON_KEYS | {"prefix", "suffix", "label", "direction", "tolerance"},
 }
@@ -66,6 +67,15 @@ NAMES = (
 
 
 @dataclass
+class Expect:
+    """What an MFT text must get: a label (single-label), a label set (multi-label) or a range (regression)."""
+
+    label: str | None = None
+    labels: list[str] | None = None
+    range: tuple[float, float] | None = None
+
+
+@dataclass
 class CheckTest:
     name: str
     kind: str  # mft | inv | dir
@@ -77,6 +87,7 @@ class CheckTest:
     label: str | None = None  # mft single-label expectation; dir: whose score
     labels: list[str] | None = None  # mft multi-label expectation
     range: tuple[float, float] | None = None  # mft regression expectation
+    examples: list[tuple[str, Expect]] = field(default_factory=list)  # mft: texts with expectations of their own
     perturb: str | None = None
     names: list[str] | None = None
     replace: dict[str, list[str]] | None = None
@@ -265,8 +276,8 @@ def _parse_test(name: str, spec: Any, text: str, problems: list[Problem]) -> Che
         problem("sample", f"must be a whole number >= 1, got {sample!r}", "e.g. sample = 200 (texts drawn from the eval data)")
     else:
         test.sample = sample
-    if not test.texts and test.sample is None and isinstance(texts, list):
-        fix = 'add texts = ["..."]' + (", or sample = N (texts drawn from the eval data)" if kind != "mft" else "")
+    if not test.texts and test.sample is None and isinstance(texts, list) and not (kind == "mft" and spec.get("examples")):
+        fix = 'add texts = ["..."]' + (", or sample = N (texts drawn from the eval data)" if kind != "mft" else ', or examples = [{ text = "...", label = "..." }]')
         problem(None, "has no texts to test", fix)
     if "tolerance" in spec:
         tol = spec["tolerance"]
@@ -276,10 +287,11 @@ def _parse_test(name: str, spec: Any, text: str, problems: list[Problem]) -> Che
             test.tolerance = float(tol)
     if kind == "mft":
         given = [k for k in ("label", "labels", "range") if k in spec]
-        if len(given) != 1:
-            problem(None, "needs exactly one expectation: label (single-label), labels (multi-label) or range (regression)" + (f", got {', '.join(given)}" if given else ""),
+        if len(given) > 1 or (test.texts and not given):
+            problem(None, "needs exactly one expectation for its texts: label (single-label), labels (multi-label) or range (regression)" + (f", got {', '.join(given)}" if given else ""),
                     'e.g. label = "Sports", labels = ["toxic"], range = [3.5, 5.0]')
         _expectation(spec, test, problem)
+        _examples(spec.get("examples"), test, problem)
     elif kind == "inv":
         perturb = spec.get("perturb")
         if perturb not in PERTURBATIONS:
@@ -337,7 +349,30 @@ def _parse_test(name: str, spec: Any, text: str, problems: list[Problem]) -> Che
     return test
 
 
-def _expectation(spec: dict, test: CheckTest, problem: Callable) -> None:
+def _examples(value: Any, test: CheckTest, problem: Callable) -> None:
+    """MFT `examples = [{ text = "...", label = "..." }, ...]`: texts that each carry their own expectation."""
+    if value is None:
+        return
+    example = 'e.g. examples = [{ text = "Late goal wins the cup", label = "Sports" }]'
+    if not isinstance(value, list) or not value:
+        problem("examples", "must be a list of { text = ..., label = ... } tables", example)
+        return
+    for k, spec in enumerate(value, start=1):
+        if not isinstance(spec, dict) or not isinstance(spec.get("text"), str) or not spec["text"].strip():
+            problem("examples", f"example {k} needs a non-empty text = \"...\"", example)
+            continue
+        for key in spec:
+            if key not in ("text", "label", "labels", "range"):
+                problem("examples", f"example {k}: unknown key {key!r}", did_you_mean(key, ["text", "label", "labels", "range"], "an example has text and one of label, labels, range"))
+        given = [key for key in ("label", "labels", "range") if key in spec]
+        if len(given) != 1:
+            problem("examples", f"example {k} needs exactly one of label, labels or range" + (f", got {', '.join(given)}" if given else ""), example)
+        expect = Expect()
+        _expectation(spec, expect, lambda key, message, fix=None, k=k: problem("examples", f"example {k}: {key} {message}", fix))
+        test.examples.append((spec["text"], expect))
+
+
+def _expectation(spec: dict, test: "CheckTest | Expect", problem: Callable) -> None:
     if "label" in spec:
         if not isinstance(spec["label"], str):
             problem("label", f"must be a label name, got {spec['label']!r}", 'e.g. label = "Sports"')
@@ -376,14 +411,16 @@ def check_against_model(suite: CheckSuite, classifier: Any) -> None:
     regression, multi = problem_type == REGRESSION, problem_type == MULTI_LABEL
     for test in suite.tests:
         if test.kind == "mft":
-            if regression and test.range is None:
-                add(test, "range", f"a {problem_type.title} model predicts a value: expect range = [low, high]", "replace label/labels with range = [low, high]")
-            elif multi and test.labels is None:
-                add(test, "labels", f"a {problem_type.title} model predicts a set of labels: expect labels = [...]", f'e.g. labels = ["{labels[0]}"]')
-            elif not regression and not multi and test.label is None:
-                add(test, "label", f"a {problem_type.title} model predicts one label: expect label = \"...\"", f'e.g. label = "{labels[0]}"')
-            for name in ([test.label] if test.label is not None and not regression and not multi else []) + (test.labels or [] if multi else []):
-                known(test, "labels" if multi else "label", name)
+            targets = ([("", test)] if test.texts else []) + [(f"examples[{k}].", e) for k, (_, e) in enumerate(test.examples, start=1)]
+            for at, expect in targets:
+                if regression and expect.range is None:
+                    add(test, at + "range", f"a {problem_type.title} model predicts a value: expect range = [low, high]", "replace label/labels with range = [low, high]")
+                elif multi and expect.labels is None:
+                    add(test, at + "labels", f"a {problem_type.title} model predicts a set of labels: expect labels = [...]", f'e.g. labels = ["{labels[0]}"]')
+                elif not regression and not multi and expect.label is None:
+                    add(test, at + "label", f"a {problem_type.title} model predicts one label: expect label = \"...\"", f'e.g. label = "{labels[0]}"')
+                for name in ([expect.label] if expect.label is not None and not regression and not multi else []) + (expect.labels or [] if multi else []):
+                    known(test, at + ("labels" if multi else "label"), name)
         if test.kind == "dir":
             if regression and test.label is not None:
                 add(test, "label", "a regression model has one value, which DIR moves: there is no label to name", "drop label")
@@ -517,18 +554,19 @@ def run_checks(suite: CheckSuite, classifier: Any, data_texts: Sequence[str] = (
         cases, skipped = [], 0
         for i, text in enumerate(case_texts(test, suite.seed, data_texts)):
             if test.kind == "mft":
-                cases.append((text, []))
+                cases.append((text, [], test))  # the test's own label/labels/range
                 continue
             if test.kind == "inv":
                 variants = perturb(test, text, suite.seed, i)
             else:
                 variants = [f"{p}{text}" if test.where == "prefix" else f"{text}{p}" for p in test.phrases]
             if variants:
-                cases.append((text, variants))
+                cases.append((text, variants, test))
             else:
                 skipped += 1
+        cases += [(text, [], expect) for text, expect in test.examples]
         plans.append((test, cases, skipped))
-    unique = list(dict.fromkeys(t for _, cases, _ in plans for text, variants in cases for t in (text, *variants)))
+    unique = list(dict.fromkeys(t for _, cases, _ in plans for text, variants, _ in cases for t in (text, *variants)))
     predicted = {}
     if unique:
         result = predict_texts(classifier, unique, batch_size=batch_size or DEFAULT_BATCH_SIZE)
@@ -559,18 +597,18 @@ def _score(prediction: Any, test: CheckTest, problem: Any) -> float:
 
 def _outcome(test: CheckTest, cases: list, skipped: int, predicted: dict, problem: Any) -> CheckOutcome:
     failures, examples = 0, []
-    for text, variants in cases:
+    for text, variants, expect in cases:
         base = predicted[text]
         failed: CheckExample | None = None
         if test.kind == "mft":
             got = _answer(base, problem)
             if problem == REGRESSION:
-                ok = test.range[0] <= got <= test.range[1]
-                expected = f"in [{test.range[0]:g}, {test.range[1]:g}]"
+                ok = expect.range[0] <= got <= expect.range[1]
+                expected = f"in [{expect.range[0]:g}, {expect.range[1]:g}]"
             elif problem == MULTI_LABEL:
-                ok, expected = got == frozenset(test.labels or []), _shown(frozenset(test.labels or []))
+                ok, expected = got == frozenset(expect.labels or []), _shown(frozenset(expect.labels or []))
             else:
-                ok, expected = got == test.label, str(test.label)
+                ok, expected = got == expect.label, str(expect.label)
             if not ok:
                 failed = CheckExample(text, None, expected, _shown(got))
         elif test.kind == "inv":

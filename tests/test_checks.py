@@ -434,3 +434,25 @@ def test_checks_on_an_export_dir_match_the_run_dir(tmp_path, varied_classifier_d
         reports.append(json.loads(result.stdout)["checks"]["tests"])
     torch_tests, onnx_tests = reports
     assert [(t["name"], t["tested"], t["failures"]) for t in onnx_tests] == [(t["name"], t["tested"], t["failures"]) for t in torch_tests]
+
+
+def test_checks_mft_examples_carry_their_own_labels(tmp_path, varied_classifier_dir):
+    classifier = load_for_inference(varied_classifier_dir)
+    got = {p.text: p.label for p in predict_texts(classifier, TEXTS).predictions}
+    flipped = AGNEWS_LABELS[(AGNEWS_LABELS.index(got[TEXTS[2]]) + 1) % 4]
+    rows = [f"{{ text = {json.dumps(t)}, label = {json.dumps(got[t] if i != 2 else flipped)} }}" for i, t in enumerate(TEXTS)]
+    path = write(tmp_path / "c.toml", "[tests.mixed]\nkind = \"mft\"\nmax_fail_rate = 0.2\nexamples = [\n  " + ",\n  ".join(rows) + ",\n]\n")
+    suite = load_checks(path)
+    checks.check_against_model(suite, classifier)
+    [outcome] = run_checks(suite, classifier)
+    assert (outcome.tested, outcome.failures, outcome.passed) == (len(TEXTS), 1, True)  # 1 of 6 <= 20%
+    assert outcome.examples[0].text == TEXTS[2] and outcome.examples[0].expected == flipped and outcome.examples[0].got == got[TEXTS[2]]
+
+    bad = write(tmp_path / "bad.toml", '[tests.mixed]\nkind = "mft"\nmax_fail_rate = 0\nexamples = [{ text = "a", label = "Sports" }, { text = "b", label = "Sprots" }, { txt = "c" }]\n')
+    with pytest.raises(ChecksError) as error:
+        load_checks(bad)
+    assert "tests.mixed.examples" in str(error.value) and "example 3 needs a non-empty text" in str(error.value)
+    good_shape = write(tmp_path / "b2.toml", '[tests.mixed]\nkind = "mft"\nmax_fail_rate = 0\nexamples = [{ text = "a", label = "Sports" }, { text = "b", label = "Sprots" }]\n')
+    with pytest.raises(ChecksError) as error:
+        checks.check_against_model(load_checks(good_shape), classifier)
+    assert "tests.mixed.examples[2].label" in str(error.value) and "did you mean 'Sports'?" in str(error.value)
