@@ -48,6 +48,18 @@ class RecipeError(BertctlError):
         super().__init__(f"{source} is not a valid recipe ({n} problem{'s' if n != 1 else ''}):\n{body}")
 
 
+class ChecksError(BertctlError):
+    """A `--checks` file is invalid (TOML, schema, or labels the model lacks); carries every problem found."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = list(problems)
+        width = max((len(p.key) for p in self.problems), default=0)
+        n = len(self.problems)
+        body = "\n".join(p.render(width) for p in self.problems)
+        super().__init__(f"{source} is not a valid checks file ({n} problem{'s' if n != 1 else ''}):\n{body}")
+
+
 class DataError(BertctlError):
     """A data file or dataset can't be used as it is (missing, unreadable, bad rows, bad labels)."""
 

@@ -6,6 +6,8 @@
     failures = result.failed                                   # gates not met (bertctl eval exits 1)
     result = evaluate_run("runs/new", baseline=Path("prod.jsonl"), max_drops={"accuracy": 2.0}, slice_by="length")
     result.intervals["accuracy"], result.overall.difference_intervals["accuracy"], result.slices
+    result = evaluate_run("runs/agnews", checks=Path("recipes/checks/agnews.toml"))   # behavioural tests (bertctl.checks)
+    result.behaviour[0].fail_rate, result.warnings    # a test over its max_fail_rate fails the eval like a gate
 
 Every metric carries a 95% bootstrap CI (bertctl.metrics.bootstrap); a baseline (run dir, export dir, or a file
 `--save-predictions` wrote) is scored on the same texts and resamples, so the CI of the difference is paired.
@@ -27,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from bertctl import checks as behaviour
 from bertctl import inputs, labels, plots
 from bertctl.data import load_data, tokenize_data
 from bertctl.errors import BertctlError, DataError, GateFailed, Problem, RunError
@@ -296,10 +299,14 @@ class EvalResult:
     slice_by: str | None = None
     changes: list[Change] = field(default_factory=list)
     predictions_path: str | None = None
+    behaviour: list = field(default_factory=list)  # checks.CheckOutcome per --checks test
+    checks_file: str | None = None
+    warnings: list[str] = field(default_factory=list)  # also on stderr: e.g. scoring the split that picked the model
 
     @property
     def failed(self) -> list:
-        return [c for c in self.checks if not c.passed]
+        """Gates not met, then behavioural tests over their max_fail_rate: both fail the eval (exit 1)."""
+        return [c for c in self.checks if not c.passed] + [b for b in self.behaviour if not b.passed]
 
     @property
     def passed(self) -> bool:
@@ -325,6 +332,7 @@ class EvalResult:
             "bootstrap": {"resamples": self.bootstrap, "seed": self.seed, "confidence": 0.95},
             "thresholds": [c.to_dict() for c in self.checks],
             "passed": self.passed,
+            "warnings": self.warnings,
             "notes": self.notes,
             "seconds": round(self.seconds, 3),
             "evaluated_at": self.evaluated_at,
@@ -337,6 +345,8 @@ class EvalResult:
             out["slices"] = {"by": self.slice_by, "slices": {s.value: s.measured.to_dict() for s in self.slices}}
         if self.predictions_path is not None:
             out["predictions"] = self.predictions_path
+        if self.checks_file is not None:
+            out["checks"] = {"file": self.checks_file, "passed": all(b.passed for b in self.behaviour), "tests": [b.to_dict() for b in self.behaviour]}
         return out
 
 
@@ -663,6 +673,7 @@ class _EvalData:
     columns: dict[str, list] = field(default_factory=dict)  # what --slice-by may name, besides length
     load_texts: Any = None  # () -> (texts, pairs), for a recipe split
     load_columns: Any = None  # () -> the split file's columns, for a recipe split's --slice-by COLUMN
+    warnings: list[str] = field(default_factory=list)
 
     def text_columns(self) -> tuple[list[str], list[str] | None]:
         if self.texts is None and self.load_texts is not None:
@@ -745,10 +756,20 @@ def _recipe_split(run_dir: Path, classifier: Classifier, split: str | None) -> t
         return {str(name): frame[name].tolist() for name in frame.columns}
 
     loaded = _EvalData(encoded, references, source, wanted, truncated, notes, load_texts=load_texts, load_columns=load_columns)
+    if wanted == "validation":
+        loaded.warnings.append(selection_warning(recipe.train.metric_for_best or problem.metric_for_best))
     if "text" in table:
         loaded.texts, loaded.pairs = table["text"], table.get("text_pair")
     loaded.columns["label"] = _label_names(references, classifier)
     return loaded, recipe
+
+
+def selection_warning(metric: str) -> str:
+    """Training kept the checkpoint with the best validation `metric`: scoring that same split again is optimistic."""
+    return (
+        f"the validation split picked this run's best checkpoint (train.metric_for_best = {metric}), so its scores here are optimistic;"
+        " for an unbiased figure score a held-out split: give the recipe data.test (README: 'A held-out test split') and retrain, or pass --data FILE"
+    )
 
 
 def _label_names(references: list, classifier: "Classifier") -> list:
@@ -847,6 +868,7 @@ def evaluate_run(
     slice_by: str | None = None,
     show_changes: int = 0,
     save_predictions: Path | None = None,
+    checks: Path | None = None,
 ) -> EvalResult:
     """Score a run's model on its recipe's eval split (or on --data), with 95% bootstrap CIs; compare it with a
     baseline on the same texts; slice; and check the gate's thresholds."""
@@ -859,6 +881,8 @@ def evaluate_run(
     if split is not None and split not in SPLITS:
         raise BertctlError(f"--split {split!r} is not a split", fix=f"use one of: {', '.join(SPLITS)}")
     check_eval_options(bootstrap, on, baseline, max_drops, show_changes, slice_by, thresholds)
+    checks_file = Path(checks) if checks is not None else None  # `checks` is the gates' name further down
+    suite = behaviour.load_checks(checks_file) if checks_file is not None else None  # TOML and schema errors come before any model loads
     started = time.perf_counter()
     path = resolve_run_dir(run_dir)
     check_chunk_options(chunks, stride)
@@ -866,6 +890,10 @@ def evaluate_run(
     if chunks:
         run_as_windows(classifier, stride)
         check_windows(classifier, bool(classifier.settings.text_pair))
+    if suite is not None:
+        if classifier.takes_pairs:
+            raise BertctlError(f"--checks {checks_file}: behavioural tests change single texts, but {classifier.location} was trained on sentence pairs", fix="drop --checks for a sentence-pair model")
+        behaviour.check_against_model(suite, classifier)  # unknown labels, before the forward pass
     if baseline is not None and Path(baseline).expanduser().is_file():
         read_baseline_file(Path(baseline).expanduser(), classifier)  # a label-set mismatch is known before any data loads
     recipe = None
@@ -932,7 +960,11 @@ def evaluate_run(
         baseline=str(baseline) if baseline is not None else None,
         slices=slices,
         slice_by=slice_by,
+        warnings=loaded.warnings,
     )
+    if suite is not None:
+        result.behaviour = behaviour.run_checks(suite, classifier, loaded.text_columns()[0], batch_size=size)
+        result.checks_file = str(checks_file)
     if base is not None and overall.paired is not None and show_changes:
         result.changes = _changes(overall.paired, loaded, classifier, scores, base, show_changes)
     if save_predictions is not None:
@@ -1031,7 +1063,9 @@ def write_eval_report(result: EvalResult, report: Path | None = None, *, plot: b
 
 def gate_message(result: EvalResult) -> str:
     failed = result.failed
-    lines = [f"eval gate failed: {len(failed)} of {len(result.checks)} gate{'s' if len(result.checks) != 1 else ''} not met on {result.source}"]
+    total = len(result.checks) + len(result.behaviour)
+    lines = [f"eval gate failed: {len(failed)} of {total} gate{'s' if total != 1 else ''} not met on {result.source}"
+             + (f" (behavioural tests from {result.checks_file} included)" if result.checks_file else "")]
     lines += [f"  {check.describe()}" for check in failed]
     return "\n".join(lines)
 
@@ -1102,14 +1136,17 @@ def junit_xml(result: EvalResult) -> str:
         cases.append(("bertctl.eval.metrics", "overall", None, _metric_lines(result.overall)))
     for check in result.checks:
         cases.append(("bertctl.eval.gates", f"{check.source} {check.name}", None if check.passed else check.describe(), check.describe()))
-    failed_slices = {c.slice for c in result.failed if c.slice}
+    failed_slices = {c.slice for c in result.checks if not c.passed and c.slice}
     for s in result.slices:
-        gates = [c.describe() for c in result.failed if c.slice == s.name]
+        gates = [c.describe() for c in result.checks if not c.passed and c.slice == s.name]
         cases.append(("bertctl.eval.slices", s.name, "; ".join(gates) if s.name in failed_slices else None, f"{s.measured.examples} texts\n" + _metric_lines(s.measured)))
+    for b in result.behaviour:
+        cases.append(("bertctl.eval.checks", f"{b.title} {b.name}", None if b.passed else b.describe(), _check_lines(b)))
     suite = ET.Element("testsuite", name="bertctl eval", tests=str(len(cases)), failures=str(sum(1 for c in cases if c[2])), errors="0", skipped="0",
                        time=f"{result.seconds:.3f}", timestamp=result.evaluated_at)
     properties = ET.SubElement(suite, "properties")
-    for key, value in (("model", result.model), ("data", result.source), ("examples", result.examples), ("baseline", result.baseline or ""), ("bootstrap", result.bootstrap)):
+    for key, value in (("model", result.model), ("data", result.source), ("examples", result.examples), ("baseline", result.baseline or ""), ("bootstrap", result.bootstrap),
+                       ("checks", result.checks_file or "")):
         ET.SubElement(properties, "property", name=key, value=str(value))
     for classname, name, failure, out in cases:
         case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
@@ -1122,6 +1159,15 @@ def junit_xml(result: EvalResult) -> str:
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
 
+def _check_lines(outcome: "behaviour.CheckOutcome") -> str:
+    lines = [outcome.describe()] + ([outcome.description] if outcome.description else [])
+    if outcome.skipped:
+        lines.append(f"{outcome.skipped} texts skipped: the perturbation leaves them unchanged")
+    for e in outcome.examples:
+        lines.append(f"failed: {e.text!r}" + (f" -> {e.changed!r}" if e.changed is not None else "") + f": expected {e.expected}, got {e.got}")
+    return "\n".join(lines)
+
+
 def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -1131,6 +1177,7 @@ def markdown_summary(result: EvalResult) -> str:
     status = "passed" if result.passed else "FAILED"
     lines = [f"### bertctl eval: {status}", "", f"`{_cell(result.model)}` on {_cell(result.source)}: {result.examples} texts"
              + (f", 95% CIs from {result.bootstrap} bootstrap resamples" if result.bootstrap else ""), ""]
+    lines += [f"> **warning**: {_cell(w)}\n" for w in result.warnings]
     overall = result.overall
     if overall is not None:
         if overall.baseline is not None:
@@ -1153,6 +1200,15 @@ def markdown_summary(result: EvalResult) -> str:
     if result.checks:
         lines += ["", "| gate | result |", "|---|---|"]
         lines += [f"| {_cell(c.source + ' ' + c.name)} | {'ok' if c.passed else '**FAIL**'}: {_cell(c.describe())} |" for c in result.checks]
+    if result.behaviour:
+        lines += ["", f"Behavioural tests (`{_cell(result.checks_file)}`):", "", "| test | kind | failed | fail rate | max | result |", "|---|---|---:|---:|---:|---|"]
+        for b in result.behaviour:
+            lines.append(f"| {_cell(b.name)} | {_cell(b.title)} | {b.failures} / {b.tested} | {100 * b.fail_rate:.1f}% | {100 * b.max_fail_rate:g}% | {'ok' if b.passed else '**FAIL**'} |")
+        failing = [(b, e) for b in result.behaviour for e in b.examples]
+        if failing:
+            lines += ["", "<details><summary>failing examples</summary>", "", "| test | text | changed | expected | got |", "|---|---|---|---|---|"]
+            lines += [f"| {_cell(b.name)} | {_cell(e.text)} | {_cell(e.changed or '')} | {_cell(e.expected)} | {_cell(e.got)} |" for b, e in failing]
+            lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 
 
@@ -1164,4 +1220,6 @@ def check_gate(result: EvalResult) -> None:
         fix = "improve the model, or change the threshold (--min METRIC=VALUE, or [eval.thresholds] in the recipe)"
         if drops:
             fix += "; a --max-drop allowance is in points of the metric, and the CI narrows with more texts"
+        if any(isinstance(c, behaviour.CheckOutcome) for c in result.failed):
+            fix += f"; a behavioural test's max_fail_rate is set in {result.checks_file}"
         raise GateFailed(gate_message(result), fix=fix)

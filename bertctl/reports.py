@@ -212,11 +212,36 @@ def print_eval_report(console: "Console", result) -> None:
         for i, (label, row) in enumerate(zip(m.labels, m.confusion_matrix)):
             matrix.add_row(_plain(label), *[f"[bold]{c}[/bold]" if i == j else str(c) for j, c in enumerate(row)])
         console.print(matrix)
+    if result.behaviour:
+        _print_checks(console, result)
     if result.report_path:
         console.print(f"wrote {_plain(result.report_path)}" + (f" and {_plain(result.plot_path)}" if result.plot_path else ""))
-    if result.checks:
+    gates = len(result.checks) + len(result.behaviour)
+    if gates:
         status = "[green]passed[/green]" if result.passed else "[red]failed[/red]"
-        console.print(f"gate {status}: {len(result.checks) - len(result.failed)} of {len(result.checks)} gates met")
+        console.print(f"gate {status}: {gates - len(result.failed)} of {gates} gates met" + (" (behavioural tests included)" if result.behaviour else ""))
+
+
+def _print_checks(console: "Console", result) -> None:
+    """--checks: one row per behavioural test, then the first failing examples of each."""
+    from rich.table import Table
+
+    table = Table("test", "kind", "failed", "fail rate", "max", "result", box=None, title=f"behavioural tests ({_plain(result.checks_file)})", title_justify="left")
+    for b in result.behaviour:
+        verdict = "[green]ok[/green]" if b.passed else ("[red]FAIL[/red] (nothing tested)" if not b.tested else "[red]FAIL[/red]")
+        table.add_row(_plain(b.name), _plain(b.title), f"{b.failures} / {b.tested}" + (f" ({b.skipped} skipped)" if b.skipped else ""), f"{100 * b.fail_rate:.1f}%", f"{100 * b.max_fail_rate:g}%", verdict)
+    console.print(table)
+    for b in result.behaviour:
+        for e in b.examples[:2]:
+            if e.changed is None:
+                shown = _shorten(e.text, 60)
+            else:
+                # from a little before the first changed character: a suffix or a typo deep in a text still shows
+                start = next((i for i, (x, y) in enumerate(zip(e.text, e.changed)) if x != y), min(len(e.text), len(e.changed)))
+                start = max(0, start - 20)
+                cut = "…" if start else ""
+                shown = f"{cut}{_shorten(e.text[start:], 50)} -> {cut}{_shorten(e.changed[start:], 60)}"
+            console.print(f"  {_plain(b.name)}: {shown}: expected {_plain(e.expected)}, got {_plain(e.got)}")
 
 
 def print_predictions(console: "Console", predictions: list, top_k: int = 1, start: int = 1) -> None:

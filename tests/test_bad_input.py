@@ -459,6 +459,16 @@ CASES = [
          ("the study 'sw' in sqlite:///", "made by another recipe (other/sw.toml sweep.metric=\"log_loss\")", "sw.toml) differs",
           'sweep.metric: the study\'s "log_loss", this recipe\'s "accuracy"', "sweep.space: the study's", "train.epochs"),
          writes=("other.db",)),
+    # issue 23 part 5: eval --checks FILE
+    Case("eval-checks-unknown-label", lambda w: ["eval", w.run(), "--checks", w.write("c.toml", '[tests.sport]\nkind = "mft"\nlabel = "Sprots"\ntexts = ["Late goal"]\nmax_fail_rate = 0\n')], 2,
+         ("c.toml is not a valid checks file", "tests.sport.label", "unknown label 'Sprots'", "line 1", "did you mean 'Sports'?")),
+    Case("eval-checks-unknown-perturbation", lambda w: ["eval", w.run(), "--checks", w.write("c.toml", '[tests.t]\nkind = "inv"\nperturb = "typo"\ntexts = ["Stocks fell"]\nmax_fail_rate = 0\n')], 2,
+         ("c.toml", "tests.t.perturb", "unknown perturbation 'typo' (line 3)", "did you mean 'typos'?")),
+    Case("eval-checks-toml-error", lambda w: ["eval", w.run(), "--checks", w.write("c.toml", '[tests.t]\nkind = "mft\n')], 2,
+         ("c.toml", "(toml)", "line 2", 'kind = "mft')),
+    Case("eval-checks-missing-max-fail-rate", lambda w: ["eval", w.run(), "--checks", w.write("c.toml", '[tests.t]\nkind = "mft"\nlabel = "Sports"\ntexts = ["Late goal"]\n')], 2,
+         ("c.toml", "tests.t", "has no max_fail_rate", "(line 1)", "max_fail_rate = 0.1")),
+    Case("eval-checks-file-missing", lambda w: ["eval", w.run(), "--checks", w.path("nope.toml")], 2, ("nope.toml", "does not exist", "--checks recipes/checks/agnews.toml")),
 ]
 
 

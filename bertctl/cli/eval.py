@@ -1,6 +1,6 @@
 """`bertctl eval`: score a trained model or an export on labelled data, write eval.json, and gate CI on it.
 
-Exit 0: every threshold met; 1: a threshold not met; 2: bad input.
+Exit 0: every threshold met; 1: a threshold not met or a --checks test failed; 2: bad input.
 
     bertctl eval
     bertctl eval runs/agnews --split validation
@@ -9,6 +9,7 @@ Exit 0: every threshold met; 1: a threshold not met; 2: bad input.
     bertctl eval runs/reviews --chunks --stride 64   # long texts read whole, as overlapping windows
     bertctl eval runs/new --baseline prod-predictions.jsonl --max-drop accuracy=0.5 --junit eval.xml --markdown eval.md
     bertctl eval runs/new --slice-by length --min "accuracy[length=q4]=0.85" --on lower-bound
+    bertctl eval runs/agnews --checks recipes/checks/agnews.toml      # behavioural tests: exit 1 when one fails
 """
 
 from __future__ import annotations
@@ -56,12 +57,15 @@ def eval_cli(
     save_predictions: Annotated[
         Optional[Path], typer.Option("--save-predictions", metavar="FILE", help="write each text's reference and scores (JSONL), a later --baseline", show_default=False)
     ] = None,
-    junit: Annotated[Optional[Path], typer.Option("--junit", metavar="FILE", help="write JUnit XML: a testcase per gate and slice", show_default=False)] = None,
+    junit: Annotated[Optional[Path], typer.Option("--junit", metavar="FILE", help="write JUnit XML: a testcase per gate, slice and --checks test", show_default=False)] = None,
     markdown: Annotated[Optional[Path], typer.Option("--markdown", metavar="FILE", help="write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)", show_default=False)] = None,
+    checks: Annotated[
+        Optional[Path], typer.Option("--checks", metavar="FILE", help="behavioural tests (MFT, INV, DIR) from a TOML file, each gated on its max_fail_rate", show_default=False)
+    ] = None,
 ) -> None:
     """Score a trained model (accuracy, F1, MCC, log loss, calibration, confusion matrix) and gate CI on it.
 
-    Exit 0: every threshold met; 1: a threshold not met; 2: bad input.
+    Exit 0: every threshold met; 1: a threshold not met or a --checks test failed; 2: bad input.
 
     bertctl eval
     bertctl eval runs/agnews --split validation
@@ -70,15 +74,18 @@ def eval_cli(
     bertctl eval runs/reviews --chunks --stride 64   # long texts read whole, as overlapping windows
     bertctl eval runs/new --baseline prod-predictions.jsonl --max-drop accuracy=0.5 --junit eval.xml --markdown eval.md
     bertctl eval runs/new --slice-by length --min "accuracy[length=q4]=0.85" --on lower-bound
+    bertctl eval runs/agnews --checks recipes/checks/agnews.toml      # behavioural tests: exit 1 when one fails
     """
     from bertctl import reports
     from bertctl.evaluation import check_gate, evaluate_and_write
 
     result = evaluate_and_write(
         run_dir, minimums=minimums, drops=drops, report=report, plot=plot, junit=junit, markdown=markdown, bootstrap=bootstrap, seed=seed, on=on,
-        baseline=baseline, show_changes=show_changes, slice_by=slice_by, save_predictions=save_predictions, split=split, data=data, text=text, text_pair=text_pair, label=label,
+        baseline=baseline, show_changes=show_changes, slice_by=slice_by, save_predictions=save_predictions, checks=checks, split=split, data=data, text=text, text_pair=text_pair, label=label,
         batch_size=batch_size, trust_pickle=trust_pickle, chunks=chunks, stride=stride,
     )
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if as_json:
         echo_json(result.to_dict())
     else:
