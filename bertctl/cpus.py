@@ -103,6 +103,14 @@ def choose_threads(usable: int, busy: float | None, requested: int | None, *, ho
     return ThreadChoice(free, f"{free} free CPUs")
 
 
+def keep_run_threads(threads: int) -> ThreadChoice:
+    """A resumed run's threads: those it started with, whatever the load now (float sums depend on the count)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return ThreadChoice(threads, "the thread count this run started with (a resume keeps it, so it stays exact)")
+
+
 def configure_training_threads(requested: int | None, *, setting: str = "train.num_threads", sample_s: float = SAMPLE_S) -> ThreadChoice:
     """Apply choose_threads to torch, from this machine's usable and busy CPUs (training, and predict and serve
     with setting="--threads" and a shorter sample: a one-text predict should not wait 0.3 s to start)."""

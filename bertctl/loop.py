@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from bertctl.cpus import configure_training_threads
+from bertctl.cpus import configure_training_threads, keep_run_threads
 from bertctl.errors import BertctlError, RunError
 from bertctl.progress import Progress
 from bertctl.plots import plot_run_curves
@@ -91,6 +91,7 @@ class TrainerState:
     tokens_seen: int = 0
     best_metrics: dict[str, Any] = field(default_factory=dict)
     last_metrics: dict[str, Any] = field(default_factory=dict)
+    threads: int = 0  # CPU threads the run started with (0: unknown); a resume keeps them, as float sums depend on them
 
 
 @dataclass
@@ -156,10 +157,14 @@ def run_loop(
     seeded = [part for part in (train_loader.batch_sampler, train_loader.collate_fn) if hasattr(part, "set_epoch")]
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
 
-    state, resumed_from = TrainerState(), None
+    state, resumed_from = TrainerState(threads=threads.threads), None
     if resume:
         checkpoint = latest_checkpoint(run_dir)
         state, resumed_from = TrainerState(**load_checkpoint(accelerator, checkpoint)), checkpoint.name
+        if accelerator.device.type == "cpu" and not recipe.train.num_threads and state.threads and state.threads != threads.threads:
+            # the thread count the load picks now may differ from the run's; the run's keeps the resume exact
+            threads = keep_run_threads(state.threads)
+        state.threads = state.threads or threads.threads
     if main:
         if resume:
             trim_log(run_dir / LOG_FILE, state.global_step)

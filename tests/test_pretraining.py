@@ -307,21 +307,23 @@ def test_pretraining_resume_continues_to_the_same_result(small_recipe, tmp_path)
     from bertctl.pretraining import pretrain
     from bertctl.recipe import load_recipe
 
-    # 144 training texts: 9 steps an epoch, 22 steps end inside epoch 3; the stops fall inside epochs 2 and 3
+    # 144 training texts: 9 steps an epoch, 22 steps end inside epoch 3; the stops fall inside epochs 2 and 3.
+    # One thread in every segment: float sums depend on the thread count, which the default picks from the load
+    one = "train.num_threads=1"
     whole = tmp_path / "whole"
-    result = runner.invoke(app, ["pretrain", str(small_recipe), "--max-steps", "22", "-o", str(whole)])
+    result = runner.invoke(app, ["pretrain", str(small_recipe), one, "--max-steps", "22", "-o", str(whole)])
     assert result.exit_code == 0, result.output
     split = tmp_path / "split"
-    recipe = load_recipe(small_recipe, ["pretrain.max_steps=22"])
+    recipe = load_recipe(small_recipe, [one, "pretrain.max_steps=22"])
     with pytest.raises(Interrupted) as stopped:
         pretrain(recipe, output_dir=split, progress=False, stop_after_steps=12)
     assert "bertctl pretrain" in stopped.value.fix and "pretrain.max_steps=22" in stopped.value.fix and "--resume" in stopped.value.fix
     assert not (split / "metrics.json").exists()
-    changed = runner.invoke(app, ["pretrain", str(small_recipe), "--max-steps", "9", "-o", str(split), "--resume"])
+    changed = runner.invoke(app, ["pretrain", str(small_recipe), one, "--max-steps", "9", "-o", str(split), "--resume"])
     assert changed.exit_code == 2 and "pretrain.max_steps: saved 22, now 9" in changed.output
     with pytest.raises(Interrupted):
         pretrain(recipe, output_dir=split, resume=True, progress=False, stop_after_steps=20)
-    resumed = runner.invoke(app, ["pretrain", str(small_recipe), "--max-steps", "22", "-o", str(split), "--resume"])
+    resumed = runner.invoke(app, ["pretrain", str(small_recipe), one, "--max-steps", "22", "-o", str(split), "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert "from step-0000020" in resumed.output
     a = json.loads((whole / "metrics.json").read_text())

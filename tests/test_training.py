@@ -498,3 +498,29 @@ def test_training_calibrate_folds_the_temperature_into_the_saved_head(small_reci
     ours = inference.predict_texts(inference.load_for_inference(result.run_dir, device="cpu"), [text]).predictions[0]
     theirs = pipeline("text-classification", model=str(result.run_dir))(text)[0]
     assert theirs["label"] == ours.label and theirs["score"] == pytest.approx(ours.score, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_training_resume_keeps_the_threads_its_run_started_with(small_recipe, monkeypatch):
+    """The thread rule picks threads from the load, and float sums depend on the count: a resume keeps the run's."""
+    import torch
+
+    from bertctl import cpus
+    from bertctl.loop import Interrupted
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(cpus.os, "cpu_count", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(cpus, "busy_cpus", lambda sample_s: 0.0)  # a quiet machine: 2 threads
+        recipe = load_recipe(small_recipe)
+        with pytest.raises(Interrupted):
+            train(recipe, progress=False, stop_after_steps=4)
+        assert torch.get_num_threads() == 2
+        monkeypatch.setattr(cpus, "busy_cpus", lambda sample_s: 1.9)  # now busy: the rule alone would pick 1
+        assert cpus.configure_training_threads(0).threads == 1
+        result = train(recipe, resume=True, progress=False)
+        assert torch.get_num_threads() == 2 and _metrics(result.run_dir)["global_steps"] == 20
+    finally:
+        torch.set_num_threads(before)
