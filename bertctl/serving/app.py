@@ -303,6 +303,21 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
             raise Refused(422, named, detail=errors) from None
 
     keyed = {401: {"model": ErrorOut, "description": "no API key, or the wrong one: send 'Authorization: Bearer KEY'"}} if options.api_key else {}
+    async def checked(request: Request, schema: type[PredictRequest], limit: int, what: str, flag: str) -> tuple[PredictRequest, list[InputText]]:
+        """A route's body, read and held to `bertctl predict`'s own request checks (so both refuse alike), and its items."""
+        body = parse(await read_body(request, options.max_body_bytes), schema)
+        texts, pairs = body.texts, body.pairs
+        request.scope.get("bertctl", {})["texts"] = len(texts)
+        if len(texts) > limit:
+            raise Refused(413, f"{len(texts)} texts in one {what}, over the limit of {limit}{' ' + flag if flag else ''}: send them in several requests")
+        if pairs is not None and len(pairs) != len(texts):
+            raise Refused(422, f"pairs has {len(pairs)} texts and texts has {len(texts)}: give one second text per text", ["body", "pairs"])
+        try:
+            backend.check(body.top_k, pairs is not None)
+        except RequestError as error:
+            raise Refused(422, without_paths(str(error), backend), ["body", error.field]) from None
+        return body, [InputText(text, pairs[i] if pairs is not None else None, f"text {i + 1}") for i, text in enumerate(texts)]
+
     errors = keyed | {
         413: {"model": ErrorOut, "description": "too many texts, or too large a body"},
         422: {"model": ErrorOut, "description": "not JSON, or a field missing, misspelt or of the wrong type (the field is named)"},
@@ -314,18 +329,8 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
     @app.post("/predict", response_model=PredictResponse, responses=errors, openapi_extra=body_schema)
     async def predict(request: Request):
         """Label texts: one prediction per text, in input order, with the fields of `bertctl predict --json` plus `scores`."""
-        body = parse(await read_body(request, options.max_body_bytes))
+        body, items = await checked(request, PredictRequest, options.max_texts, "request", "(--max-texts)")
         texts, pairs = body.texts, body.pairs
-        request.scope.get("bertctl", {})["texts"] = len(texts)
-        if len(texts) > options.max_texts:
-            raise Refused(413, f"{len(texts)} texts in one request, over the limit of {options.max_texts} (--max-texts): send them in several requests")
-        if pairs is not None and len(pairs) != len(texts):
-            raise Refused(422, f"pairs has {len(pairs)} texts and texts has {len(texts)}: give one second text per text", ["body", "pairs"])
-        try:
-            backend.check(body.top_k, pairs is not None)  # `bertctl predict`'s own checks, so both refuse alike
-        except RequestError as error:
-            raise Refused(422, without_paths(str(error), backend), ["body", error.field]) from None
-        items = [InputText(text, pairs[i] if pairs is not None else None, f"text {i + 1}") for i, text in enumerate(texts)]
         keep = [i for i, item in enumerate(items) if not is_empty(item, pairs is not None)]  # predict's rule, as label_items applies it
         outputs, truncated = [], 0
         if keep:
@@ -349,20 +354,12 @@ def create_app(backend: Backend, options: ServeOptions | None = None, *, log_str
         """Which words made the label: /predict's request (plus `steps`, `target`), one record per text with its explanations (bertctl explain --json's)."""
         if not explainer.available:
             raise Refused(404, explainer.refusal())
-        body = parse(await read_body(request, options.max_body_bytes), ExplainRequest)
-        texts, pairs = body.texts, body.pairs
-        request.scope.get("bertctl", {})["texts"] = len(texts)
-        if len(texts) > options.max_explain_texts:
-            raise Refused(413, f"{len(texts)} texts in one /explain request, over the limit of {options.max_explain_texts}: send them in several requests")
-        if pairs is not None and len(pairs) != len(texts):
-            raise Refused(422, f"pairs has {len(pairs)} texts and texts has {len(texts)}: give one second text per text", ["body", "pairs"])
+        body, items = await checked(request, ExplainRequest, options.max_explain_texts, "/explain request", "")
         try:
-            backend.check(body.top_k, pairs is not None)
-            items = [InputText(text, pairs[i] if pairs is not None else None, f"text {i + 1}") for i, text in enumerate(texts)]
             # in a worker thread: the event loop keeps answering /predict meanwhile
             records = await asyncio.to_thread(explainer.explain, items, steps=body.steps, target=body.target)
         except (RequestError, ExplainError) as error:
-            raise Refused(422, str(error), ["body", error.field]) from None
+            raise Refused(422, without_paths(str(error), backend), ["body", error.field]) from None
         return JSONResponse({"explanations": records})
 
     class HealthOut(BaseModel):
