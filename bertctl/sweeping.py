@@ -693,6 +693,16 @@ class StudyBest:
         return dict(self.__dict__)
 
 
+def read_sweep_dir(out: Path, storage: str | None, not_one: str, fix: str) -> tuple[dict[str, Any], str]:
+    """A sweep dir's sweep.json and the storage URL to open: --storage, else the saved one (whose password is not kept)."""
+    if not (out / SETTINGS_FILE).is_file():
+        raise RunError(f"{out} {not_one}", fix=fix)
+    settings = json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8"))
+    if storage is None and "***" in settings["storage"]:
+        raise RunError(f"the sweep in {out} uses a database whose password is not saved", fix="pass --storage URL too")
+    return settings, storage or settings["storage"]
+
+
 def find_study_best(source: str | Path, *, study_name: str | None = None, storage: str | None = None, dest: str = "best") -> StudyBest:
     """The study-wide best trial of a study many workers share: which worker dir holds its model, and what to copy.
     `source` is a storage URL, or a sweep dir (its sweep.json names the storage and study)."""
@@ -700,13 +710,10 @@ def find_study_best(source: str | Path, *, study_name: str | None = None, storag
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url, metric = str(source), None
     if "://" not in url:
-        out = Path(source)
-        if not (out / SETTINGS_FILE).is_file():
-            raise RunError(f"{out} is neither a storage URL nor a sweep dir (no {SETTINGS_FILE})", fix="bertctl sweep --best postgresql://user@host/db, or --best runs/agnews-sweep")
-        settings = json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8"))
-        if storage is None and "***" in settings["storage"]:
-            raise RunError(f"the sweep in {out} uses a database whose password is not saved", fix="pass --storage URL too")
-        url, study_name, metric = storage or settings["storage"], study_name or settings["study_name"], settings["metric"]
+        settings, url = read_sweep_dir(
+            Path(source), storage, f"is neither a storage URL nor a sweep dir (no {SETTINGS_FILE})", "bertctl sweep --best postgresql://user@host/db, or --best runs/agnews-sweep"
+        )
+        study_name, metric = study_name or settings["study_name"], settings["metric"]
     if study_name is None:
         names = [s.study_name for s in open_study_summaries(optuna, url)]
         if len(names) != 1:
@@ -751,14 +758,9 @@ def show_sweep(output: str | Path, *, storage: str | None = None, plots: bool = 
     """The study of a sweep dir as a table, and its PNGs: optimisation history, parameter importances, and the
     metric against each parameter."""
     out = Path(output)
-    if not (out / SETTINGS_FILE).is_file():
-        raise RunError(f"{out} is not a sweep dir (no {SETTINGS_FILE})", fix="name the --output dir of a bertctl sweep, e.g. bertctl sweep --show runs/agnews-sweep")
-    settings = json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8"))
-    if storage is None and "***" in settings["storage"]:
-        raise RunError(f"the sweep in {out} uses a database whose password is not saved", fix="pass --storage URL too")
+    settings, url = read_sweep_dir(out, storage, f"is not a sweep dir (no {SETTINGS_FILE})", "name the --output dir of a bertctl sweep, e.g. bertctl sweep --show runs/agnews-sweep")
     optuna = require_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = storage or settings["storage"]
     study = open_study(optuna, url, load=True, study_name=settings["study_name"])
     summary = summarize(study, out, url, settings["metric"], 0, list(settings["space"]))
     if plots:
