@@ -156,6 +156,18 @@ def replace_dir(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
+def discard_dir(path: Path) -> None:
+    """Delete a dir so that it is whole or gone at every instant: renamed out of sight, then removed (a kill in the
+    middle of rmtree left a checkpoint with its state file but without its model)."""
+    hidden = path.with_name(f".{path.name}.discarded")
+    shutil.rmtree(hidden, ignore_errors=True)
+    try:
+        os.replace(path, hidden)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
 def is_finished(run_dir: Path) -> bool:
     return (Path(run_dir) / FINISHED_MARKER).is_file()
 
@@ -330,7 +342,7 @@ def save_checkpoint(accelerator, run_dir: Path, state, keep: int) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     if accelerator.is_main_process:
         for old in checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            discard_dir(old)
     accelerator.wait_for_everyone()
 
 

@@ -334,6 +334,11 @@ class TrainProcess:
 
     `peak_rss_mib` is the child's own peak resident memory, from the kernel (wait4), once it has ended. The child
     dies with the sweep (Linux: PR_SET_PDEATHSIG), so a `kill -9` of the sweep leaves no training behind.
+
+    On Linux a small launcher (`_LAUNCHER`) sits between the two: a process's peak RSS carries over exec from the
+    memory it was spawned with (fork or vfork alike), so `bertctl train` spawned straight from a sweep holding 1 GiB
+    reported 1 GiB or more for every trial. Spawned from the launcher, it starts from the launcher's few MiB; the
+    launcher reaps it and hands its peak back through a pipe.
     """
 
     poll_seconds = 0.2
@@ -343,6 +348,7 @@ class TrainProcess:
         self.run_dir, self.console_log = run_dir, console_log
         self.peak_rss_mib: float | None = None
         self._proc = None
+        self._peak_pipe: int | None = None
 
     @property
     def returncode(self) -> int | None:
@@ -351,16 +357,24 @@ class TrainProcess:
 
     def __enter__(self) -> "TrainProcess":
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
-        with self.console_log.open("w", encoding="utf-8") as log:
-            self._proc = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            )
+        command, keep_fds = self.command, ()
+        if sys.platform.startswith("linux"):
+            self._peak_pipe, write_end = os.pipe()
+            command, keep_fds = [sys.executable, "-c", _LAUNCHER, str(os.getpid()), str(write_end), *command], (write_end,)
+        try:
+            with self.console_log.open("w", encoding="utf-8") as log:
+                self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, pass_fds=keep_fds)
+        finally:
+            for fd in keep_fds:
+                os.close(fd)
         return self
 
     def __exit__(self, *exc) -> None:
         if self.returncode is None:  # cut short (pruned, Ctrl-C): the trial's weights are deleted anyway
-            self._proc.kill()
+            if self._peak_pipe is not None:
+                self._proc.terminate()  # the launcher kills the child, then reports its peak
+            else:
+                self._proc.kill()
             self._reap(block=True)
 
     def evaluations(self) -> Iterator[dict[str, Any]]:
@@ -400,18 +414,44 @@ class TrainProcess:
         if pid == 0:
             return False
         self._proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait for it again
-        self.peak_rss_mib = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)  # bytes there, KiB on Linux
+        peak = usage.ru_maxrss
+        if self._peak_pipe is not None:
+            with os.fdopen(self._peak_pipe, "rb") as pipe:
+                told = pipe.read().decode() or "0"  # nothing: the launcher was killed before its child ended
+            self._peak_pipe = None
+            peak = int(told) if int(told) else None
+        self.peak_rss_mib = None if peak is None else peak / (2**20 if sys.platform == "darwin" else 2**10)  # bytes there, KiB on Linux
         return True
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: the kernel kills it when the sweep process dies, kill -9 included."""
+# TrainProcess's launcher. argv: the sweep's pid, the pipe to write the child's peak RSS (KiB) to, the command. Both
+# it and the child die with their parent (PR_SET_PDEATHSIG, 1, survives exec); the parent checks catch a parent that
+# died first. It ignores Ctrl-C, which reaches the child too: the child's exit, not the launcher's, ends the trial.
+# SIGTERM kills the child and still reports its peak (a pruned trial has one too).
+_LAUNCHER = """
+import os, signal, subprocess, sys
+def die_with(parent):
     try:
         import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
+    if os.getppid() != parent:
+        os._exit(1)
+die_with(int(sys.argv[1]))
+launcher = os.getpid()
+child = subprocess.Popen(sys.argv[3:], preexec_fn=lambda: die_with(launcher))
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, lambda *_: child.kill())
+_, status, usage = os.wait4(child.pid, 0)
+os.write(int(sys.argv[2]), str(usage.ru_maxrss).encode())
+code = os.waitstatus_to_exitcode(status)
+if code < 0:  # end the same way, so the sweep sees the signal
+    if -code != signal.SIGKILL:
+        signal.signal(-code, signal.SIG_DFL)
+    os.kill(launcher, -code)
+sys.exit(code)
+"""
 
 
 def open_study(optuna, url: str, *, load: bool = False, **options):

@@ -392,6 +392,17 @@ print("done")
         assert 1 < child.peak_rss_mib < 1000  # the child's own peak, a small Python process
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the launcher that keeps the parent's peak out is Linux's")
+def test_sweep_train_process_peak_rss_is_the_childs_not_the_sweeps(tmp_path):
+    # spawned straight from a process holding 1.5 GiB, a child's ru_maxrss starts there (CI saw 1053 MiB for a
+    # small script when pytest had grown): the trial's figure must be its own
+    held = b"\x01" * (1536 * 2**20)  # written, so resident
+    child = _child(tmp_path, "import sys, pathlib; pathlib.Path(sys.argv[1]).parent.mkdir(parents=True)")
+    with child:
+        list(child.evaluations())
+    assert len(held) and child.returncode == 0 and 1 < child.peak_rss_mib < 500
+
+
 def test_sweep_train_process_is_killed_when_the_trial_is_cut(tmp_path):
     script = """
 import json, sys, time, pathlib

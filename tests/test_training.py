@@ -524,3 +524,28 @@ def test_training_resume_keeps_the_threads_its_run_started_with(small_recipe, mo
         assert torch.get_num_threads() == 2 and _metrics(result.run_dir)["global_steps"] == 20
     finally:
         torch.set_num_threads(before)
+
+
+def test_an_old_checkpoint_is_whole_or_gone_when_its_removal_is_cut(tmp_path, monkeypatch):
+    # kill -9 during rmtree of an old checkpoint once left step-N with its state file but no model: resume took it
+    import shutil
+
+    from bertctl import runs
+
+    old = tmp_path / runs.CHECKPOINTS / "step-0000004"
+    old.mkdir(parents=True)
+    for name in ("model.safetensors", "optimizer.bin", runs.STATE_FILE):
+        (old / name).write_text("x")
+    real_rmtree = shutil.rmtree
+
+    def cut_rmtree(path, *args, **kwargs):
+        if not (Path(path) / "model.safetensors").is_file():
+            return real_rmtree(path, *args, **kwargs)
+        (Path(path) / "model.safetensors").unlink()
+        raise KeyboardInterrupt  # the process dies here
+
+    monkeypatch.setattr(shutil, "rmtree", cut_rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        runs.discard_dir(old)
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    assert runs.checkpoints(tmp_path) == []
