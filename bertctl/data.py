@@ -204,13 +204,28 @@ def _carve_validation(recipe: Recipe, splits: dict[str, "Dataset"], sources: dic
         return splits, sources
     n = len(splits["train"])
     held_out = math.ceil(n * fraction)
-    if held_out < 1 or n - held_out < 2:
+    import numpy as np
+
+    train = splits["train"]
+    # a text that occurs more than once goes wholly to one side: a copy in train would make validation optimistic
+    # (STS-B's official train split repeats 43 pairs; a row-wise carve put 10 of them on both sides)
+    keys = list(zip(*(train[c] for c in ("text", "text_pair") if c in train.column_names)))
+    rows_of: dict[tuple, list[int]] = {}
+    for row, key in enumerate(keys):
+        rows_of.setdefault(key, []).append(row)
+    groups = list(rows_of.values())
+    held: list[int] = []
+    for group in np.random.default_rng(recipe.train.seed).permutation(len(groups)):
+        if len(held) >= held_out:
+            break
+        held += groups[group]
+    kept = sorted(set(range(n)) - set(held))
+    if not held or len(kept) < 2:
         raise DataError(
-            f"data.validation_fraction = {fraction} of {n} training rows in {sources['train']} leaves {held_out} for validation and {n - held_out} for training",
+            f"data.validation_fraction = {fraction} of {n} training rows in {sources['train']} leaves {len(held)} for validation and {len(kept)} for training",
             fix="use more training rows, a different validation_fraction, or a data.validation file",
         )
-    parts = splits["train"].train_test_split(test_size=held_out, seed=recipe.train.seed)
-    splits = {**splits, "train": parts["train"], "validation": parts["test"]}
+    splits = {**splits, "train": train.select(kept), "validation": train.select(sorted(held))}
     sources = {**sources, "validation": f"{sources['train']} ({fraction:.0%} held out, seed {recipe.train.seed})"}
     return splits, sources
 
@@ -370,6 +385,7 @@ def validate_recipe(path: str | Path, overrides: list[str] | None = None, *, dat
         checked = f"schema (hub dataset {recipe.data.dataset}: files and columns are checked when it loads)"
     elif data:
         loaded = load_data(recipe)
-        sizes = ", ".join(f"{name} {len(ds)}" for name, ds in loaded.splits.items())
+        order = ("train", "validation", "test")  # a carved validation split is added after the files are read
+        sizes = ", ".join(f"{name} {len(loaded.splits[name])}" for name in sorted(loaded.splits, key=lambda n: order.index(n) if n in order else len(order)))
         checked = f"schema and data ({sizes}; {problem_type(recipe.model.problem_type).describe(loaded.labels)})"
     return f"{path}: valid {checked}"

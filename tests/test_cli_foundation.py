@@ -29,7 +29,7 @@ def invoke(*args: str):
 def test_cli_foundation_validate_good_recipe():
     result = invoke("validate", AGNEWS_RECIPE)
     assert result.exit_code == 0, result.output
-    assert "valid schema and data (train 4000, validation 1000; labels: World, Sports, Business, Sci/Tech)" in result.stdout
+    assert "valid schema and data (train 3600, validation 400, test 1000; labels: World, Sports, Business, Sci/Tech)" in result.stdout
 
 
 def test_cli_foundation_validate_applies_overrides():
@@ -228,7 +228,7 @@ def test_cli_foundation_validate_recipe_returns_the_line_validate_prints():
     from bertctl.data import validate_recipe
 
     line = validate_recipe(AGNEWS_RECIPE, ["data.limit.train=100"])
-    assert line == f"{AGNEWS_RECIPE}: valid schema and data (train 100, validation 1000; labels: World, Sports, Business, Sci/Tech)"
+    assert line == f"{AGNEWS_RECIPE}: valid schema and data (train 100, validation 400, test 1000; labels: World, Sports, Business, Sci/Tech)"
     assert invoke("validate", AGNEWS_RECIPE, "data.limit.train=100").stdout.strip() == line
 
 

@@ -417,16 +417,18 @@ def test_data_hub_mrpc_recipe_reads_pairs_by_class_name(monkeypatch):
     loaded = load_data(load_recipe(REPO / "recipes" / "mrpc.toml"))
     assert calls == [("nyu-mll/glue", "mrpc", "train"), ("nyu-mll/glue", "mrpc", "validation")]  # never the unlabeled test split
     assert loaded.is_pair and loaded.labels == ["not_equivalent", "equivalent"]
-    assert loaded.splits["train"]["label"] == [0, 1, 1, 0, 1]
-    assert loaded.splits["train"]["text_pair"][0] == "second 0"
-    assert loaded.sources["validation"] == "nyu-mll/glue/mrpc[validation]"
+    # GLUE's validation split is the held-out test; validation is carved from train (1 of its 5 rows)
+    assert loaded.splits["test"]["label"] == [1, 0] and loaded.sources["test"] == "nyu-mll/glue/mrpc[validation]"
+    assert (len(loaded.splits["train"]), len(loaded.splits["validation"])) == (4, 1)
+    carved = {t: l for split in ("train", "validation") for t, l in zip(loaded.splits[split]["text_pair"], loaded.splits[split]["label"])}
+    assert carved == {f"second {i}": label for i, label in enumerate([0, 1, 1, 0, 1])}
 
 
 def test_data_hub_labels_in_another_order_are_matched_by_name(monkeypatch):
     fake_hub(monkeypatch, {"train": mrpc_split([0, 1, 1]), "validation": mrpc_split([1, 0])})
     loaded = load_data(load_recipe(REPO / "recipes" / "mrpc.toml", ['data.labels=["equivalent", "not_equivalent"]']))
     assert loaded.labels == ["equivalent", "not_equivalent"]
-    assert loaded.splits["train"]["label"] == [1, 0, 0]
+    assert loaded.splits["test"]["label"] == [0, 1]  # GLUE's validation [1, 0]: equivalent is now id 0
 
 
 def test_data_hub_hidden_test_labels_are_reported(monkeypatch):

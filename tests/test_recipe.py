@@ -667,3 +667,15 @@ def test_recipe_override_typo_suggests_the_key(tmp_path, override, suggestion):
         load_recipe(write_recipe(tmp_path, "[data]\ntrain = \"train.csv\"\n"), [override])
     message = str(excinfo.value)
     assert f"did you mean {suggestion!r}?" in message and "known keys here" not in message
+
+
+def test_recipe_override_tilde_unsets_a_key_so_it_takes_its_default():
+    # the shipped recipe holds dev out as its test split; `~key` gives back the old setup (select on dev)
+    recipe = load_recipe(AGNEWS_RECIPE, ["data.validation=data/agnews/dev.csv", "~data.validation_fraction", "~data.test"])
+    assert (recipe.data.validation.endswith("dev.csv"), recipe.data.validation_fraction, recipe.data.test) == (True, None, None)
+    assert "validation_fraction" not in recipe.to_toml() and "~data.test" in recipe.overrides
+    with pytest.raises(RecipeError) as excinfo:
+        load_recipe(AGNEWS_RECIPE, ["~data.tset", "~", "~train.epochs=1"])
+    found = problems_of(excinfo)
+    assert "nothing to unset" in found["~data.tset"] and "bad key ''" in found["~"]
+    assert "did you mean 'train'" in found["~train"]  # `~key=value` is no unset: the key '~train' is unknown

@@ -39,6 +39,29 @@ def test_recipes_shipped_validate_offline(path):
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_recipes_shipped_hold_out_a_test_split_that_picks_nothing(path):
+    # scoring the split that picked the checkpoint (and tuned thresholds, a temperature) is optimistic: each shipped
+    # recipe scores a test split that nothing was chosen on, and says in a comment how it was carved
+    recipe = load_recipe(path)
+    assert recipe.data.test is not None and recipe.eval.split == "test"
+    assert recipe.data.validation is None and recipe.data.validation_fraction is not None
+    assert re.search(r"^validation_fraction = .*# .*seed", path.read_text(encoding="utf-8"), re.M), "say how validation is carved"
+    if recipe.uses_hub_dataset:
+        return
+    first, again = load_data(recipe), load_data(recipe)
+    assert first.splits["validation"]["text"] == again.splits["validation"]["text"]  # the same rows every run
+
+    def rows(split):
+        columns = [first.splits[split][c] for c in ("text", "text_pair") if c in first.splits[split].column_names]
+        return set(zip(*columns))
+
+    # the official splits share a few short texts on their own (GoEmotions: "Thank you!", "I love you [NAME]!";
+    # STS-B: 6 of 1,500 dev pairs, e.g. "A man is playing a guitar." twice), kept so scores compare with published ones
+    assert len(rows("test") & (rows("train") | rows("validation"))) <= 0.005 * len(rows("test"))
+    assert not rows("validation") & rows("train")  # the carve keeps a repeated text on one side
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_recipes_shipped_first_line_is_the_command_that_runs_it(path):
     lines = path.read_text(encoding="utf-8").splitlines()
     match = re.fullmatch(rf"# bertctl (\S+)(?: .*)? recipes/{re.escape(path.name)}(?: .*)?", lines[0])
@@ -57,20 +80,21 @@ def test_recipes_shipped_agnews_bert_base_is_the_classic_setup():
     assert recipe.data.labels == ["World", "Sports", "Business", "Sci/Tech"]
 
 
-def test_recipes_shipped_mrpc_evaluates_on_validation():
+def test_recipes_shipped_mrpc_holds_out_glues_validation_split_as_its_test():
     recipe = load_recipe(REPO / "recipes" / "mrpc.toml")
     assert (recipe.data.dataset, recipe.data.subset) == ("nyu-mll/glue", "mrpc")
     assert (recipe.data.text, recipe.data.text_pair) == ("sentence1", "sentence2")
     assert recipe.data.labels == ["not_equivalent", "equivalent"]
-    # GLUE test labels are hidden (-1): a test split would only fail the label check
-    assert recipe.data.test is None and recipe.eval.split == "validation"
+    # GLUE's test labels are hidden (-1): its validation split is the held-out test, validation is carved from train
+    assert (recipe.data.train, recipe.data.validation, recipe.data.test, recipe.data.validation_fraction) == ("train", None, "validation", 0.1)
+    assert recipe.eval.split == "test"
     assert recipe.train.metric_for_best == "f1_macro"
 
 
 def test_recipes_shipped_pairs_demo_reads_pairs():
     data = load_data(load_recipe(REPO / "recipes" / "pairs-demo.toml"))
     assert data.is_pair and data.labels == ["not_equivalent", "equivalent"]
-    assert len(data.splits["train"]) == 200 and len(data.splits["validation"]) == 60
+    assert (len(data.splits["train"]), len(data.splits["validation"]), len(data.splits["test"])) == (170, 30, 60)
     for split in data.splits.values():
         assert set(split["label"]) == {0, 1}
         assert all(a != b for a, b in zip(split["text"], split["text_pair"]))

@@ -22,7 +22,7 @@ from bertctl.errors import BertctlError
 RecipeArg = Annotated[Path, typer.Argument(help="TOML recipe, e.g. recipes/agnews.toml", show_default=False)]
 Overrides = Annotated[
     Optional[list[str]],
-    typer.Argument(metavar="[KEY=VALUE]...", help="dotted overrides of recipe keys: train.epochs=1 data.limit.train=200", show_default=False),
+    typer.Argument(metavar="[KEY=VALUE]...", help="dotted overrides of recipe keys: train.epochs=1 data.limit.train=200; ~data.test unsets a key", show_default=False),
 ]
 ModelOption = Annotated[Optional[str], typer.Option("--model", "-m", metavar="DIR|ID", help="run dir, export dir (bertctl export), model dir or hub id (default runs/latest)", show_default=False)]
 TextColumn = Annotated[Optional[str], typer.Option("--text", metavar="COL", help="text column of the data file (default: the run's data.text, or pretrain.text, else 'text')", show_default=False)]

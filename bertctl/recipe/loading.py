@@ -87,7 +87,15 @@ def _toml_error_message(exc: tomllib.TOMLDecodeError, text: str) -> str:
 # overrides: dotted keys on the command line (train.epochs=1), typed like the file and checked like it
 
 
+UNSET = object()  # `~key`: drop the key, so it takes its default (Hydra's spelling)
+
+
 def _parse_override(text: str) -> tuple[list[str], Any] | Problem:
+    if text.startswith("~") and "=" not in text:
+        parts = [p.strip() for p in text[1:].split(".")]
+        if not text[1:].strip() or any(not p for p in parts):
+            return Problem(text, f"bad key {text[1:]!r}", "write ~ and a dotted key, e.g. ~data.test")
+        return parts, UNSET
     if "=" not in text:
         return Problem(text, "is not an override (no '=')", "write key=value, e.g. train.epochs=1")
     key, raw = text.split("=", 1)
@@ -139,7 +147,13 @@ def _apply_overrides(raw: dict[str, Any], overrides: list[str], problems: list[P
                 break
             table = nxt
         else:
-            table[parts[-1]] = value
+            if value is UNSET:
+                if parts[-1] not in table:
+                    problems.append(Problem(text, f"{'.'.join(parts)} is not set in the recipe, so there is nothing to unset", "check the key's spelling"))
+                    continue
+                del table[parts[-1]]
+            else:
+                table[parts[-1]] = value
             applied[".".join(parts)] = text
     return applied
 
