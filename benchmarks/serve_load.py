@@ -1,9 +1,18 @@
 """Serving under load: `bertctl serve` (dynamic micro-batching) against a naive server (FastAPI calling a
-transformers `pipeline()` in each request), at 1, 8 and 32 concurrent clients sending one text per request.
+transformers `pipeline()` in each request), at 1, 8, 32 and 128 concurrent clients sending one text per request,
+for each backend (the torch run dir, its fp32 ONNX export, its int8 export), each against offline `predict --file`
+on the same backend and the same core(s).
 
     python benchmarks/serve_load.py                                       # needs runs/agnews (bertctl train recipes/agnews.toml)
+    python benchmarks/serve_load.py --backends torch,fp32,int8            # exports made first if RUN_DIR/onnx[-int8] lack them
+    python benchmarks/serve_load.py --levels 32 --batch-sizes 1,2,4,8,16  # which CPU batch size gets closest to offline
     python benchmarks/serve_load.py --run-dir runs/agnews-small --requests 100    # a quick look
     python benchmarks/serve_load.py --device cuda --levels 32,128 --requests 2048   # on a GPU (benchmarks/gpu_check.sh)
+
+Pinned (the default with 2+ CPUs; --no-pin turns it off): the server, the naive server and the offline worker run on
+--server-cpus (default: the first half of the CPUs this process may use), the load generator on the rest, so the
+clients' CPU is not charged to the server. The pinning is printed. Every figure line prints the load average, and a
+ratio measured while the 1-minute load was above the CPU count is flagged.
 
 Bounded and local: everything listens on 127.0.0.1 only, each client level sends a fixed number of requests,
 and the script stops its servers (SIGTERM) and itself when done. Phases run one after another, so they never
@@ -18,8 +27,9 @@ share the CPUs:
 Clients are asyncio tasks, one keep-alive HTTP/1.1 connection each; each sends its next request as soon as its
 last was answered, texts in dev-file order. Latency runs from writing a request to reading its last byte.
 Every answer must be a 200 with one prediction; labels are compared between the two servers and offline.
-Targets (issue 13): at 32 clients serve >= 3x the naive server and >= 80% of offline texts/s; at 1 client
-serve's median latency within 1.5x of the in-process single-text time.
+Targets (issue 24, pinned, CPU): at 32 clients serve >= 90% of offline texts/s on the same backend and p99 <= 2.5x
+p50; at 1 client serve's median latency within 1.5x of the in-process single-text time. The "3x the naive server"
+target belongs on a GPU (benchmarks/gpu_check.sh), where a batch costs about what one text does.
 --device cuda: the offline worker, serve (its default: the GPU when there is one) and the naive server's pipeline
 (device=0) all on the first GPU; --device cpu (the default) hides the GPUs from all three. --levels picks the
 client counts.
@@ -43,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import AGNEWS, REPO, command_line, emit_result, load_average, run_worker, table  # noqa: E402
 
-LEVELS = (1, 8, 32)  # default client counts (--levels)
+LEVELS = (1, 8, 32, 128)  # default client counts (--levels)
 HOST = "127.0.0.1"  # the only address this benchmark sends to or listens on
 
 
@@ -58,7 +68,22 @@ def dev_texts() -> list[str]:
         return [row["text"] for row in csv.DictReader(fh)]
 
 
-def offline_worker(run_dir: str, rounds: int, threads: int | None, device: str = "cpu") -> None:
+def pin(cpus: set[int] | None) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
+def parse_cpus(text: str) -> set[int]:
+    """'0' or '0,1' or '0-3'."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        cpus |= set(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def offline_worker(run_dir: str, rounds: int, threads: int | None, device: str = "cpu", cpus: set[int] | None = None) -> None:
+    pin(cpus)  # before torch sizes its thread pool
     import numpy as np
 
     from bertctl import inference
@@ -83,8 +108,9 @@ def offline_worker(run_dir: str, rounds: int, threads: int | None, device: str =
                  "single_cpu_ms": 1000 * float(np.median(single_cpu)), "labels": labels, "threads": torch.get_num_threads()})
 
 
-def naive_server(run_dir: str, threads: int | None, device: str = "cpu") -> None:
+def naive_server(run_dir: str, threads: int | None, device: str = "cpu", cpus: set[int] | None = None) -> None:
     """The way one would write it first: a pipeline, and a FastAPI endpoint that calls it per request."""
+    pin(cpus)
     import socket
 
     import torch
@@ -115,11 +141,11 @@ def naive_server(run_dir: str, threads: int | None, device: str = "cpu") -> None
 class Server:
     """A server process started with `--port 0`: waits for its 'listening on http://...' line."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None):
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, cpus: set[int] | None = None):
         # the repo first, then what the caller's PYTHONPATH holds (packages installed with --target, say)
         path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
         env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
-        self.proc = subprocess.Popen([sys.executable, *args], stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        self.proc = subprocess.Popen([sys.executable, *args], stderr=subprocess.PIPE, text=True, env=env, cwd=REPO, preexec_fn=(lambda: pin(cpus)) if cpus else None)
         self.log: list[str] = []
         for line in self.proc.stderr:
             self.log.append(line)
@@ -194,104 +220,194 @@ async def batch_counts(port: int) -> tuple[float, float]:
     return float(found["sum"]), float(found["count"])
 
 
-def measure(name: str, args: list[str], texts: list[str], requests: int, warmup: int, levels=LEVELS, env: dict[str, str] | None = None) -> tuple[list[dict], Server]:
-    server = Server(args, env)
+def measure(name: str, args: list[str], texts: list[str], requests: int, warmup: int, levels=LEVELS, env: dict[str, str] | None = None,
+            cpus: set[int] | None = None) -> tuple[list[dict], Server]:
+    server = Server(args, env, cpus)
     results = []
     banner = next(line.strip() for line in server.log if line.startswith(("bertctl serve:", "naive server:")))
     print(f"# {name}: {banner}; load average {load_average()}", flush=True)
     asyncio.run(load(server.port, texts, 8, warmup))  # warm-up: threads, allocator, first-call paths
     for clients in levels:
-        before = asyncio.run(batch_counts(server.port)) if name == "serve" else None
+        before = asyncio.run(batch_counts(server.port)) if name.startswith("serve") else None
         cpu = server.cpu_seconds()
         result = asyncio.run(load(server.port, texts, clients, requests))
         result["cpu_ms_per_text"] = 1000 * (server.cpu_seconds() - cpu) / requests
         if before is not None:
             after = asyncio.run(batch_counts(server.port))
             result["texts_per_forward"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
-        result["load_average"] = load_average()
+        result["load_average"], result["load_1min"] = load_average(), os.getloadavg()[0]
         results.append(result)
         print(f"#   {clients:>2} clients: {result['texts_per_s']:.1f} texts/s, p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
-              f"{result['cpu_ms_per_text']:.1f} server CPU ms per text; load average {result['load_average']}", flush=True)
+              f"{result['cpu_ms_per_text']:.1f} server CPU ms per text; load average {result['load_average']}{loaded(os.cpu_count() or 1)}", flush=True)
     return results, server
+
+
+def loaded(cores: int) -> str:
+    """A flag for figures measured while the 1-minute load average was above the core count."""
+    one_minute = os.getloadavg()[0]
+    return f"  [load {one_minute:.1f} > {cores} CPUs: contended]" if one_minute > cores else ""
+
+
+def ensure_export(run_dir: Path, target: Path, int8: bool) -> Path:
+    """RUN_DIR/onnx (or onnx-int8), made with `bertctl export` when absent: set up, not timed."""
+    if (target / "model.onnx").is_file():
+        return target
+    command = [sys.executable, "-m", "bertctl", "export", str(run_dir), "--output", str(target), *(["--quantize", "int8"] if int8 else [])]
+    print(f"# making the {'int8' if int8 else 'fp32'} export: {' '.join(command[1:])}", flush=True)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise SystemExit(f"export failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
+    return target
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", default="runs/agnews", help="a finished bertctl run (default runs/agnews)")
+    parser.add_argument("--backends", default="torch", help="comma-separated: torch (the run dir), fp32 (its ONNX export), int8 (its int8 export); default torch")
+    parser.add_argument("--export-dir", default=None, help="the fp32 export (default RUN_DIR/onnx; made when absent)")
+    parser.add_argument("--int8-dir", default=None, help="the int8 export (default RUN_DIR/onnx-int8; made when absent)")
+    parser.add_argument("--batch-sizes", default=None, help="serve's --batch-size values to try, comma-separated (default: serve's own default)")
     parser.add_argument("--requests", type=int, default=400, help="requests per client level (default 400)")
     parser.add_argument("--warmup", type=int, default=32, help="requests sent before the levels, not timed")
     parser.add_argument("--rounds", type=int, default=3, help="offline rounds (best kept)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for all three (default: each one's own default)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for all three (default: each one's own default; pinned: the server CPUs)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where all three run their model")
-    parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrent clients per level, comma-separated (default 1,8,32)")
+    parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrent clients per level, comma-separated (default 1,8,32,128)")
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="leave the processes unpinned")
+    parser.add_argument("--server-cpus", default=None, help="CPUs for the servers and the offline worker, e.g. 0 or 0-1 (default: the first half)")
+    parser.add_argument("--no-naive", dest="naive", action="store_false", help="skip the naive server")
+    parser.add_argument("--cpus", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--offline-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--naive-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     run_dir = str(Path(args.run_dir).resolve())
+    worker_cpus = parse_cpus(args.cpus) if args.cpus else None
     if args.offline_worker:
-        return offline_worker(run_dir, args.rounds, args.threads, args.device)
+        return offline_worker(run_dir, args.rounds, args.threads, args.device, worker_cpus)
     if args.naive_server:
-        return naive_server(run_dir, args.threads, args.device)
+        return naive_server(run_dir, args.threads, args.device, worker_cpus)
     levels = tuple(int(n) for n in args.levels.split(","))
+    backends = [b.strip() for b in args.backends.split(",")]
+    if unknown := set(backends) - {"torch", "fp32", "int8"}:
+        raise SystemExit(f"--backends: unknown {sorted(unknown)}; use torch, fp32, int8")
     if not (Path(run_dir) / "config.json").is_file():
         raise SystemExit(f"{run_dir} is not a trained run: train one with `bertctl train recipes/agnews.toml`, or pass --run-dir")
+
+    available = sorted(os.sched_getaffinity(0))
+    server_cpus = client_cpus = None
+    if args.pin and len(available) >= 2:
+        server_cpus = parse_cpus(args.server_cpus) if args.server_cpus else set(available[: len(available) // 2])
+        client_cpus = set(available) - server_cpus
+        if not client_cpus or not server_cpus <= set(available):
+            raise SystemExit(f"--server-cpus {args.server_cpus}: must be some, not all, of the CPUs {available}")
+        os.sched_setaffinity(0, client_cpus)
+    pinning = f"servers and offline worker on CPU {sorted(server_cpus)}, clients on CPU {sorted(client_cpus)}" if server_cpus else "unpinned"
+    threads_n = args.threads or (len(server_cpus) if server_cpus else None)
+    cores = len(available)
 
     texts = dev_texts()
     uptime = lambda: subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()  # noqa: E731
     print(f"# {command_line()}")
-    print(f"# run dir {run_dir}; {len(texts)} AG News dev texts; {args.requests} requests of one text per level; {os.cpu_count()} CPUs; device {args.device}")
+    print(f"# run dir {run_dir}; {len(texts)} AG News dev texts; {args.requests} requests of one text per level; {cores} CPUs; device {args.device}")
+    print(f"# pinning: {pinning}; torch threads {threads_n or 'default'}")
     print(f"# uptime at start: {uptime()}", flush=True)
 
-    threads = ["--threads", str(args.threads)] if args.threads else []
+    dirs = {"torch": Path(run_dir)}
+    if "fp32" in backends:
+        dirs["fp32"] = ensure_export(Path(run_dir), Path(args.export_dir) if args.export_dir else Path(run_dir) / "onnx", int8=False)
+    if "int8" in backends:
+        dirs["int8"] = ensure_export(Path(run_dir), Path(args.int8_dir) if args.int8_dir else Path(run_dir) / "onnx-int8", int8=True)
+    threads = ["--threads", str(threads_n)] if threads_n else []
+    cpus_arg = ["--cpus", ",".join(map(str, sorted(server_cpus)))] if server_cpus else []
     env = {"CUDA_VISIBLE_DEVICES": ""} if args.device == "cpu" else {}  # serve would otherwise take a GPU by itself
-    offline = run_worker(Path(__file__), ["--offline-worker", "--run-dir", run_dir, "--rounds", str(args.rounds), "--device", args.device, *threads], env=env)
-    print(f"# offline: predict --file {offline['texts_per_s']:.1f} texts/s, one text in-process {offline['single_ms']:.1f} ms ({offline['threads']} torch threads); load average {load_average()}", flush=True)
-    serve, server = measure("serve", ["-m", "bertctl", "serve", run_dir, "--port", "0", *threads], texts, args.requests, args.warmup, levels, env)
-    serve_exit = server.stop()
-    naive_args = [str(Path(__file__).resolve()), "--naive-server", "--run-dir", run_dir, "--device", args.device, *threads]
-    naive, server = measure("naive", naive_args, texts, args.requests, args.warmup, levels, env)
-    server.stop()
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else [None]
+
+    measured: dict[str, dict] = {}
+    for backend in backends:
+        model = str(dirs[backend])
+        offline = run_worker(Path(__file__), ["--offline-worker", "--run-dir", model, "--rounds", str(args.rounds), "--device", args.device, *threads, *cpus_arg], env=env)
+        print(f"# {backend} offline: predict --file {offline['texts_per_s']:.1f} texts/s, one text in-process {offline['single_ms']:.1f} ms "
+              f"({offline['threads']} torch threads); load average {load_average()}{loaded(cores)}", flush=True)
+        runs = {}
+        for batch in batch_sizes:
+            name = f"serve {backend}" + (f" batch {batch}" if batch else "")
+            extra = ["--batch-size", str(batch)] if batch else []
+            results, server = measure(name, ["-m", "bertctl", "serve", model, "--port", "0", *threads, *extra], texts, args.requests, args.warmup, levels, env, server_cpus)
+            runs[batch] = {"results": results, "exit": server.stop()}
+        measured[backend] = {"dir": model, "offline": offline, "runs": runs}
+    naive = []
+    if args.naive:
+        naive_args = [str(Path(__file__).resolve()), "--naive-server", "--run-dir", run_dir, "--device", args.device, *threads, *cpus_arg]
+        naive, server = measure("naive", naive_args, texts, args.requests, args.warmup, levels, env, server_cpus)
+        server.stop()
 
     rows = []
-    for name, results in (("bertctl serve", serve), ("naive: FastAPI + pipeline() per request", naive)):
-        for r in results:
-            rows.append([name, r["clients"], r["texts_per_s"], r["p50_ms"], r["p99_ms"], r["cpu_ms_per_text"], r.get("texts_per_forward")])
-    rows.append(["offline: bertctl predict --file (in-process)", "-", offline["texts_per_s"], None, None, offline["cpu_ms_per_text"], None])
-    rows.append(["offline: one text (in-process)", 1, 1000 / offline["single_ms"], offline["single_ms"], None, offline["single_cpu_ms"], 1.0])
+    for backend, m in measured.items():
+        for batch, run in m["runs"].items():
+            for r in run["results"]:
+                rows.append([f"bertctl serve, {backend}" + (f", batch {batch}" if batch else ""), r["clients"], r["texts_per_s"], r["p50_ms"], r["p99_ms"],
+                             r["p99_ms"] / r["p50_ms"], r["texts_per_s"] / m["offline"]["texts_per_s"], r["cpu_ms_per_text"], r.get("texts_per_forward")])
+        rows.append([f"offline predict --file, {backend}", "-", m["offline"]["texts_per_s"], None, None, None, 1.0, m["offline"]["cpu_ms_per_text"], None])
+        rows.append([f"offline one text, {backend}", 1, 1000 / m["offline"]["single_ms"], m["offline"]["single_ms"], None, None, None, m["offline"]["single_cpu_ms"], 1.0])
+    for r in naive:
+        base = measured.get("torch", next(iter(measured.values())))["offline"]["texts_per_s"]
+        rows.append(["naive: FastAPI + pipeline() per request", r["clients"], r["texts_per_s"], r["p50_ms"], r["p99_ms"], r["p99_ms"] / r["p50_ms"], r["texts_per_s"] / base, r["cpu_ms_per_text"], None])
     print()
-    print(table(["server", "clients", "texts/s", "p50 ms", "p99 ms", "CPU ms/text", "texts per forward"], rows))
+    print(table(["server", "clients", "texts/s", "p50 ms", "p99 ms", "p99/p50", "of offline", "CPU ms/text", "texts per forward"], rows))
 
-    by_level = {r["clients"]: r for r in serve}, {r["clients"]: r for r in naive}
-    ratios = {}
-    for clients in levels:
-        ours, theirs = by_level[0][clients], by_level[1][clients]
-        ratios[f"serve_vs_naive_at_{clients}"] = ours["texts_per_s"] / theirs["texts_per_s"]
-        ratios[f"serve_at_{clients}_vs_offline"] = ours["texts_per_s"] / offline["texts_per_s"]
-        # the same comparisons in CPU time per text, which other people's processes on a shared machine barely move
-        ratios[f"cpu_serve_vs_naive_at_{clients}"] = theirs["cpu_ms_per_text"] / ours["cpu_ms_per_text"]
-        ratios[f"cpu_serve_at_{clients}_vs_offline"] = offline["cpu_ms_per_text"] / ours["cpu_ms_per_text"]
-    if 1 in levels:
-        ratios["serve_p50_at_1_vs_one_forward"] = by_level[0][1]["p50_ms"] / offline["single_ms"]
-        ratios["cpu_serve_at_1_vs_one_forward"] = by_level[0][1]["cpu_ms_per_text"] / offline["single_cpu_ms"]
-    n = args.requests
-    same_naive = sum(a == b for r, q in zip(serve, naive) for a, b in zip(r["labels"], q["labels"])) / (n * len(levels))
-    same_offline = sum(a == offline["labels"][i % len(texts)] for r in serve for i, a in enumerate(r["labels"])) / (n * len(levels))
     print()
-    print("                                      wall clock   CPU time per text")
-    for clients in levels:
-        target = "   (target >= 3x)" if clients >= 32 else ""
-        print(f"{clients:>3} clients: serve / naive throughput {ratios[f'serve_vs_naive_at_{clients}']:>9.2f}x  {ratios[f'cpu_serve_vs_naive_at_{clients}']:>9.2f}x{target}")
-    for clients in levels:
-        target = "   (target >= 80%)" if clients == 32 else ""
-        print(f"{clients:>3} clients: serve / offline          {100 * ratios[f'serve_at_{clients}_vs_offline']:>9.0f}%  {100 * ratios[f'cpu_serve_at_{clients}_vs_offline']:>9.0f}%{target}")
-    if 1 in levels:
-        print(f"  1 client:  serve / one forward      {ratios['serve_p50_at_1_vs_one_forward']:>9.2f}x  {ratios['cpu_serve_at_1_vs_one_forward']:>9.2f}x   (target <= 1.5x; wall: p50 latency)")
-    print(f"same labels: serve vs naive {100 * same_naive:.1f}%, serve vs offline {100 * same_offline:.1f}%; serve exit code after SIGTERM {serve_exit}")
+    ratios, verdicts = {}, []
+    for backend, m in measured.items():
+        offline = m["offline"]
+        for batch, run in m["runs"].items():
+            tag = f"{backend}" + (f" batch {batch}" if batch else "")
+            by_clients = {r["clients"]: r for r in run["results"]}
+            for clients, r in by_clients.items():
+                ratios[f"{tag}: serve_at_{clients}_vs_offline"] = r["texts_per_s"] / offline["texts_per_s"]
+                ratios[f"{tag}: p99_over_p50_at_{clients}"] = r["p99_ms"] / r["p50_ms"]
+            if 32 in by_clients:
+                r = by_clients[32]
+                share, spread = r["texts_per_s"] / offline["texts_per_s"], r["p99_ms"] / r["p50_ms"]
+                verdicts.append(f"{tag:>16}, 32 clients: {100 * share:5.1f}% of offline (target >= 90%: {'met' if share >= 0.9 else f'missed by {100 * (0.9 - share):.1f} points'}); "
+                                f"p99 {spread:.2f}x p50 (target <= 2.5x: {'met' if spread <= 2.5 else 'missed'}); load {r['load_average']}{'  [contended]' if r['load_1min'] > cores else ''}")
+            if 1 in by_clients:
+                single = by_clients[1]["p50_ms"] / offline["single_ms"]
+                ratios[f"{tag}: serve_p50_at_1_vs_one_forward"] = single
+                verdicts.append(f"{tag:>16},  1 client:  p50 {single:.2f}x one in-process text (target <= 1.5x: {'met' if single <= 1.5 else 'missed'})")
+    for r in naive:
+        torch_runs = measured.get("torch")
+        if torch_runs:
+            ours = {x["clients"]: x for x in next(iter(torch_runs["runs"].values()))["results"]}[r["clients"]]
+            ratios[f"serve_vs_naive_at_{r['clients']}"] = ours["texts_per_s"] / r["texts_per_s"]
+            verdicts.append(f"{'torch':>16}, {r['clients']:>2} clients: serve / naive {ours['texts_per_s'] / r['texts_per_s']:.2f}x")
+    print("\n".join(verdicts))
+
+    # labels: every serve run against the naive server and against offline on the same backend
+    n = args.requests
+    first_torch = next(iter(measured["torch"]["runs"].values()))["results"] if "torch" in measured else []
+    same_naive = (sum(a == b for r, q in zip(first_torch, naive) for a, b in zip(r["labels"], q["labels"])) / (n * len(levels))) if naive and first_torch else None
+    same_offline = {}
+    for backend, m in measured.items():
+        for batch, run in m["runs"].items():
+            same_offline[f"{backend}" + (f" batch {batch}" if batch else "")] = sum(
+                a == m["offline"]["labels"][i % len(texts)] for r in run["results"] for i, a in enumerate(r["labels"])) / (n * len(levels))
+    print("same labels as offline on the same backend: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in same_offline.items())
+          + (f"; serve (torch) vs naive {100 * same_naive:.1f}%" if same_naive is not None else ""))
     print(f"# uptime at end: {uptime()}")
-    for r in serve + naive:
+    for m in measured.values():
+        del m["offline"]["labels"]
+        for run in m["runs"].values():
+            for r in run["results"]:
+                del r["labels"]
+    for r in naive:
         del r["labels"]
-    print(json.dumps({"benchmark": "serve_load", "command": command_line(), "run_dir": run_dir, "device": args.device, "levels": levels, "requests": n, "offline": {k: v for k, v in offline.items() if k != "labels"},
-                      "serve": serve, "naive": naive, "ratios": ratios, "same_labels": {"naive": same_naive, "offline": same_offline}, "serve_exit": serve_exit}, default=str))
+    # "serve" and "naive" as before (gpu_check.py reads them): the first backend's first batch size
+    first = next(iter(measured.values()))
+    first_run = next(iter(first["runs"].values()))
+    print(json.dumps({"benchmark": "serve_load", "command": command_line(), "run_dir": run_dir, "device": args.device, "levels": levels, "requests": n, "pinning": pinning,
+                      "offline": first["offline"], "serve": first_run["results"], "naive": naive, "serve_exit": first_run["exit"],
+                      "backends": {b: {"dir": m["dir"], "offline": m["offline"], "runs": {str(k): v for k, v in m["runs"].items()}} for b, m in measured.items()},
+                      "ratios": ratios, "same_labels": {"naive": same_naive, "offline": same_offline}}, default=str))
 
 
 if __name__ == "__main__":
