@@ -25,7 +25,7 @@ def serve_cli(
     max_queue: Annotated[int, typer.Option(metavar="N", help="texts waiting for a forward pass before requests get 503 + Retry-After")] = 1024,
     max_texts: Annotated[int, typer.Option(metavar="N", help="texts in one request (more: 413)")] = 256,
     max_body_bytes: Annotated[int, typer.Option(metavar="N", help="request body size (more: 413)")] = 1_000_000,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", metavar="N", help="texts per length-sorted piece of a forward pass (default 4 on CPU, 64 on GPU)", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", metavar="N", help="texts per length-sorted piece of a forward pass (default on CPU: 4 for a run dir, 2 for an export; 64 on GPU)", show_default=False)] = None,
     api_key: Annotated[Optional[str], typer.Option("--api-key", metavar="KEY", envvar="BERTCTL_API_KEY", show_envvar=True, help="every route but /health needs 'Authorization: Bearer KEY' (prefer the env var: a flag shows in ps)", show_default=False)] = None,
     allow_unauthenticated: Annotated[bool, typer.Option("--allow-unauthenticated", metavar="", help="listen beyond loopback (--host) without an API key, accepting that anyone who reaches the port may call it")] = False,
     cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", metavar="ORIGIN", help="a site whose pages may call the server from a browser, e.g. https://app.example.com (repeatable; default: CORS off)", show_default=False)] = None,

@@ -55,7 +55,7 @@ class ServeOptions:
     max_queue: int = 1024  # texts waiting for a forward pass; past it a request gets 503 + Retry-After
     max_texts: int = 256  # texts in one request; more: 413
     max_body_bytes: int = 1_000_000  # request body; more: 413
-    batch_size: int | None = None  # texts per piece of a forward pass (Backend's default: 4 on CPU, 64 on GPU)
+    batch_size: int | None = None  # texts per piece of a forward pass (Backend's default: CPU_BATCH_SIZE by backend, 64 on GPU)
     drain_seconds: float = 30  # after SIGTERM, how long requests in flight may take to finish; then 503 + Retry-After
     request_timeout: float | None = None  # seconds a request may wait for its answer; then 504 (None: no limit)
     api_key: str | None = field(default=None, repr=False)  # every route but /health needs it; repr=False keeps it out of logs

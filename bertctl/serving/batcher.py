@@ -26,7 +26,11 @@ from bertctl.truncation import Encoded
 if TYPE_CHECKING:
     import numpy as np
 
-CPU_BATCH_SIZE = 4
+# texts per length-sorted piece on CPU, by backend (benchmarks/serve_load.py --batch-sizes 2,4,8,16, pinned to one
+# core, 32 clients: torch 77/80/67/58% of offline, the fp32 export 103/87/70/60%, int8 96/84/75/59%). Per-text cost
+# barely moves with the piece size on a CPU, so padding decides; onnxruntime's per-call overhead is small enough for
+# pieces of 2, torch's per-forward overhead makes 4 its best
+CPU_BATCH_SIZE = {"torch": 4, "onnxruntime": 2}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -42,9 +46,8 @@ class Backend:
 
     def __init__(self, classifier: Classifier, *, batch_size: int | None = None):
         self.classifier = classifier
-        # a gathered batch mixes lengths; cut into small length-sorted pieces, each pads little. On CPU, pieces
-        # of 4 cost 9% less CPU per text than 8 and 16% less than 16 under 32 clients (benchmarks/NOTES.md)
-        self.batch_size = batch_size or (CPU_BATCH_SIZE if classifier.device == "cpu" else DEFAULT_BATCH_SIZE)
+        # a gathered batch mixes lengths; cut into small length-sorted pieces, each pads little
+        self.batch_size = batch_size or (CPU_BATCH_SIZE.get(classifier.backend, 4) if classifier.device == "cpu" else DEFAULT_BATCH_SIZE)
         self.labels: list[str] = list(classifier.labels)
         self.max_length: int = classifier.max_length
         self.location = str(classifier.location)
