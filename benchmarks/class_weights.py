@@ -51,7 +51,7 @@ def worker(train_csv: str, weights: str, seed: int, epochs: int) -> dict:
     from bertctl.recipe import load_recipe
     from bertctl.training import train
 
-    overrides = [f"data.train={train_csv}", f"data.validation={AGNEWS / 'dev.csv'}", f"train.class_weights={weights}", f"train.seed={seed}"]
+    overrides = [f"data.train={train_csv}", f"data.validation={AGNEWS / 'dev.csv'}", "~data.validation_fraction", "~data.test", f"train.class_weights={weights}", f"train.seed={seed}"]
     overrides += [f"train.epochs={epochs}"] if epochs else []
     recipe = load_recipe(AGNEWS_RECIPE, overrides)
     run_dir = tempfile.mkdtemp(prefix=f"bench-weights-{weights}-")

@@ -58,7 +58,7 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
 def agnews_recipe(train: Path, dev: Path, run_dir: Path, extra: list[str] = ()):
     from bertctl.recipe import load_recipe
 
-    return load_recipe(AGNEWS_RECIPE, [f"data.train={json.dumps(str(train))}", f"data.validation={json.dumps(str(dev))}", f"output.dir={json.dumps(str(run_dir))}", *extra])
+    return load_recipe(AGNEWS_RECIPE, [f"data.train={json.dumps(str(train))}", f"data.validation={json.dumps(str(dev))}", "~data.validation_fraction", "~data.test", f"output.dir={json.dumps(str(run_dir))}", *extra])
 
 
 def quiet(text: str) -> None:

@@ -80,7 +80,7 @@ def worker(strategy: str, train_csv: str, dev_csv: str, epochs: int) -> dict:
     from bertctl.recipe import load_recipe
     from bertctl.training import train
 
-    recipe = load_recipe(AGNEWS_RECIPE, [f"model.truncation={strategy}", f"data.train={train_csv}", f"data.validation={dev_csv}", f"train.epochs={epochs}"])
+    recipe = load_recipe(AGNEWS_RECIPE, [f"model.truncation={strategy}", f"data.train={train_csv}", f"data.validation={dev_csv}", "~data.validation_fraction", "~data.test", f"train.epochs={epochs}"])
     run_dir = tempfile.mkdtemp(prefix=f"bench-long-{strategy.replace('+', '-')}-")
     try:
         result = train(recipe, output_dir=run_dir, overwrite=True, progress=False)

@@ -263,6 +263,8 @@ def bertctl_worker(train_csv: str, dev_csv: str, epochs: int, threads: int | Non
         f"model.name={json.dumps(SETTINGS['model'])}",
         f'data.train="{train_csv}"',
         f'data.validation="{dev_csv}"',
+        "~data.validation_fraction",  # the recipe carves validation from train; here both ways score the dev file
+        "~data.test",
         f"train.epochs={epochs}",
         f"train.batch_size={SETTINGS['batch_size']}",
         f"train.eval_batch_size={SETTINGS['eval_batch_size']}",
