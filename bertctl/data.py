@@ -225,7 +225,8 @@ def _carve_validation(recipe: Recipe, splits: dict[str, "Dataset"], sources: dic
             f"data.validation_fraction = {fraction} of {n} training rows in {sources['train']} leaves {len(held)} for validation and {len(kept)} for training",
             fix="use more training rows, a different validation_fraction, or a data.validation file",
         )
-    splits = {**splits, "train": train.select(kept), "validation": train.select(sorted(held))}
+    carved = {**splits, "train": train.select(kept), "validation": train.select(sorted(held))}
+    splits = {name: carved[name] for name in SPLITS if name in carved}  # train, validation, test: the order reports use
     sources = {**sources, "validation": f"{sources['train']} ({fraction:.0%} held out, seed {recipe.train.seed})"}
     return splits, sources
 
@@ -385,7 +386,6 @@ def validate_recipe(path: str | Path, overrides: list[str] | None = None, *, dat
         checked = f"schema (hub dataset {recipe.data.dataset}: files and columns are checked when it loads)"
     elif data:
         loaded = load_data(recipe)
-        order = ("train", "validation", "test")  # a carved validation split is added after the files are read
-        sizes = ", ".join(f"{name} {len(loaded.splits[name])}" for name in sorted(loaded.splits, key=lambda n: order.index(n) if n in order else len(order)))
+        sizes = ", ".join(f"{name} {len(ds)}" for name, ds in loaded.splits.items())
         checked = f"schema and data ({sizes}; {problem_type(recipe.model.problem_type).describe(loaded.labels)})"
     return f"{path}: valid {checked}"

@@ -17,7 +17,7 @@ from tests.conftest import AGNEWS_LABELS, write_csv
 
 REPO = Path(__file__).resolve().parents[1]
 AGNEWS_RECIPE = str(REPO / "recipes" / "agnews.toml")
-SMALL = ["data.limit.train=40", "data.limit.validation=12"]
+SMALL = ["data.limit.train=40", "data.limit.validation=12", "data.limit.test=8"]
 
 
 def invoke(*args: str):
@@ -117,8 +117,8 @@ def test_cli_foundation_tokenize_json():
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["labels"] == AGNEWS_LABELS
-    assert [s["name"] for s in report["splits"]] == ["train", "validation"]
-    assert [s["examples"] for s in report["splits"]] == [40, 12]
+    assert [s["name"] for s in report["splits"]] == ["train", "validation", "test"]
+    assert [s["examples"] for s in report["splits"]] == [40, 12, 8]
     assert sum(report["splits"][0]["label_counts"].values()) == 40
     assert report["from_cache"] is False
     again = json.loads(invoke("tokenize", "--json", AGNEWS_RECIPE, *SMALL).stdout)
