@@ -28,7 +28,7 @@ from bertctl.progress import Progress
 from bertctl.plots import plot_run_curves
 from bertctl.recipe import METRICS, Recipe
 from bertctl.runs import (
-    BEST, LOG_FILE, RunLog, check_resume_recipe, create_run_dir, finish_run, latest_checkpoint, load_checkpoint,
+    BEST, LOG_FILE, RunLog, check_resume_processes, check_resume_recipe, create_run_dir, finish_run, latest_checkpoint, load_checkpoint,
     prepare_run_dir, save_checkpoint, save_model, trim_log, write_recipe, writing,
 )
 
@@ -92,6 +92,7 @@ class TrainerState:
     best_metrics: dict[str, Any] = field(default_factory=dict)
     last_metrics: dict[str, Any] = field(default_factory=dict)
     threads: int = 0  # CPU threads the run started with (0: unknown); a resume keeps them, as float sums depend on them
+    num_processes: int = 0  # processes the run started with (0: written before bertctl recorded it; counted from the RNG files)
 
 
 @dataclass
@@ -141,6 +142,8 @@ def run_loop(
         prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
         if resume:
             check_resume_recipe(run_dir, recipe, task.resume_ignores)
+    if resume and latest_checkpoint(run_dir) is not None:  # every process checks, so none waits for one that quit
+        check_resume_processes(latest_checkpoint(run_dir), accelerator.num_processes, recipe)
     accelerator.wait_for_everyone()
     set_seed(recipe.train.seed)
 
@@ -157,7 +160,7 @@ def run_loop(
     seeded = [part for part in (train_loader.batch_sampler, train_loader.collate_fn) if hasattr(part, "set_epoch")]
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
 
-    state, resumed_from = TrainerState(threads=threads.threads), None
+    state, resumed_from = TrainerState(threads=threads.threads, num_processes=accelerator.num_processes), None
     if resume:
         checkpoint = latest_checkpoint(run_dir)
         state, resumed_from = TrainerState(**load_checkpoint(accelerator, checkpoint)), checkpoint.name
@@ -165,6 +168,7 @@ def run_loop(
             # the thread count the load picks now may differ from the run's; the run's keeps the resume exact
             threads = keep_run_threads(state.threads)
         state.threads = state.threads or threads.threads
+        state.num_processes = accelerator.num_processes  # check_resume_processes made sure they match
     if main:
         if resume:
             trim_log(run_dir / LOG_FILE, state.global_step)
@@ -358,6 +362,10 @@ class LengthGroupedBatches:
 class PadCollator:
     """Pad a list of tokenized examples to the batch's own longest one (dynamic padding)."""
 
+    # per-example targets beside the label, passed through as float tensors: a teacher's outputs (distillation)
+    # and whether the example has a label at all (unlabelled transfer texts do not)
+    TARGETS = ("teacher", "labelled")
+
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
         self.pad_token_id = pad_token_id
         self.multiple = pad_to_multiple_of
@@ -383,6 +391,9 @@ class PadCollator:
             # class ids; 0/1 rows (multi-label) and numbers (regression) are float targets
             dtype = torch.long if isinstance(examples[0]["label"], int) else torch.float32
             batch["labels"] = torch.as_tensor([e["label"] for e in examples], dtype=dtype)
+        for name in self.TARGETS:
+            if name in examples[0]:
+                batch[name] = torch.as_tensor([e[name] for e in examples], dtype=torch.float32)
         return batch
 
 

@@ -105,7 +105,7 @@ def print_train_summary(result) -> None:
     import os
 
     m = result.metrics
-    if os.environ.get("LOCAL_RANK", "0") != "0":
+    if os.environ.get("RANK", "0") != "0":  # the global rank: on a second machine, LOCAL_RANK 0 saved nothing
         return
     best = f"{m['metric_for_best']} {m['best_value']:.4f} at step {m['best_step']} (epoch {m['best_epoch']:.2f})" if m["best_value"] is not None else "no validation split"
     # a pair model refuses a single text: the hint must be a command that runs
@@ -340,7 +340,7 @@ def print_position_analysis(console: "Console", p: PositionAnalysis) -> None:
 def print_pretrain_summary(result) -> None:
     import os
 
-    if os.environ.get("LOCAL_RANK", "0") != "0":
+    if os.environ.get("RANK", "0") != "0":  # the global rank: on a second machine, LOCAL_RANK 0 saved nothing
         return
     m = result.metrics
     b, a = m["heldout"]["before"], m["heldout"]["after"]

@@ -301,6 +301,33 @@ def check_resume_recipe(run_dir: Path, recipe, ignored: set[str] = frozenset()) 
         )
 
 
+def checkpoint_processes(checkpoint: Path) -> int:
+    """How many processes wrote a checkpoint: its recorded count, else accelerate's one RNG file per process."""
+    recorded = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")).get("num_processes") or 0
+    return recorded or max(1, len(list(checkpoint.glob("random_states_*.pkl"))))
+
+
+def check_resume_processes(checkpoint: Path, num_processes: int, recipe) -> None:
+    """Refuse a resume on another process count: it would not continue the same run. Each process takes its own
+    shard of every batch, so the effective batch (batch_size x processes x accumulation), the steps per epoch, the
+    learning-rate schedule over them and each process's saved RNG stream all depend on the count."""
+    written = checkpoint_processes(checkpoint)
+    if written == num_processes:
+        return
+    t = recipe.train
+
+    def batch(n: int) -> str:
+        return f"{t.batch_size} x {n} process{'es' if n != 1 else ''}" + (f" x {t.gradient_accumulation_steps} accumulation" if t.gradient_accumulation_steps > 1 else "") + f" = {t.batch_size * n * t.gradient_accumulation_steps}"
+
+    launch = "bertctl train ... --resume" if written == 1 else f"accelerate launch --num_processes {written} -m bertctl train ... --resume"
+    raise RunError(
+        f"{checkpoint} was written by {written} process{'es' if written != 1 else ''}, and this resume runs {num_processes}: the effective batch would change "
+        f"({batch(written)} -> {batch(num_processes)}), and with it the steps per epoch, the learning-rate schedule and the data order, so it would not continue the same run",
+        fix=f"resume with {written} process{'es' if written != 1 else ''} ({launch}; across machines, --num_machines and --num_processes as before), "
+        "or start a new run with --overwrite / another --output-dir",
+    )
+
+
 def checkpoints(run_dir: Path) -> list[Path]:
     folder = Path(run_dir) / CHECKPOINTS
     if not folder.is_dir():
