@@ -300,7 +300,7 @@ def cache_key(recipe: Recipe, tokenizer) -> str | None:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _tokenize_batch(tokenizer, max_length: int, is_pair: bool, truncation: str):
+def tokenize_batch(tokenizer, max_length: int, is_pair: bool, truncation: str):
 
     unk = tokenizer.unk_token_id
 
@@ -345,7 +345,7 @@ def tokenize_data(recipe: Recipe, tokenizer, *, use_cache: bool = True) -> Token
             pass  # a corrupt or foreign cache entry: rebuild it below
 
     data = load_data(recipe)
-    fn = _tokenize_batch(tokenizer, recipe.model.max_length, data.is_pair, recipe.model.truncation)
+    fn = tokenize_batch(tokenizer, recipe.model.max_length, data.is_pair, recipe.model.truncation)
     remove = ["text", "text_pair"] if data.is_pair else ["text"]
     splits = DatasetDict(
         {name: ds.map(fn, batched=True, batch_size=1000, remove_columns=remove, desc=f"tokenizing {name}") for name, ds in data.splits.items()}

@@ -103,6 +103,11 @@ class ProblemType:
         """The training criterion(logits, labels), with class weights where the type has classes."""
         raise NotImplementedError
 
+    def distill_loss(self, logits: Any, teacher: Any, temperature: float, target: tuple[float, float] | None = None):
+        """The teacher's term of a distillation loss (a tensor): the student's training-scale `logits` against the
+        teacher's outputs as its saved model gives them (`teacher`, examples x outputs)."""
+        raise NotImplementedError
+
     def class_weights(self, targets: Sequence[Any], labels: Sequence[str]) -> "np.ndarray":
         """train.class_weights = 'balanced': inverse frequency, n / (classes x count), as scikit-learn's."""
         import numpy as np
@@ -197,6 +202,14 @@ class SingleLabel(ProblemType):
 
         return torch.nn.CrossEntropyLoss(weight=weights)
 
+    def distill_loss(self, logits, teacher, temperature, target=None):
+        """KL(teacher || student), both softmaxes at temperature T, times T^2 so its gradients keep their scale as T
+        changes (Hinton et al. 2015); DistilBERT's soft-target loss."""
+        import torch.nn.functional as F
+
+        t = temperature
+        return F.kl_div(F.log_softmax(logits / t, dim=-1), F.log_softmax(teacher / t, dim=-1), reduction="batchmean", log_target=True) * t * t
+
     def score(self, references, scores, labels, thresholds=None):
         return classification_metrics(references, scores, labels, order=self.metrics, problem_type=self.name)
 
@@ -278,6 +291,13 @@ class MultiLabel(ProblemType):
         import torch
 
         return torch.nn.BCEWithLogitsLoss(pos_weight=weights)
+
+    def distill_loss(self, logits, teacher, temperature, target=None):
+        """BCE against the teacher's sigmoids: each label is its own two-class problem with a soft target."""
+        import torch
+        import torch.nn.functional as F
+
+        return F.binary_cross_entropy_with_logits(logits, torch.sigmoid(teacher))
 
     def class_weights(self, targets, labels):
         """BCE's per-label pos_weight: negatives / positives (PyTorch's pos_weight)."""
@@ -364,6 +384,13 @@ class Regression(ProblemType):
 
         mean, std = target if target is not None else (0.0, 1.0)
         return lambda logits, labels: torch.nn.functional.mse_loss(logits.squeeze(-1), (labels - mean) / std)
+
+    def distill_loss(self, logits, teacher, temperature, target=None):
+        """MSE against the teacher's values, standardised as the labels are (the teacher outputs the label's units)."""
+        import torch.nn.functional as F
+
+        mean, std = target if target is not None else (0.0, 1.0)
+        return F.mse_loss(logits.squeeze(-1), (teacher[:, 0] - mean) / std)
 
     def class_weights(self, targets, labels):
         raise BertctlError("regression has no classes to weight", fix="remove train.class_weights")

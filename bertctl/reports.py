@@ -110,6 +110,8 @@ def print_train_summary(result) -> None:
     best = f"{m['metric_for_best']} {m['best_value']:.4f} at step {m['best_step']} (epoch {m['best_epoch']:.2f})" if m["best_value"] is not None else "no validation split"
     # a pair model refuses a single text: the hint must be a command that runs
     example = '"first text" --pair "second text"' if _is_pair_run(result.run_dir) else '"some text"'
+    if (teacher := m.get("distill", {}).get("teacher_validation", {}).get(m["metric_for_best"])) is not None:
+        best += f"; teacher {m['metric_for_best']} {teacher:.4f}"
     print(
         f"\ndone: best {best}\n"
         f"      {m['global_steps']} steps in {m['wall_time_s']:.0f} s ({m['train_samples_per_s']:.1f} samples/s, {m['num_processes']} x {m['device']})\n"

@@ -25,16 +25,18 @@ def build_dataloaders(splits, recipe: Recipe, pad_token_id: int, *, pad_to_multi
     import torch
     from torch.utils.data import DataLoader
 
-    columns = [c for c in ("input_ids", "token_type_ids", "attention_mask", "label") if c in splits["train"].column_names]
+    def columns(split) -> list[str]:  # distillation's train split also carries the teacher's outputs
+        return [c for c in ("input_ids", "token_type_ids", "attention_mask", "label", *PadCollator.TARGETS) if c in split.column_names]
+
     collate = PadCollator(pad_token_id, pad_to_multiple_of)
-    train = build_train_loader(splits["train"].select_columns(columns), splits["train"]["length"], collate, recipe)
+    train = build_train_loader(splits["train"].select_columns(columns(splits["train"])), splits["train"]["length"], collate, recipe)
     eval_loader = None
     if "validation" in splits:
         val = splits["validation"]
         order = sorted(range(len(val)), key=lambda i: val[i]["length"]) if len(val) else []
         # its own generator, as the train loader's: iterating it must not draw from the global RNG (dropout)
         eval_loader = DataLoader(
-            val.select(order).select_columns(columns), batch_size=recipe.train.eval_batch_size, shuffle=False, collate_fn=collate,
+            val.select(order).select_columns(columns(val)), batch_size=recipe.train.eval_batch_size, shuffle=False, collate_fn=collate,
             generator=torch.Generator().manual_seed(recipe.train.seed),
         )
     return train, train.batch_sampler, eval_loader
@@ -131,10 +133,11 @@ def reinit_top_layers(model, k: int, seed: int) -> list[str]:
 
 class Classification(Task):
     command, noun = "train", "training"
-    resume_ignores = frozenset({"pretrain."})
+    resume_ignores = frozenset({"pretrain.", "distill."})
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
+        self.model_source = recipe.model.name  # where the tokenizer and the initial weights come from
         self.problem = problem_type(recipe.model.problem_type)
         self.run_dir = recipe.run_dir
         self.epochs = recipe.train.epochs
@@ -147,10 +150,11 @@ class Classification(Task):
 
     def load(self, accelerator):
         recipe = self.recipe
-        self.tokenizer = load_tokenizer(recipe.model.name, base_dir=recipe.base_dir_path)
+        self.tokenizer = load_tokenizer(self.model_source, base_dir=recipe.base_dir_path)
         with accelerator.main_process_first():  # the main process tokenizes first, the others read its cache
             self.data = tokenize_data(recipe, self.tokenizer)
-        config = model_config(recipe.model.name, base_dir=recipe.base_dir_path)
+            self.extend_train(accelerator)
+        config = model_config(self.model_source, base_dir=recipe.base_dir_path)
         check_trainable(recipe, len(self.data.splits["train"]), config, accelerator.num_processes)
         check_reinit_layers(recipe, config)
         pad_multiple = 8 if accelerator.device.type == "cuda" else None  # tensor cores like multiples of 8
@@ -163,7 +167,7 @@ class Classification(Task):
 
         from bertctl.fastpath import use_fast_path  # imports torch and transformers at its top
 
-        model = load_classifier(self.recipe.model.name, labels=self.data.labels, base_dir=self.recipe.base_dir_path, problem_type=self.problem.name)
+        model = self.initial_model()
         reinit_top_layers(model, self.recipe.train.reinit_layers, self.recipe.train.seed)
         if accelerator.device.type == "cpu" and self.recipe.train.cpu_fast_path:
             self.fast_path = use_fast_path(model)
@@ -179,6 +183,13 @@ class Classification(Task):
         self.criterion = self.problem.loss(weights, self.target)
         self.weights = weights
         return model
+
+    def extend_train(self, accelerator) -> None:
+        """Called once the splits are tokenized, before the loaders are built (distillation adds its columns here)."""
+
+    def initial_model(self):
+        """The classifier before training: the recipe's BERT with a fresh head for the labels."""
+        return load_classifier(self.model_source, labels=self.data.labels, base_dir=self.recipe.base_dir_path, problem_type=self.problem.name)
 
     def loss(self, model, batch):
         # the loss transformers computes for config.problem_type, with the recipe's class weights
@@ -257,7 +268,9 @@ CALIBRATED = (
 )
 
 
-def model_card(recipe: Recipe, data, metrics: dict[str, Any]) -> str:
+def model_card(recipe: Recipe, data, metrics: dict[str, Any], *, made: str = "", section: str = "") -> str:
+    """The run's README.md; `made` says how it was made (default: fine-tuned by bertctl train), `section` comes
+    before the settings."""
     t, problem = recipe.train, problem_type(recipe.model.problem_type)
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics["validation"].items() if isinstance(v, float))
     sources = "\n".join(f"- {split}: `{src}` ({len(data.splits[split])} examples)" for split, src in data.sources.items() if split in data.splits)
@@ -268,8 +281,8 @@ base_model: {recipe.model.name}
 ---
 # {recipe.name}
 
-A `BertForSequenceClassification` fine-tuned by `bertctl train {recipe.source}`.
-
+A `BertForSequenceClassification` {made or f"fine-tuned by `bertctl train {recipe.source}`"}.
+{section}
 ## Labels ({recipe.model.problem_type})
 {", ".join(f"{i}: {name}" for i, name in enumerate(data.labels))}
 

@@ -4,6 +4,7 @@
     bertctl tokenize recipes/agnews.toml
     bertctl tokenize --model bert-base-uncased "tokenization" "second text"
     bertctl train recipes/agnews.toml
+    bertctl distill recipes/agnews.toml --teacher runs/agnews distill.num_layers=3
     bertctl eval --min accuracy=0.85
     bertctl predict "Stocks fell as oil prices rose"
     bertctl doctor recipes/agnews.toml --folds 0
@@ -28,7 +29,7 @@ from typing import Annotated
 
 import typer
 
-from bertctl.cli import attention, doctor, eval, explain, export, fill_mask, predict, pretrain, schema, serve, sweep, tokenize, train, validate
+from bertctl.cli import attention, distill, doctor, eval, explain, export, fill_mask, predict, pretrain, schema, serve, sweep, tokenize, train, validate
 
 app = typer.Typer(
     name="bertctl",
@@ -60,6 +61,7 @@ app.command("validate")(validate.validate_cli)
 app.command("schema")(schema.schema_cli)
 app.command("tokenize")(tokenize.tokenize_cli)
 app.command("train")(train.train_cli)
+app.command("distill")(distill.distill_cli)
 app.command("attention")(attention.attention_cli)
 app.command("eval")(eval.eval_cli)
 app.command("predict")(predict.predict_cli)

@@ -36,7 +36,7 @@ Quantize = Annotated[Optional[str], typer.Option("--quantize", metavar="int8", h
 Chunks = Annotated[bool, typer.Option("--chunks", metavar="", help="read a text longer than max_length whole, as overlapping windows whose logits are pooled (mean; max for multi-label)")]
 Stride = Annotated[Optional[int], typer.Option("--stride", min=0, metavar="N", help="tokens consecutive --chunks windows share (default: a quarter of max_length)", show_default=False)]
 Threads = Annotated[Optional[int], typer.Option("--threads", min=1, metavar="N", help="CPU threads (default: the CPUs this process may use)", show_default=False)]
-OutputDir = Annotated[Optional[Path], typer.Option("--output-dir", "-o", metavar="DIR", help="run dir to write (default: the recipe's output.dir; for pretrain, output.dir + '-mlm')", show_default=False)]
+OutputDir = Annotated[Optional[Path], typer.Option("--output-dir", "-o", metavar="DIR", help="run dir to write (default: the recipe's output.dir; for pretrain, output.dir + '-mlm'; for distill, + '-student')", show_default=False)]
 Resume = Annotated[bool, typer.Option("--resume", metavar="", help="continue from the newest checkpoint in the run dir")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", metavar="", help="replace a finished or unfinished run in the run dir")]
 

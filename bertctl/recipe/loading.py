@@ -357,8 +357,10 @@ def _check_rules(recipe: Recipe, problems: list[Problem], failed: set[str]) -> N
             problems.append(Problem("data.subset", f"is set ({d.subset!r}) but data.dataset is not", "set data.dataset to the hub dataset the subset belongs to, or remove data.subset"))
     elif d.dataset is not None and d.train is None and ok("data.train"):
         d.train = "train"
-    if ok("pretrain.data") and (problem := _data_file_problem("pretrain.data", recipe.data_path("pretrain"))):
-        problems.append(problem)
+    for key, split in (("pretrain.data", "pretrain"), ("distill.unlabeled", "distill")):
+        if ok(key) and (problem := _data_file_problem(key, recipe.data_path(split))):
+            problems.append(problem)
+    _check_distill(recipe, problems, ok)
     if d.validation is not None and d.validation_fraction is not None:
         problems.append(Problem("data.validation_fraction", "set, but data.validation is set too", "remove one of the two"))
     if d.labels is not None:
@@ -380,6 +382,15 @@ def _check_rules(recipe: Recipe, problems: list[Problem], failed: set[str]) -> N
     problems.extend(p for metric, value in recipe.eval.thresholds.items() if (p := threshold_problem(f"eval.thresholds.{metric}", metric, value)))
     _check_problem_type(recipe, problems, ok)
     _check_sweep(recipe, problems, ok)
+
+
+def _check_distill(recipe: Recipe, problems: list[Problem], ok) -> None:
+    """The student's layers, as far as the recipe alone tells (the teacher's layer count is checked when it loads)."""
+    t = recipe.distill
+    if t.layers is not None and t.num_layers is not None and ok("distill.layers", "distill.num_layers"):
+        problems.append(Problem("distill.num_layers", f"is {t.num_layers}, but distill.layers is set too ({t.layers})", "keep one of the two: the layers to keep, or how many"))
+    if t.layers is not None and ok("distill.layers") and t.layers != sorted(set(t.layers)):
+        problems.append(Problem("distill.layers", f"{t.layers} is not ascending without repeats", f"list each layer once, in order: {sorted(set(t.layers))}"))
 
 
 def _check_problem_type(recipe: Recipe, problems: list[Problem], ok) -> None:

@@ -124,6 +124,18 @@ _SPACE_ENTRY = {"anyOf": [{"type": "array", "minItems": 1}, {"type": "object", "
                                                               "properties": {"low": {"type": "number"}, "high": {"type": "number"}, "log": {"type": "boolean"}}}]}
 
 
+class DistillSection(Section):
+    """[distill]: `bertctl distill`: a smaller student trained on a finished run's scores (its teacher's) and the labels."""
+
+    teacher: Text | None = Field(None, description="the teacher: a finished run dir trained on this recipe's labels and problem type (--teacher overrides); a relative dir is looked up in the working dir, then the recipe's folder")
+    teacher_export: Text | None = Field(None, description="an ONNX export of the teacher (bertctl export) to score the transfer set with, faster on a CPU (default: the teacher's own weights)")
+    layers: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1, description="the student is the teacher keeping these encoder layers (0-based, ascending), embeddings and head copied")
+    num_layers: int | None = Field(None, ge=1, description="the student is the teacher keeping this many evenly spaced encoder layers from the first (3 of 6: 0, 2, 4, as DistilBERT takes every other one); without layers or num_layers the student is model.name")
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="the teacher's share of the loss; the labels get 1 - alpha")
+    temperature: float = Field(2.0, gt=0.0, le=100.0, description="single-label: both softmaxes of the teacher term at this temperature, the term scaled by T^2 (Hinton et al. 2015)")
+    unlabeled: Text | None = Field(None, description="extra texts for the teacher to score (csv, tsv, jsonl, parquet or txt, with data.text and data.text_pair columns); relative to the recipe's folder; refused where they overlap validation or test")
+
+
 class SweepSection(Section):
     """`bertctl sweep`: an optuna search over recipe keys (its flags override trials)."""
 
@@ -147,6 +159,7 @@ class RecipeFile(Section):
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
     pretrain: PretrainSection = Field(default_factory=PretrainSection)
+    distill: DistillSection = Field(default_factory=DistillSection)
     sweep: SweepSection = Field(default_factory=SweepSection)
     output: OutputSection = Field(default_factory=OutputSection)
 
@@ -176,8 +189,8 @@ class Recipe(RecipeFile):
 
     def data_path(self, split: str) -> Path | None:
         """The local file of a split (or of pretrain.data), resolved against the recipe's folder (None for hub splits)."""
-        value = self.pretrain.data if split == "pretrain" else getattr(self.data, split)
-        if value is None or (self.uses_hub_dataset and split != "pretrain"):
+        value = {"pretrain": self.pretrain.data, "distill": self.distill.unlabeled}.get(split) or getattr(self.data, split, None)
+        if value is None or (self.uses_hub_dataset and split in SPLITS):
             return None
         path = _expand_user(Path(value))
         return path if path.is_absolute() else Path(self.base_dir) / path
@@ -188,14 +201,22 @@ class Recipe(RecipeFile):
         out["data"].update({split: str(path.resolve()) for split in SPLITS if (path := self.data_path(split)) is not None})  # hub splits: None
         if self.pretrain.data is not None:
             out["pretrain"]["data"] = str(self.data_path("pretrain").resolve())
-        if (local_model := self._local_model_dir()) is not None:
+        if self.distill.unlabeled is not None:
+            out["distill"]["unlabeled"] = str(self.data_path("distill").resolve())
+        if (local_model := self.local_dir(self.model.name)) is not None:
             out["model"]["name"] = str(local_model.resolve())
+        for key in ("teacher", "teacher_export"):
+            if (local := self.local_dir(getattr(self.distill, key))) is not None:
+                out["distill"][key] = str(local.resolve())
         out["output"]["dir"] = str(self.run_dir)
         return out
 
-    def _local_model_dir(self) -> Path | None:
-        """The directory model.name names, looked up in the order `modeling.resolve_model` uses."""
-        name = _expand_user(Path(self.model.name))
+    def local_dir(self, value: str | None) -> Path | None:
+        """The directory a model-valued key names, looked up in the order `modeling.resolve_model` uses: the working
+        dir first, then the recipe's folder (None: no such dir)."""
+        if value is None:
+            return None
+        name = _expand_user(Path(value))
         candidates = [name] if name.is_absolute() else [name, Path(self.base_dir) / name]
         return next((c for c in candidates if c.is_dir()), None)
 
