@@ -77,8 +77,13 @@ def exporter_choice(run_dir: Path, work: Path, texts: list[str], rounds: int) ->
 
     torch_model = inference.load_for_inference(run_dir, device="cpu")
     reference = inference.logits(torch_model, inference.encode(torch_model, texts).columns).argmax(1)
+    import importlib.util
+
     out = {}
     for exporter in ("torchscript", "dynamo"):
+        if exporter == "dynamo" and importlib.util.find_spec("onnxscript") is None:
+            print("# exporter choice: dynamo skipped, onnxscript is not installed (pip install onnxscript)", flush=True)
+            continue
         start = time.perf_counter()
         result = export_run(run_dir, output=work / f"exporter-{exporter}", exporter=exporter, force=True, texts=100)
         seconds = time.perf_counter() - start

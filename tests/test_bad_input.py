@@ -469,7 +469,52 @@ CASES = [
     Case("eval-checks-missing-max-fail-rate", lambda w: ["eval", w.run(), "--checks", w.write("c.toml", '[tests.t]\nkind = "mft"\nlabel = "Sports"\ntexts = ["Late goal"]\n')], 2,
          ("c.toml", "tests.t", "has no max_fail_rate", "(line 1)", "max_fail_rate = 0.1")),
     Case("eval-checks-file-missing", lambda w: ["eval", w.run(), "--checks", w.path("nope.toml")], 2, ("nope.toml", "does not exist", "--checks recipes/checks/agnews.toml")),
+    # issue 25: bertctl distill
+    Case("distill-no-teacher", lambda w: ["distill", w.recipe(w.csv("t.csv"))], 2, ("r.toml: no teacher to distil from", "--teacher RUN_DIR", "distill.teacher")),
+    Case("distill-teacher-not-a-run-dir", lambda w: ["distill", w.recipe(w.csv("t.csv")), "--teacher", str(Path(w.write("plain/notes.txt", "mine")).parent)], 2,
+         ("plain is not a finished bertctl run dir (no config.json)", "train the teacher")),
+    Case("distill-teacher-unfinished", lambda w: ["distill", w.recipe(w.csv("t.csv")), "--teacher", _unfinished_run(w)], 2, ("unfinished is not a finished bertctl run dir (no metrics.json)", "--resume")),
+    Case("distill-teacher-is-an-export", lambda w: ["distill", w.recipe(w.csv("t.csv")), "--teacher", _export_stand_in(w)], 2,
+         ("onnx is an ONNX export", "distill.teacher_export")),
+    Case("distill-labels-in-another-order", lambda w: ["distill", w.recipe(w.csv("t.csv"), labels=False, data='labels = ["Sports", "World", "Business", "Sci/Tech"]\n'), "--teacher", w.run()], 2,
+         ("has the labels ['World', 'Sports', 'Business', 'Sci/Tech']", "and ", "['Sports', 'World', 'Business', 'Sci/Tech']", 'data.labels = ["World", "Sports", "Business", "Sci/Tech"]')),
+    Case("distill-problem-type-differs", lambda w: ["distill", w.multilabel(""), "--teacher", w.run()], 2,
+         ("is a single-label classification model", "ml.toml trains multi-label classification")),
+    Case("distill-layers-out-of-range", lambda w: ["distill", w.recipe(w.csv("t.csv")), "--teacher", w.run(), "distill.layers=[0, 2]"], 2,
+         ("distill.layers [0, 2] names layer 2, but the teacher has 2 encoder layers (0 to 1)", "distill.layers = [0]")),
+    Case("distill-layers-and-num-layers", lambda w: ["distill", w.recipe(w.csv("t.csv")), "--teacher", w.run(), "distill.layers=[1, 0]", "distill.num_layers=1"], 2,
+         ("distill.num_layers", "distill.layers is set too", "distill.layers", "[1, 0] is not ascending", "[0, 1]")),
+    Case("distill-tokenizer-differs", lambda w: ["distill", w.recipe(w.csv("t.csv"), model=""), "--teacher", w.run(), f"model.name={json.dumps(_other_vocab_bert(w))}"], 2,
+         ("other-vocab has another tokenizer than teacher", "against 30522 tokens", "distill.num_layers")),
+    Case("distill-unlabeled-overlaps-validation",
+         lambda w: ["distill", w.recipe(w.csv("t.csv"), data=f'validation = "{w.csv("v.csv")}"\n'), "--teacher", w.run(), "distill.num_layers=1",
+                    f"distill.unlabeled={json.dumps(w.write('more.jsonl', json.dumps({'text': 'a text of its own'}) + chr(10) + json.dumps({'text': ' ' + w.rows[2]['text'].upper()}) + chr(10)))}"], 2,
+         ("more.jsonl: 1 of its 2 texts are also in the validation split (record 2)", "leak", "remove those rows")),
 ]
+
+
+def _unfinished_run(w: Workspace) -> str:
+    """The finished run without metrics.json: what an interrupted `bertctl train` leaves."""
+    run = Path(w.run()).with_name("unfinished")
+    if not run.exists():
+        shutil.copytree(w.run(), run)
+        (run / "metrics.json").unlink()
+    return str(run)
+
+
+def _other_vocab_bert(w: Workspace) -> str:
+    """The tiny BERT with a 31-token cased vocabulary of its own in place of the uncased WordPiece one."""
+    from transformers import BertTokenizerFast
+
+    out = w.root / "other-vocab"
+    if not out.exists():
+        shutil.copytree(w.models["tiny_bert"], out)
+        for item in out.iterdir():
+            if "token" in item.name or item.name in {"vocab.txt", "special_tokens_map.json"}:
+                item.unlink()
+        vocab = w.write("other-vocab-src/vocab.txt", "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz"]) + "\n")
+        BertTokenizerFast(vocab_file=vocab, do_lower_case=False).save_pretrained(out)
+    return str(out)
 
 
 def _export_stand_in(w: Workspace) -> str:
@@ -612,7 +657,7 @@ def test_bad_input_matrix(case: Case, workspace: Workspace):
 
 
 def test_bad_input_matrix_covers_every_command():
-    commands = ("validate", "tokenize", "train", "eval", "predict", "attention", "pretrain", "fill-mask", "serve", "sweep")
+    commands = ("validate", "tokenize", "train", "distill", "eval", "predict", "attention", "pretrain", "fill-mask", "serve", "sweep")
     refused = {command for command in commands for case in CASES if case.id.startswith(command + "-") and case.exit_code == 2}
     assert refused == set(commands)
     assert sum(case.exit_code == 2 for case in CASES) >= 30 and len({case.id for case in CASES}) == len(CASES)
