@@ -8,6 +8,17 @@ on the same backend and the same core(s).
     python benchmarks/serve_load.py --levels 32 --batch-sizes 1,2,4,8,16  # which CPU batch size gets closest to offline
     python benchmarks/serve_load.py --run-dir runs/agnews-small --requests 100    # a quick look
     python benchmarks/serve_load.py --device cuda --levels 32,128 --requests 2048   # on a GPU (benchmarks/gpu_check.sh)
+    python benchmarks/serve_load.py --workers 1,2 --levels 32     # --workers N: shared socket against SO_REUSEPORT
+
+--workers LIST (issue 24 part 2) measures `bertctl serve --workers N` (N processes accepting from one shared
+listening socket, uvicorn's and gunicorn's model) and, for N > 1, the same N processes each with its own
+SO_REUSEPORT socket on the port (the kernel spreads connections by a hash of their addresses), built here from
+bertctl's own `Backend.load` and `run_server`; 1 worker with all the server CPUs' threads is the baseline. N
+workers can't be pinned apart from their clients on a 2-CPU machine, so this part runs unpinned: the servers get
+every CPU, one torch thread each (N = 1: as many threads as CPUs), and the clients share them. It reports
+texts/s, latency, and each worker's share of the texts and texts per forward pass (scraped from each worker's
+/metrics: a connection is opened until every pid has answered /metadata), which says whether micro-batching
+survives the split.
 
 Pinned (the default with 2+ CPUs; --no-pin turns it off): the server, the naive server and the offline worker run on
 --server-cpus (default: the first half of the CPUs this process may use), the load generator on the rest, so the
@@ -220,6 +231,83 @@ async def batch_counts(port: int) -> tuple[float, float]:
     return float(found["sum"]), float(found["count"])
 
 
+def reuseport_server(model: str, workers: int, threads: int | None) -> None:
+    """N processes, each binding its own SO_REUSEPORT socket to one port and serving with bertctl's own Backend and
+    run_server: the alternative to `bertctl serve --workers N`'s shared socket. Prints serve's 'listening on' line."""
+    import multiprocessing
+    import socket
+
+    from bertctl.serving.app import ServeOptions, run_server
+    from bertctl.serving.batcher import Backend
+
+    def bound(port: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((HOST, port))
+        return sock
+
+    first = bound(0)
+    port = first.getsockname()[1]
+    options = ServeOptions(host=HOST, port=port)
+    ready = multiprocessing.get_context("fork").Queue()
+
+    def worker(index: int) -> None:
+        sock = first if index == 0 else bound(port)
+        sock.listen(2048)
+        backend = Backend.load(model, threads=threads)
+        ready.put(os.getpid())
+        run_server(backend, options, sock)
+
+    processes = [multiprocessing.get_context("fork").Process(target=worker, args=(i,)) for i in range(workers)]
+    for process in processes:
+        process.start()
+    pids = [ready.get() for _ in processes]
+    print(f"bertctl serve: {model} (SO_REUSEPORT, {workers} workers, pids {' '.join(map(str, pids))})", file=sys.stderr)
+    print(f"listening on http://{HOST}:{port}  (SO_REUSEPORT)", file=sys.stderr, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: [p.terminate() for p in processes])
+    for process in processes:
+        process.join()
+
+
+async def worker_counts(port: int, workers: int) -> dict[int, tuple[float, float]]:
+    """Each worker's (texts, forward passes) so far, by pid: /metadata then /metrics on one connection, so both
+    come from the same worker; new connections until every worker has answered (or 200 tries)."""
+    found: dict[int, tuple[float, float]] = {}
+    for _ in range(200):
+        reader, writer = await asyncio.open_connection(HOST, port)
+        _, meta = await request(reader, writer, "/metadata")
+        _, text = await request(reader, writer, "/metrics")
+        writer.close()
+        counts = dict(re.findall(r"^bertctl_batch_texts_(sum|count) (\S+)$", text.decode(), re.M))
+        found[json.loads(meta)["pid"]] = (float(counts.get("sum", 0)), float(counts.get("count", 0)))
+        if len(found) >= workers:
+            break
+    return found
+
+
+def measure_workers(model: str, variants: list[tuple[str, list[str], int]], texts: list[str], requests: int, warmup: int, levels, env) -> list[dict]:
+    """Each (name, server args, workers) at each client level: texts/s, latency, and per-worker texts and batching."""
+    out = []
+    for name, args, workers in variants:
+        server = Server(args, env)
+        print(f"# {name}: {next(line.strip() for line in server.log if line.startswith('bertctl serve:'))}; load average {load_average()}", flush=True)
+        asyncio.run(load(server.port, texts, 8, warmup))
+        for clients in levels:
+            before = asyncio.run(worker_counts(server.port, workers))
+            result = asyncio.run(load(server.port, texts, clients, requests))
+            after = asyncio.run(worker_counts(server.port, workers))
+            per = {pid: (after[pid][0] - before.get(pid, (0, 0))[0], after[pid][1] - before.get(pid, (0, 0))[1]) for pid in after}
+            result.update(name=name, workers=workers, seen_workers=len(after), load_average=load_average(), load_1min=os.getloadavg()[0],
+                          per_worker={str(pid): {"texts": t, "forwards": f, "texts_per_forward": t / f if f else None} for pid, (t, f) in per.items()})
+            del result["labels"]
+            shares = ", ".join(f"{100 * t / max(1.0, sum(x[0] for x in per.values())):.0f}% at {t / f if f else 0:.1f}/pass" for t, f in sorted(per.values(), reverse=True))
+            print(f"#   {clients:>3} clients: {result['texts_per_s']:.1f} texts/s, p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; "
+                  f"workers seen {len(after)}/{workers}: {shares}; load average {result['load_average']}", flush=True)
+            out.append(result)
+        server.stop()
+    return out
+
+
 def measure(name: str, args: list[str], texts: list[str], requests: int, warmup: int, levels=LEVELS, env: dict[str, str] | None = None,
             cpus: set[int] | None = None) -> tuple[list[dict], Server]:
     server = Server(args, env, cpus)
@@ -260,6 +348,32 @@ def ensure_export(run_dir: Path, target: Path, int8: bool) -> Path:
     return target
 
 
+def workers_main(args, run_dir: str) -> None:
+    """--workers: 1 worker against N, shared socket against SO_REUSEPORT, unpinned (see the docstring)."""
+    levels = tuple(int(n) for n in args.levels.split(","))
+    cores = len(os.sched_getaffinity(0))
+    env = {"CUDA_VISIBLE_DEVICES": ""}
+    texts = dev_texts()
+    print(f"# {command_line()}")
+    print(f"# run dir {run_dir}; {args.requests} one-text requests per level; {cores} CPUs, unpinned (servers and clients share them)")
+    variants = []
+    for n in (int(w) for w in args.workers.split(",")):
+        threads = str(args.threads or (cores if n == 1 else max(1, cores // n)))
+        variants.append((f"{n} worker{'s' if n > 1 else ''}, shared socket, {threads} thread(s) each", ["-m", "bertctl", "serve", run_dir, "--port", "0", "--threads", threads, *(["--workers", str(n)] if n > 1 else [])], n))
+        if n == 1 and cores > 1 and not args.threads:
+            variants.append(("1 worker, shared socket, 1 thread", ["-m", "bertctl", "serve", run_dir, "--port", "0", "--threads", "1"], 1))
+        if n > 1:
+            variants.append((f"{n} workers, SO_REUSEPORT, {threads} thread(s) each", [str(Path(__file__).resolve()), "--run-dir", run_dir, "--reuseport-server", str(n), "--threads", threads], n))
+    results = measure_workers(run_dir, variants, texts, args.requests, args.warmup, levels, env)
+    rows = [[r["name"], r["clients"], r["texts_per_s"], r["p50_ms"], r["p99_ms"], f"{r['seen_workers']}/{r['workers']}",
+             " / ".join(f"{100 * w['texts'] / max(1.0, sum(x['texts'] for x in r['per_worker'].values())):.0f}%" for w in sorted(r["per_worker"].values(), key=lambda w: -w["texts"])),
+             " / ".join(f"{w['texts_per_forward']:.1f}" if w["texts_per_forward"] else "-" for w in sorted(r["per_worker"].values(), key=lambda w: -w["texts"]))] for r in results]
+    print()
+    print(table(["server", "clients", "texts/s", "p50 ms", "p99 ms", "workers seen", "share of texts", "texts per forward"], rows))
+    print(f"# uptime at end: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+    print(json.dumps({"benchmark": "serve_load_workers", "command": command_line(), "run_dir": run_dir, "levels": levels, "requests": args.requests, "results": results}, default=str))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", default="runs/agnews", help="a finished bertctl run (default runs/agnews)")
@@ -276,6 +390,8 @@ def main() -> None:
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="leave the processes unpinned")
     parser.add_argument("--server-cpus", default=None, help="CPUs for the servers and the offline worker, e.g. 0 or 0-1 (default: the first half)")
     parser.add_argument("--no-naive", dest="naive", action="store_false", help="skip the naive server")
+    parser.add_argument("--workers", default=None, help="compare server processes instead: e.g. 1,2 (shared socket, and SO_REUSEPORT for N > 1; unpinned)")
+    parser.add_argument("--reuseport-server", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cpus", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--offline-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--naive-server", action="store_true", help=argparse.SUPPRESS)
@@ -286,6 +402,10 @@ def main() -> None:
         return offline_worker(run_dir, args.rounds, args.threads, args.device, worker_cpus)
     if args.naive_server:
         return naive_server(run_dir, args.threads, args.device, worker_cpus)
+    if args.reuseport_server:
+        return reuseport_server(run_dir, args.reuseport_server, args.threads)
+    if args.workers:
+        return workers_main(args, run_dir)
     levels = tuple(int(n) for n in args.levels.split(","))
     backends = [b.strip() for b in args.backends.split(",")]
     if unknown := set(backends) - {"torch", "fp32", "int8"}:
