@@ -273,10 +273,10 @@ class Distillation(Classification):
     command, noun = "distill", "distillation"
     resume_ignores = frozenset({"pretrain."})
 
-    def __init__(self, recipe: Recipe, teacher: str | Path | None = None, *, show_progress: bool = True):
+    def __init__(self, recipe: Recipe, *, show_progress: bool = True):
         super().__init__(recipe)
         self.settings = recipe.distill
-        self.teacher = find_teacher(recipe, teacher)
+        self.teacher = find_teacher(recipe, None)
         # beside the teacher's by default (runs/agnews -> runs/agnews-student): never onto it
         self.run_dir = recipe.run_dir.with_name(recipe.run_dir.name + "-student")
         self.teacher_config = model_config(str(self.teacher))
@@ -388,7 +388,11 @@ class Distillation(Classification):
 def distill(recipe: Recipe, teacher: str | Path | None = None, **options: Any) -> RunResult:
     """Train a student of `teacher` (or recipe.distill.teacher) as `recipe` says into a finished run dir. Options are
     run_loop's: output_dir, resume, overwrite, progress, stop_after_steps (see bertctl.loop.run_loop)."""
-    task = Distillation(recipe, teacher, show_progress=options.get("progress", True))
+    if teacher is not None:
+        # the recipe saved with the run names its teacher, and a resume with another teacher is refused
+        recipe = recipe.model_copy(deep=True)
+        recipe.distill.teacher = str(find_teacher(recipe, teacher))
+    task = Distillation(recipe, show_progress=options.get("progress", True))
     target = Path(options["output_dir"]) if options.get("output_dir") is not None else task.run_dir
     if target.resolve() == task.teacher:
         raise RunError(f"the student would be written into its teacher's run dir {task.teacher}", fix="pass another --output-dir (the default is the recipe's run dir + '-student')")

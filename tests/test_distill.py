@@ -172,6 +172,9 @@ def test_distill_a_student_of_half_the_layers_is_an_ordinary_run_dir(teacher_set
     assert m["distill"]["student_layers"] == [0, 2] and m["distill"]["teacher_layers"] == 4
     assert m["distill"]["teacher_validation"] == _metrics(teacher)["validation"]
     assert m["train_examples"] == 160 and 0.0 <= m["validation"]["accuracy"] <= 1.0
+    import tomllib
+
+    assert tomllib.loads((student / "recipe.toml").read_text())["distill"]["teacher"] == str(teacher)  # --teacher is saved as the recipe's key
     card = (student / "README.md").read_text()
     assert f"from `{teacher}`" in card and "encoder layers [0, 2] of its 4" in card and "| accuracy |" in card
     # as any run: bertctl's predictions and transformers' pipeline agree
