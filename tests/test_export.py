@@ -104,7 +104,8 @@ def test_export_dir_layout_and_export_json(exported, run_dir):
     assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == 64
     info = json.loads((out / "export.json").read_text())
     assert info["exporter"] == "torchscript" and info["opset"] == 17 and info["quantize"] is None and info["forced"] is False
-    assert {"Attention", "EmbedLayerNormalization", "SkipLayerNormalization"} <= set(info["fusions"])
+    assert {"SkipLayerNormalization", "BiasGelu"} <= set(info["fusions"])
+    assert "last layer [CLS] only" in info["graph"]  # exported through the fast path's [CLS]-only last layer
     assert info["labels"] == AGNEWS_LABELS and info["max_length"] == 64 and info["outputs"] == ["logits"]
     assert {"torch", "transformers", "onnx", "onnxruntime", "tokenizers"} <= set(info["versions"])
     assert info["checks"]["logits"]["passed"] and "validation texts" in info["checks"]["logits"]["source"]
