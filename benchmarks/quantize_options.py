@@ -12,8 +12,9 @@ warm-up. Accuracy is on the same texts; "same labels" is against fp32.
 
 Variants (dynamic quantization quantizes weights ahead and activations per batch; static calibrates activation
 ranges on --calibration training texts, QDQ format):
-  fp32                      onnxruntime's BERT fusions (Attention, SkipLayerNormalization, Gelu), = `bertctl export`
-  int8 s8 per-tensor        quantize_dynamic(QInt8), then the fusions          = `bertctl export --quantize int8`
+  fp32                      the stock forward, onnxruntime's BERT fusions (Attention, SkipLayerNormalization, Gelu)
+  int8 s8 per-tensor        quantize_dynamic(QInt8), then the fusions, on the stock forward
+  fp32 / int8, [CLS]-only last layer   the forward bertctl.fastpath runs, traced: = `bertctl export [--quantize int8]`
   int8 s8 per-channel       the same with per_channel=True
   int8 u8 weights           the same with QUInt8 weights
   fuse, then int8           the fusions first, then quantize_dynamic (QAttention; DefaultTensorType FLOAT)
@@ -120,14 +121,28 @@ def build_variants(run_dir: Path, work: Path, calibration: int) -> dict[str, Pat
 
     from bertctl.export import _optimize, _torch_export
 
+    from bertctl.fastpath import use_fast_path
+
     logging.getLogger().setLevel(logging.ERROR)
-    model = AutoModelForSequenceClassification.from_pretrained(run_dir).eval()
+    # the stock forward (eager attention, as onnxruntime's Attention fusion wants it) for the options below
+    model = AutoModelForSequenceClassification.from_pretrained(run_dir, attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
     raw = work / "raw.onnx"
     _torch_export(model, tokenizer, raw, "torchscript", 17)
     config = model.config
     made = {"fp32": work / "fp32.onnx"}
     _optimize(raw, made["fp32"], config)
+    # what `bertctl export` traces: the last layer for [CLS] only (bertctl.fastpath), fp32 and int8
+    cls_model = AutoModelForSequenceClassification.from_pretrained(run_dir, attn_implementation="eager").eval()
+    use_fast_path(cls_model, fused_qkv=False, cheap_dropout=False)
+    cls_raw = work / "cls-raw.onnx"
+    _torch_export(cls_model, tokenizer, cls_raw, "torchscript", 17)
+    made["fp32, [CLS]-only last layer (bertctl export)"] = work / "cls-fp32.onnx"
+    _optimize(cls_raw, made["fp32, [CLS]-only last layer (bertctl export)"], config)
+    cls_quantized = work / "cls.q.onnx"
+    quantize_dynamic(str(cls_raw), str(cls_quantized), weight_type=QuantType.QInt8)
+    made["int8 s8 per-tensor, [CLS]-only last layer (bertctl export --quantize int8)"] = work / "cls-int8.onnx"
+    _optimize(cls_quantized, made["int8 s8 per-tensor, [CLS]-only last layer (bertctl export --quantize int8)"], config)
 
     def dynamic(name: str, **options) -> None:
         quantized = work / f"{name}.q.onnx"
@@ -135,7 +150,7 @@ def build_variants(run_dir: Path, work: Path, calibration: int) -> dict[str, Pat
         made[name] = work / f"{name}.onnx"
         _optimize(quantized, made[name], config)
 
-    dynamic("int8 s8 per-tensor", weight_type=QuantType.QInt8)  # bertctl export --quantize int8
+    dynamic("int8 s8 per-tensor", weight_type=QuantType.QInt8)  # bertctl export --quantize int8 on the stock graph
     dynamic("int8 s8 per-channel", weight_type=QuantType.QInt8, per_channel=True)
     dynamic("int8 u8 weights", weight_type=QuantType.QUInt8)
     made["fuse, then int8"] = work / "fused-q.onnx"
