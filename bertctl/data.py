@@ -336,13 +336,14 @@ def tokenize_data(recipe: Recipe, tokenizer, *, use_cache: bool = True) -> Token
     datasets.disable_progress_bars()
     key = cache_key(recipe, tokenizer) if use_cache else None
     cache_dir = cache_root() / "tokenized" / key if key else None
+    corrupt = False
     if cache_dir is not None and (cache_dir / "meta.json").is_file():
         try:
             meta = json.loads((cache_dir / "meta.json").read_text())
             splits = load_from_disk(str(cache_dir / "splits"))
             return TokenizedData(splits, meta["labels"], meta["sources"], meta["dropped_empty"], meta["is_pair"], True, cache_dir)
         except Exception:
-            pass  # a corrupt or foreign cache entry: rebuild it below
+            corrupt = True  # a corrupt or foreign cache entry: rebuild it below
 
     data = load_data(recipe)
     fn = tokenize_batch(tokenizer, recipe.model.max_length, data.is_pair, recipe.model.truncation)
@@ -351,22 +352,26 @@ def tokenize_data(recipe: Recipe, tokenizer, *, use_cache: bool = True) -> Token
         {name: ds.map(fn, batched=True, batch_size=1000, remove_columns=remove, desc=f"tokenizing {name}") for name, ds in data.splits.items()}
     )
     if cache_dir is not None:
-        _save_cache(cache_dir, splits, data)
+        _save_cache(cache_dir, splits, data, replace=corrupt)
         splits = load_from_disk(str(cache_dir / "splits"))  # memory-mapped, like a cache hit
     return TokenizedData(splits, data.labels, data.sources, data.dropped_empty, data.is_pair, False, cache_dir)
 
 
-def _save_cache(cache_dir: Path, splits: "DatasetDict", data: LoadedData) -> None:
-    """Write to a temp dir and rename, so a killed run never leaves a cache entry that looks complete."""
+def _save_cache(cache_dir: Path, splits: "DatasetDict", data: LoadedData, *, replace: bool = False) -> None:
+    """Write to a temp dir and rename, so a killed run never leaves a cache entry that looks complete. A complete
+    entry is never removed under a reader: when another process (a sweep worker, an accelerate rank) wrote the same
+    key first, its entry holds the same data and stays; only a `replace`d corrupt one is moved aside."""
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}-", dir=cache_dir.parent))
     try:
         splits.save_to_disk(str(tmp / "splits"))
         meta = {"labels": data.labels, "sources": data.sources, "dropped_empty": data.dropped_empty, "is_pair": data.is_pair}
         (tmp / "meta.json").write_text(json.dumps(meta))
-        if cache_dir.exists():
-            shutil.rmtree(cache_dir)
-        os.replace(umask_modes(tmp), cache_dir)
+        if replace and cache_dir.exists():
+            stale = cache_dir.with_name(f".{cache_dir.name}.stale-{os.getpid()}")
+            os.replace(cache_dir, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        os.replace(umask_modes(tmp), cache_dir)  # fails (not empty) where another process finished first: keep theirs
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # a cache is an optimisation: failing to write it is not fatal
 

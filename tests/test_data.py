@@ -372,6 +372,21 @@ def test_data_tokenize_columns_and_truncation(tmp_path, tokenizer):
     assert train["input_ids"][0][0] == tokenizer.cls_token_id and train["input_ids"][0][-1] == tokenizer.sep_token_id
 
 
+def test_data_tokenize_cache_entry_is_never_swapped_under_a_reader(tmp_path, tokenizer):
+    # a second process (a sweep worker, an accelerate rank) that tokenized the same data writes the same key: the
+    # entry a first process may be reading stays in place (CI once saw a worker's arrow file deleted mid-read)
+    from bertctl.data import _save_cache, load_data
+
+    write_rows(tmp_path / "t.csv", many_rows(10))
+    recipe = load_recipe(recipe_for(tmp_path, 'train = "t.csv"'))
+    first = tokenize_data(recipe, tokenizer)
+    arrow = next((first.cache_dir / "splits" / "train").glob("*.arrow"))
+    inode = arrow.stat().st_ino
+    _save_cache(first.cache_dir, first.splits, load_data(recipe))
+    assert arrow.stat().st_ino == inode and list(first.splits["train"]["input_ids"])
+    assert [p.name for p in first.cache_dir.parent.iterdir()] == [first.cache_dir.name]  # its temp dir removed
+
+
 def test_data_tokenize_corrupt_cache_is_rebuilt(tmp_path, tokenizer):
     write_rows(tmp_path / "t.csv", many_rows(10))
     recipe = load_recipe(recipe_for(tmp_path, 'train = "t.csv"'))
