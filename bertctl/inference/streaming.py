@@ -292,6 +292,14 @@ class Shard:
 
         return broadcast_object_list([value])[0]
 
+    def close(self) -> None:
+        """Take the process group down before the interpreter does: gloo's threads alive at exit can abort a
+        finished rank ("terminate called without an active exception", seen once in CI after all output was written)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
 
 def launched_shard() -> Shard | None:
     """The process group of `accelerate launch -m bertctl predict ...`; None in a plain process."""
@@ -469,8 +477,12 @@ def predict_command(
     if stream.file is not None or stream.source == "stdin":
         # a bar where it can't garble the results on the same terminal (they show the progress there); a log gets a line every 30 s
         live = (None if echo and stdout_tty else True) if stderr_tty else False
-    summary = predict_stream(
-        classifier, stream, output=output, resume=resume, echo=echo if main else None, top_k=top_k, batch_size=batch_size,
-        chunk_size=chunk_size, shard=shard, live_progress=live,
-    )
+    try:
+        summary = predict_stream(
+            classifier, stream, output=output, resume=resume, echo=echo if main else None, top_k=top_k, batch_size=batch_size,
+            chunk_size=chunk_size, shard=shard, live_progress=live,
+        )
+    finally:
+        if shard is not None:
+            shard.close()
     return summary if main else None
