@@ -235,7 +235,8 @@ def _carve_validation(recipe: Recipe, splits: dict[str, "Dataset"], sources: dic
 # tokenization with an Arrow cache
 
 
-def _hash_file(path: Path) -> str:
+def hash_file(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (data files, model weights)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -296,7 +297,7 @@ def cache_key(recipe: Recipe, tokenizer) -> str | None:
         if parts["hub"] is None:
             return None
     else:
-        parts["files"] = {split: _hash_file(p) for split in SPLITS if (p := recipe.data_path(split)) is not None}
+        parts["files"] = {split: hash_file(p) for split in SPLITS if (p := recipe.data_path(split)) is not None}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bertctl.cache import cache_root
-from bertctl.data import load_data, tokenize_batch
+from bertctl.data import hash_file, load_data, tokenize_batch
 from bertctl.errors import BertctlError, DataError, RunError
 from bertctl.inputs import cell_text, is_blank, read_table, require_columns, rows_named
 from bertctl.loop import RunResult, run_loop
@@ -172,18 +172,10 @@ def unfold_head(model) -> None:
             delattr(config, key)
 
 
-def _fingerprint_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _model_identity(directory: Path) -> str:
     """What decides a model's outputs: its config and weights (an export: its graph and settings)."""
     files = ["config.json", "model.safetensors", "model.onnx", "export.json"]
-    return json.dumps({name: _fingerprint_file(directory / name) for name in files if (directory / name).is_file()}, sort_keys=True)
+    return json.dumps({name: hash_file(directory / name) for name in files if (directory / name).is_file()}, sort_keys=True)
 
 
 def teacher_outputs(scorer: Path, columns: dict[str, list], *, device: str, show: bool) -> Any:
